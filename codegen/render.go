@@ -1,0 +1,269 @@
+package codegen
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"go/format"
+	"go/scanner"
+	"go/token"
+	"strconv"
+	"strings"
+)
+
+// render writes the generated file for src and formats it. out is the
+// output path, for errors.
+func render(gp *grainPackage, src *sourceFile, out string) ([]byte, error) {
+	im := newImports(gp, src)
+	var body bytes.Buffer
+	for _, t := range src.grains {
+		r := &renderer{w: &body, im: im, t: t}
+		r.grain()
+	}
+
+	var b bytes.Buffer
+	b.WriteString(Header + "\n\n")
+	fmt.Fprintf(&b, "package %s\n\n", gp.types.Name())
+	b.WriteString(im.block())
+	fmt.Fprintf(&b, "\n// Compile-time guard: fails to build against an incompatible grain package.\nconst _ = %s.SupportPackageIsVersion1\n\n", im.grain())
+	b.Write(body.Bytes())
+
+	return renderFormat(b.Bytes(), out)
+}
+
+// renderFormat formats generated source, reporting a failure at the line
+// of the output file it concerns.
+func renderFormat(src []byte, out string) ([]byte, error) {
+	formatted, err := format.Source(src)
+	if err != nil {
+		return nil, formatError(src, out, err)
+	}
+	return formatted, nil
+}
+
+// errFormat is the cause of an error formatting generated code: a bug in
+// the generator.
+var errFormat = errors.New("codegen: generated code does not format (generator bug)")
+
+// formatError reports a go/format failure on generated code at the line of
+// the generated file it concerns, quoting that line.
+func formatError(src []byte, out string, err error) error {
+	line := 0
+	var list scanner.ErrorList
+	if errors.As(err, &list) && len(list) > 0 {
+		line = list[0].Pos.Line
+	}
+	msg := err.Error()
+	if lines := strings.Split(string(src), "\n"); line > 0 && line <= len(lines) {
+		msg = fmt.Sprintf("%s (line is %q)", msg, lines[line-1])
+	}
+	return &Error{
+		Pos: token.Position{Filename: out, Line: line},
+		Msg: fmt.Sprintf("%v: %s", errFormat, msg),
+		Err: fmt.Errorf("%w: %w", errFormat, err),
+	}
+}
+
+// renderer writes the declarations of one grain interface.
+type renderer struct {
+	w  *bytes.Buffer
+	im *imports
+	t  *grainType
+}
+
+func (r *renderer) p(format string, args ...any) { fmt.Fprintf(r.w, format, args...) }
+
+// methodNames are the identifiers a reference method uses.
+type methodNames struct {
+	ctx            string
+	params         []string
+	res, err, zero string
+	resultType     string // printed result type; "" if the method returns only error
+}
+
+func (r *renderer) grain() {
+	t, gr, ctx := r.t, r.im.grain(), r.im.context()
+
+	r.p("// %s describes the %s grain type: its registered name and\n", t.typeVar(), t.name)
+	r.p("// methods. A method's index is its position in Methods, which follows the\n")
+	r.p("// interface's source order: reordering, inserting or removing methods\n")
+	r.p("// changes the indexes, so callers and silos must run code generated from\n")
+	r.p("// the same interface.\n")
+	r.p("var %s = &%s.TypeDesc{\n", t.typeVar(), gr)
+	r.p("Name: %s,\n", strconv.Quote(t.regName))
+	r.p("Methods: []%s.MethodDesc{\n", gr)
+	for i, m := range t.methods {
+		r.p("{ // %d\n", i)
+		r.p("Name: %s,\n", strconv.Quote(m.name))
+		r.p("Flags: %s,\n", flags(m, gr))
+		r.p("NewArgs: func() any { return new(%s) },\n", m.argsType)
+		if m.replyType != "" {
+			r.p("NewReply: func() any { return new(%s) },\n", m.replyType)
+		}
+		r.p("Invoke: func(ctx %s.Context, impl any, args any) (any, error) {\n", ctx)
+		callArgs := []string{"ctx"}
+		if len(m.params) > 0 {
+			r.p("a := args.(*%s)\n", m.argsType)
+			for j := range m.params {
+				callArgs = append(callArgs, fmt.Sprintf("a.A%d", j))
+			}
+		}
+		call := fmt.Sprintf("impl.(%s).%s(%s)", t.name, m.name, strings.Join(callArgs, ", "))
+		if m.result == nil {
+			r.p("return nil, %s\n", call)
+		} else {
+			r.p("r0, err := %s\n", call)
+			r.p("if err != nil {\nreturn nil, err\n}\n")
+			r.p("return &%s{R0: r0}, nil\n", m.replyType)
+		}
+		r.p("},\n},\n")
+	}
+	r.p("},\n}\n\n")
+
+	for _, m := range t.methods {
+		r.p("// %s holds the arguments of %s.%s, encoded as a msgpack array.\n", m.argsType, t.name, m.name)
+		r.p("type %s struct {\n", m.argsType)
+		r.p("_msgpack struct{} `msgpack:\",as_array\"`\n")
+		for j, prm := range m.params {
+			r.p("A%d %s\n", j, r.im.typeString(prm.typ))
+		}
+		r.p("}\n\n")
+		if m.replyType != "" {
+			r.p("// %s holds the result of %s.%s, encoded as a msgpack array.\n", m.replyType, t.name, m.name)
+			r.p("type %s struct {\n", m.replyType)
+			r.p("_msgpack struct{} `msgpack:\",as_array\"`\n")
+			r.p("R0 %s\n", r.im.typeString(m.result))
+			r.p("}\n\n")
+		}
+	}
+
+	ref := t.refType()
+	r.p("// %s is a typed reference to a %s grain. It implements %s by\n", ref, t.name, t.name)
+	r.p("// calling the grain through a %s.Caller. Refs are small values; copy them\n", gr)
+	r.p("// freely.\n")
+	r.p("type %s struct{ ref %s.Ref }\n\n", ref, gr)
+	r.p("var _ %s = %s{}\n\n", t.name, ref)
+	r.p("// %s returns a reference to the %s grain with the given key,\n", t.newRefFunc(), t.name)
+	r.p("// calling through c.\n")
+	r.p("func %s(c %s.Caller, key string) %s {\n", t.newRefFunc(), gr, ref)
+	r.p("return %s{ref: %s.NewRef(c, %s, key)}\n}\n\n", ref, gr, t.typeVar())
+
+	recv, names := r.names()
+	r.p("// ID returns the identity of the referenced grain.\n")
+	r.p("func (%s %s) ID() %s.ID { return %s.ref.ID() }\n\n", recv, ref, gr, recv)
+	for i, m := range t.methods {
+		n := names[i]
+		if m.oneWay {
+			r.p("// %s calls %s.%s on the referenced grain. It is a one-way call:\n", m.name, t.name, m.name)
+			r.p("// the grain sends no reply, so a nil error means it was sent, not run.\n")
+		} else {
+			r.p("// %s calls %s.%s on the referenced grain.\n", m.name, t.name, m.name)
+		}
+		sig := []string{n.ctx + " " + ctx + ".Context"}
+		fields := make([]string, len(m.params))
+		for j, prm := range m.params {
+			sig = append(sig, n.params[j]+" "+r.im.typeString(prm.typ))
+			fields[j] = fmt.Sprintf("A%d: %s", j, n.params[j])
+		}
+		invoke := fmt.Sprintf("%s.ref.Invoke(%s, %d, &%s{%s})", recv, n.ctx, i, m.argsType, strings.Join(fields, ", "))
+		if m.result == nil {
+			r.p("func (%s %s) %s(%s) error {\n", recv, ref, m.name, strings.Join(sig, ", "))
+			r.p("_, %s := %s\n", n.err, invoke)
+			r.p("return %s\n}\n\n", n.err)
+			continue
+		}
+		r.p("func (%s %s) %s(%s) (%s, error) {\n", recv, ref, m.name, strings.Join(sig, ", "), n.resultType)
+		r.p("%s, %s := %s\n", n.res, n.err, invoke)
+		r.p("if %s != nil {\nvar %s %s\nreturn %s, %s\n}\n", n.err, n.zero, n.resultType, n.zero, n.err)
+		r.p("return %s.(*%s).R0, nil\n}\n\n", n.res, m.replyType)
+	}
+
+	r.p("// %s registers the %s grain type with r; f builds the\n", t.registerFunc(), t.name)
+	r.p("// implementation for each activation.\n")
+	r.p("func %s(r %s.Registry, f func(%s.Context) %s, opts ...%s.TypeOption) {\n", t.registerFunc(), gr, gr, t.name, gr)
+	r.p("r.RegisterGrainType(%s, func(c %s.Context) any { return f(c) }, opts...)\n}\n\n", t.typeVar(), gr)
+}
+
+// names chooses the identifiers of the reference methods. Parameters keep
+// their declared names where they can (unnamed ones become p0, p1, ...,
+// after the argument fields A0, A1, ...); a parameter whose name would
+// shadow an identifier the method body needs (a package or type in the
+// result type, the helper types) is renamed. The receiver and the locals
+// then take names no parameter uses.
+func (r *renderer) names() (recv string, names []methodNames) {
+	used := map[string]bool{} // names any method's body needs, for the receiver
+	avoid := make([]map[string]bool, len(r.t.methods))
+	names = make([]methodNames, len(r.t.methods))
+	for i, m := range r.t.methods {
+		n := &names[i]
+		reserved := map[string]bool{"nil": true, m.argsType: true}
+		if m.result != nil {
+			n.resultType = r.im.typeString(m.result)
+			for _, id := range identsIn(n.resultType) {
+				reserved[id] = true
+			}
+			reserved[m.replyType] = true
+		}
+		taken := map[string]bool{}
+		pick := func(want, fallback string) string {
+			name := want
+			if name == "" || name == "_" || reserved[name] || taken[name] {
+				name = fallback
+			}
+			for reserved[name] || taken[name] {
+				name += "_"
+			}
+			taken[name] = true
+			return name
+		}
+		n.ctx = pick(m.ctxName, "ctx")
+		for j, prm := range m.params {
+			n.params = append(n.params, pick(prm.name, fmt.Sprintf("p%d", j)))
+		}
+		avoid[i] = reserved
+		for name := range taken {
+			reserved[name] = true
+		}
+		for name := range reserved {
+			used[name] = true
+		}
+	}
+	recv = freeName("r", used)
+	for i := range names {
+		n, a := &names[i], avoid[i]
+		a[recv] = true
+		n.res = freeName("res", a)
+		a[n.res] = true
+		n.err = freeName("err", a)
+		a[n.err] = true
+		n.zero = freeName("zero", a)
+	}
+	return recv, names
+}
+
+// freeName returns base, or base1, base2, ... the first not in used.
+func freeName(base string, used map[string]bool) string {
+	name := base
+	for i := 1; used[name]; i++ {
+		name = base + strconv.Itoa(i)
+	}
+	return name
+}
+
+// flags spells a method's flags as a Go expression.
+func flags(m *method, gr string) string {
+	var fs []string
+	if m.readOnly {
+		fs = append(fs, gr+".ReadOnly")
+	}
+	if m.oneWay {
+		fs = append(fs, gr+".OneWay")
+	}
+	if m.copyFree {
+		fs = append(fs, gr+".CopyFree")
+	}
+	if len(fs) == 0 {
+		return "0"
+	}
+	return strings.Join(fs, " | ")
+}

@@ -1,0 +1,208 @@
+package directory
+
+import (
+	"hash/maphash"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+
+	"github.com/granary-rt/granary/grain"
+)
+
+// DefaultCacheSize is the number of entries an Etcd directory caches when
+// EtcdConfig.CacheSize is 0.
+const DefaultCacheSize = 100_000
+
+const (
+	maxCacheShards     = 256
+	minEntriesPerShard = 16
+)
+
+// cache is a bounded map from grain id to Entry with CLOCK (second-chance)
+// eviction.
+//
+// Reads take no lock: the entries live in a sync.Map of immutable nodes, so
+// a hit is a few plain loads and does not allocate, and a hot entry read by
+// every core does not bounce a lock's cache line. A node's reference bit is
+// written only when not yet set. Writes (fill, drop) and the eviction
+// bookkeeping are sharded by id hash, each shard with its own mutex and
+// clock ring, so writers of different ids rarely meet.
+//
+// Each shard carries an epoch that every removal moves. A caller that reads
+// the backend on a miss notes the epoch first and fills only if it has not
+// moved since, so an Invalidate or Unregister that overtakes the read is
+// not undone by a stale fill.
+type cache struct {
+	m      sync.Map // grain.ID -> *cacheNode; written under the id's shard mutex
+	seed   maphash.Seed
+	mask   uint64
+	shards []cacheShard
+}
+
+// cacheNode is immutable but for ref; an update replaces the node.
+type cacheNode struct {
+	e    Entry
+	ref  atomic.Bool // read since the clock hand last passed
+	slot int32       // index in the shard's ring; guarded by the shard mutex
+}
+
+type cacheShard struct {
+	mu    sync.Mutex
+	ring  []ringSlot
+	free  []int32 // indexes of emptied ring slots
+	limit int
+	hand  int
+	epoch uint64
+	_     [64]byte // keep shards' mutexes on separate cache lines
+}
+
+type ringSlot struct {
+	id grain.ID
+	n  *cacheNode // nil: the slot is free
+}
+
+// newCache returns a cache bounded to size entries, or nil when size <= 0
+// (a nil *cache is valid and caches nothing).
+func newCache(size int) *cache {
+	if size <= 0 {
+		return nil
+	}
+	n := 1
+	for n < maxCacheShards && size/(n*2) >= minEntriesPerShard {
+		n *= 2
+	}
+	c := &cache{seed: maphash.MakeSeed(), mask: uint64(n - 1), shards: make([]cacheShard, n)}
+	for i := range c.shards {
+		c.shards[i].limit = size / n
+		if i < size%n {
+			c.shards[i].limit++
+		}
+	}
+	return c
+}
+
+func (c *cache) shard(id grain.ID) *cacheShard {
+	h := maphash.String(c.seed, id.Type)
+	h = bits.RotateLeft64(h, 31) ^ maphash.String(c.seed, id.Key)
+	return &c.shards[h&c.mask]
+}
+
+// get returns the cached entry for id.
+func (c *cache) get(id grain.ID) (Entry, bool) {
+	if c == nil {
+		return Entry{}, false
+	}
+	v, ok := c.m.Load(id)
+	if !ok {
+		return Entry{}, false
+	}
+	n := v.(*cacheNode)
+	if !n.ref.Load() {
+		n.ref.Store(true)
+	}
+	return n.e, true
+}
+
+// epoch returns id's shard epoch, to pass to fill.
+func (c *cache) epoch(id grain.ID) uint64 {
+	if c == nil {
+		return 0
+	}
+	s := c.shard(id)
+	s.mu.Lock()
+	ep := s.epoch
+	s.mu.Unlock()
+	return ep
+}
+
+// fill caches e for id unless an entry of id's shard was removed since
+// epoch was read.
+func (c *cache) fill(id grain.ID, e Entry, epoch uint64) {
+	if c == nil {
+		return
+	}
+	s := c.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.epoch != epoch {
+		return
+	}
+	n := &cacheNode{e: e}
+	if v, ok := c.m.Load(id); ok {
+		old := v.(*cacheNode)
+		if old.e == e {
+			old.ref.Store(true)
+			return
+		}
+		n.slot = old.slot
+		n.ref.Store(true)
+	} else {
+		switch {
+		case len(s.free) > 0:
+			n.slot = s.free[len(s.free)-1]
+			s.free = s.free[:len(s.free)-1]
+		case len(s.ring) < s.limit:
+			s.ring = append(s.ring, ringSlot{})
+			n.slot = int32(len(s.ring) - 1)
+		default:
+			n.slot = c.evict(s)
+		}
+	}
+	s.ring[n.slot] = ringSlot{id: id, n: n}
+	c.m.Store(id, n)
+}
+
+// evict removes the first entry the clock hand finds without its
+// reference bit, clearing the bits it passes, and returns its ring slot.
+// The shard is full, so every slot is in use; the loop ends within two
+// turns. The caller holds s.mu.
+func (c *cache) evict(s *cacheShard) int32 {
+	for {
+		i := s.hand
+		s.hand++
+		if s.hand == len(s.ring) {
+			s.hand = 0
+		}
+		rs := &s.ring[i]
+		if rs.n.ref.Load() {
+			rs.n.ref.Store(false)
+			continue
+		}
+		c.m.Delete(rs.id)
+		*rs = ringSlot{}
+		return int32(i)
+	}
+}
+
+// drop removes id's entry, if any, and moves the shard's epoch.
+func (c *cache) drop(id grain.ID) {
+	if c == nil {
+		return
+	}
+	s := c.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch++
+	v, ok := c.m.LoadAndDelete(id)
+	if !ok {
+		return
+	}
+	slot := v.(*cacheNode).slot
+	s.ring[slot] = ringSlot{}
+	s.free = append(s.free, slot)
+}
+
+// len returns the number of cached entries.
+func (c *cache) len() int {
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += len(s.ring) - len(s.free)
+		s.mu.Unlock()
+	}
+	return n
+}

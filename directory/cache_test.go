@@ -1,0 +1,158 @@
+package directory
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/granary-rt/granary/grain"
+)
+
+func cid(i int) grain.ID { return grain.ID{Type: "t", Key: fmt.Sprint(i)} }
+
+func TestCacheShape(t *testing.T) {
+	tests := []struct {
+		size, shards int
+	}{
+		{1, 1}, {31, 1}, {32, 2}, {100, 4}, {4096, 256}, {DefaultCacheSize, 256},
+	}
+	for _, tc := range tests {
+		c := newCache(tc.size)
+		if len(c.shards) != tc.shards {
+			t.Errorf("newCache(%d): %d shards, want %d", tc.size, len(c.shards), tc.shards)
+		}
+		total := 0
+		for i := range c.shards {
+			total += c.shards[i].limit
+		}
+		if total != tc.size {
+			t.Errorf("newCache(%d): shard limits add up to %d", tc.size, total)
+		}
+	}
+	if c := newCache(0); c != nil {
+		t.Error("newCache(0) != nil")
+	}
+	var c *cache // a nil cache caches nothing and does not panic
+	c.fill(cid(1), Entry{SiloID: "a"}, c.epoch(cid(1)))
+	if _, ok := c.get(cid(1)); ok || c.len() != 0 {
+		t.Error("nil cache returned an entry")
+	}
+	c.drop(cid(1))
+}
+
+func TestCacheFillGetDrop(t *testing.T) {
+	c := newCache(1000)
+	e := Entry{SiloID: "a", ActivationID: 1}
+	c.fill(cid(1), e, c.epoch(cid(1)))
+	if got, ok := c.get(cid(1)); !ok || got != e {
+		t.Fatalf("get = %+v, %v", got, ok)
+	}
+	e2 := Entry{SiloID: "b"}
+	c.fill(cid(1), e2, c.epoch(cid(1)))
+	if got, _ := c.get(cid(1)); got != e2 || c.len() != 1 {
+		t.Fatalf("after overwrite: get = %+v, len %d", got, c.len())
+	}
+	c.drop(cid(1))
+	if _, ok := c.get(cid(1)); ok || c.len() != 0 {
+		t.Fatal("entry survived drop")
+	}
+	// The freed slot is reused.
+	c.fill(cid(2), e, c.epoch(cid(2)))
+	s := c.shard(cid(2))
+	if c.shard(cid(1)) == s && len(s.ring) != 1 {
+		t.Fatalf("slot not reused: %d slots", len(s.ring))
+	}
+}
+
+// TestCacheStaleFill: a read that started before a removal does not put
+// back what it read.
+func TestCacheStaleFill(t *testing.T) {
+	c := newCache(100)
+	id := cid(1)
+	old := Entry{SiloID: "a"}
+	c.fill(id, old, c.epoch(id))
+	epoch := c.epoch(id) // a Lookup misses... (here: reads the epoch)
+	c.drop(id)           // ...an Unregister or Invalidate overtakes it...
+	c.fill(id, old, epoch)
+	if _, ok := c.get(id); ok {
+		t.Fatal("a fill older than a drop was cached")
+	}
+	c.fill(id, old, c.epoch(id))
+	if _, ok := c.get(id); !ok {
+		t.Fatal("a current fill was not cached")
+	}
+}
+
+// TestCacheClock: entries read since the clock hand last passed survive
+// eviction; unread ones go first.
+func TestCacheClock(t *testing.T) {
+	const size = 8
+	c := newCache(size) // one shard
+	for i := range size {
+		c.fill(cid(i), Entry{SiloID: "a"}, c.epoch(cid(i)))
+	}
+	for i := range size / 2 { // read the first half
+		c.get(cid(i))
+	}
+	for i := size; i < size+size/2; i++ { // insert as many new ones
+		c.fill(cid(i), Entry{SiloID: "a"}, c.epoch(cid(i)))
+	}
+	if c.len() != size {
+		t.Fatalf("len = %d, want %d", c.len(), size)
+	}
+	for i := range size + size/2 {
+		_, ok := c.get(cid(i))
+		wantOK := i < size/2 || i >= size
+		if ok != wantOK {
+			t.Errorf("entry %d cached = %v, want %v", i, ok, wantOK)
+		}
+	}
+}
+
+func TestCacheGetDoesNotAllocate(t *testing.T) {
+	c := newCache(DefaultCacheSize)
+	id := grain.ID{Type: "bank.Account", Key: "alice"}
+	c.fill(id, Entry{SiloID: "a", Address: "x"}, c.epoch(id))
+	if n := testing.AllocsPerRun(1000, func() { c.get(id) }); n != 0 {
+		t.Fatalf("cache hit: %v allocs, want 0", n)
+	}
+}
+
+// TestCacheConcurrent hammers a small cache from many goroutines (run it
+// with -race) and checks its bookkeeping afterwards.
+func TestCacheConcurrent(t *testing.T) {
+	c := newCache(64)
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 5000 {
+				id := cid((g*7919 + i) % 300)
+				switch i % 4 {
+				case 0, 1:
+					c.fill(id, Entry{SiloID: "s", ActivationID: uint64(i)}, c.epoch(id))
+				case 2:
+					c.get(id)
+				case 3:
+					c.drop(id)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := c.len(); n > 64 {
+		t.Fatalf("len %d > 64", n)
+	}
+	mapped := 0
+	c.m.Range(func(k, v any) bool {
+		mapped++
+		n := v.(*cacheNode)
+		s := c.shard(k.(grain.ID))
+		if rs := s.ring[n.slot]; rs.n != n || rs.id != k.(grain.ID) {
+			t.Errorf("%v: ring slot %d holds %v", k, n.slot, rs.id)
+		}
+		return true
+	})
+	if mapped != c.len() {
+		t.Errorf("map holds %d entries, rings %d", mapped, c.len())
+	}
+}

@@ -1,0 +1,175 @@
+package grain
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// StateStore is the storage behind one persistent state of one grain, as the
+// runtime provides it. Etags implement optimistic concurrency: a write or
+// clear with a stale etag fails with ErrConflict. An empty etag means "no
+// record exists".
+type StateStore interface {
+	Read(ctx context.Context) (data []byte, etag string, err error)
+	Write(ctx context.Context, data []byte, etag string) (newEtag string, err error)
+	Clear(ctx context.Context, etag string) error
+}
+
+// Persistent is the runtime's view of a declared state: it loads every
+// state before the first call and writes the changed ones on deactivation.
+// State implements it.
+type Persistent interface {
+	// Reload reads the state from storage, replacing the in-memory value.
+	Reload(ctx context.Context) error
+	// WriteIfChanged writes the state if it changed since it was last
+	// loaded or written, and reports whether it wrote.
+	WriteIfChanged(ctx context.Context) (bool, error)
+}
+
+// State is a typed persistent state of a grain. Declare it in the factory
+// with NewState; the runtime loads it before the first call. Mutate Value
+// freely: changes are written when the activation is deactivated (or when
+// the grain calls Write). Values are encoded with msgpack, field by name, so
+// fields can be added and removed without breaking stored records.
+//
+// A State belongs to its activation and is used only from its turns; it is
+// not safe for use from other goroutines.
+type State[T any] struct {
+	// Value is the current in-memory value. After a load of a missing
+	// record it is T's zero value.
+	Value T
+
+	name   string
+	store  StateStore
+	etag   string
+	exists bool
+	sum    uint64 // hash of the encoding last loaded or written
+}
+
+// NewState declares a persistent state named name for the grain of c. Call it
+// from the grain's factory, once per name.
+func NewState[T any](c Context, name string, opts ...StateOption) *State[T] {
+	var cfg StateConfig
+	for _, o := range opts {
+		o.applyState(&cfg)
+	}
+	s := &State[T]{name: name}
+	s.store = c.AttachState(name, cfg, s)
+	return s
+}
+
+// Name returns the state's name.
+func (s *State[T]) Name() string { return s.name }
+
+// Exists reports whether a record existed at the last load or was written
+// since.
+func (s *State[T]) Exists() bool { return s.exists }
+
+// Etag returns the storage etag of the last load or write ("" if none).
+func (s *State[T]) Etag() string { return s.etag }
+
+// Reload reads the state from storage, replacing Value. A missing record
+// yields T's zero value.
+func (s *State[T]) Reload(ctx context.Context) error {
+	data, etag, err := s.store.Read(ctx)
+	if err != nil {
+		return fmt.Errorf("grain: read state %q: %w", s.name, err)
+	}
+	var v T
+	if len(data) > 0 {
+		if err := msgpack.Unmarshal(data, &v); err != nil {
+			return fmt.Errorf("grain: decode state %q: %w", s.name, err)
+		}
+	}
+	if len(data) == 0 {
+		// A missing record counts as its zero value: writing it back
+		// unchanged would only create an empty record.
+		if data, err = encodeState(&v); err != nil {
+			return fmt.Errorf("grain: encode state %q: %w", s.name, err)
+		}
+	}
+	s.Value, s.etag, s.exists = v, etag, etag != ""
+	s.sum = hashOf(data)
+	return nil
+}
+
+// Write writes Value to storage now. When it returns nil the value is
+// durable. It fails with ErrConflict if another activation wrote since this
+// one read, in which case the runtime tears this activation down.
+func (s *State[T]) Write(ctx context.Context) error {
+	data, err := encodeState(&s.Value)
+	if err != nil {
+		return fmt.Errorf("grain: encode state %q: %w", s.name, err)
+	}
+	return s.write(ctx, data)
+}
+
+func (s *State[T]) write(ctx context.Context, data []byte) error {
+	etag, err := s.store.Write(ctx, data, s.etag)
+	if err != nil {
+		return fmt.Errorf("grain: write state %q: %w", s.name, err)
+	}
+	s.etag, s.exists, s.sum = etag, true, hashOf(data)
+	return nil
+}
+
+// WriteIfChanged writes Value if its encoding differs from what was last
+// loaded or written.
+func (s *State[T]) WriteIfChanged(ctx context.Context) (bool, error) {
+	data, err := encodeState(&s.Value)
+	if err != nil {
+		return false, fmt.Errorf("grain: encode state %q: %w", s.name, err)
+	}
+	if hashOf(data) == s.sum {
+		return false, nil
+	}
+	return true, s.write(ctx, data)
+}
+
+// Clear deletes the stored record and resets Value to T's zero value.
+func (s *State[T]) Clear(ctx context.Context) error {
+	if err := s.store.Clear(ctx, s.etag); err != nil {
+		return fmt.Errorf("grain: clear state %q: %w", s.name, err)
+	}
+	var zero T
+	data, err := encodeState(&zero)
+	if err != nil {
+		return fmt.Errorf("grain: encode state %q: %w", s.name, err)
+	}
+	s.Value, s.etag, s.exists = zero, "", false
+	s.sum = hashOf(data)
+	return nil
+}
+
+var seed = maphash.MakeSeed()
+
+func hashOf(data []byte) uint64 { return maphash.Bytes(seed, data) }
+
+var encPool = sync.Pool{New: func() any {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.SetSortMapKeys(true)
+	return &stateEncoder{buf: &buf, enc: enc}
+}}
+
+type stateEncoder struct {
+	buf *bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+// encodeState encodes v deterministically (sorted map keys), so that an
+// unchanged value always hashes the same.
+func encodeState(v any) ([]byte, error) {
+	e := encPool.Get().(*stateEncoder)
+	defer encPool.Put(e)
+	e.buf.Reset()
+	if err := e.enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(e.buf.Bytes()), nil
+}

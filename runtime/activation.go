@@ -1,0 +1,364 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	rtdebug "runtime/debug"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/grain"
+)
+
+// status of an activation. Transitions only move forward:
+// activating -> valid -> deactivating -> dead, or activating -> dead.
+type status uint8
+
+const (
+	statusActivating status = iota
+	statusValid
+	statusDeactivating
+	statusDead
+)
+
+// activation is one in-memory instance of a grain. While idle it is this
+// struct, the implementation and its states: no goroutine, no timer, no
+// channel. A goroutine runs while the mailbox has messages, then exits.
+type activation struct {
+	silo *Silo
+	typ  *grainType
+	id   grain.ID
+	// seq numbers the activation on its silo; with the silo's id and
+	// incarnation it forms the directory entry.
+	seq uint64
+
+	mu      sync.Mutex
+	status  status
+	running bool  // a goroutine owns the turn loop (or the (de)activation)
+	queue   queue // mailbox, FIFO
+	// lastActive is when the mailbox last became empty, in nanoseconds on
+	// the silo's monotonic clock.
+	lastActive int64
+	// deactivate is set by DeactivateOnIdle: deactivate as soon as idle.
+	deactivate bool
+
+	// Owned by the goroutine that holds running.
+	impl   any
+	states []grain.Persistent
+	logger *zap.Logger
+}
+
+// entry is the directory entry that names this activation.
+func (a *activation) entry() directory.Entry {
+	return directory.Entry{SiloID: a.silo.id, Incarnation: a.silo.incarnation, ActivationID: a.seq}
+}
+
+// grainContext views an activation as the grain.Context of its
+// implementation.
+type grainContext activation
+
+var _ grain.Context = (*grainContext)(nil)
+
+func (c *grainContext) act() *activation { return (*activation)(c) }
+
+func (c *grainContext) ID() grain.ID { return c.id }
+
+func (c *grainContext) Logger() *zap.Logger {
+	a := c.act()
+	if a.logger == nil {
+		a.logger = a.silo.log.With(zap.Stringer("grain", a.id))
+	}
+	return a.logger
+}
+
+func (c *grainContext) DeactivateOnIdle() {
+	a := c.act()
+	a.mu.Lock()
+	a.deactivate = true
+	a.mu.Unlock()
+}
+
+func (c *grainContext) Invoke(ctx context.Context, call *grain.Call) (any, error) {
+	return c.silo.Invoke(ctx, call)
+}
+
+func (c *grainContext) AttachState(name string, cfg grain.StateConfig, p grain.Persistent) grain.StateStore {
+	a := c.act()
+	st := a.silo.stateStore(a.id, name, cfg)
+	a.states = append(a.states, p)
+	return st
+}
+
+// enqueue adds m to the mailbox. It returns errRetry if the activation is
+// dead (the caller routes again) and ErrOverloaded if the mailbox is full.
+// If no goroutine runs the activation, it starts one.
+func (a *activation) enqueue(m *message) error {
+	a.mu.Lock()
+	switch {
+	case a.status == statusDead:
+		a.mu.Unlock()
+		return errRetry
+	case a.queue.len() >= a.typ.mailboxLimit:
+		a.mu.Unlock()
+		return fmt.Errorf("%w: %s has %d calls waiting", grain.ErrOverloaded, a.id, a.typ.mailboxLimit)
+	}
+	a.queue.push(m)
+	start := !a.running && a.status == statusValid
+	if start {
+		a.running = true
+	}
+	a.mu.Unlock()
+	if start {
+		a.silo.goTurns(a)
+	}
+	return nil
+}
+
+var errRetry = errors.New("runtime: activation gone, route again")
+
+// activate runs in the goroutine that created the activation: register in
+// the directory, build the implementation, load state, OnActivate, then
+// serve the mailbox.
+func (a *activation) activate() {
+	s := a.silo
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DeactivationTimeout)
+	defer cancel()
+
+	entry := a.entry()
+	winner, err := s.dir.Register(ctx, a.id, entry)
+	if err != nil {
+		a.fail(fmt.Errorf("%w: %s: register in directory: %w", grain.ErrActivationFailed, a.id, err), false)
+		return
+	}
+	if winner != entry && winner.SiloID == s.id && winner.Incarnation == entry.Incarnation {
+		// A stale entry of this silo (an unregister that failed): no
+		// activation of ours holds it, since the table has only a. Remove
+		// it and register again.
+		if err := s.dir.Unregister(ctx, a.id, winner); err == nil {
+			winner, err = s.dir.Register(ctx, a.id, entry)
+			if err != nil {
+				a.fail(fmt.Errorf("%w: %s: register in directory: %w", grain.ErrActivationFailed, a.id, err), false)
+				return
+			}
+		}
+	}
+	if winner != entry {
+		// Another activation won the race: hand our mailbox to it.
+		s.table.remove(a)
+		s.forwardPending(a.kill(), winner)
+		return
+	}
+	if err := a.build(ctx); err != nil {
+		a.fail(fmt.Errorf("%w: %s: %w", grain.ErrActivationFailed, a.id, err), true)
+		return
+	}
+	a.mu.Lock()
+	a.status = statusValid
+	a.mu.Unlock()
+	s.log.Debug("activated", zap.Stringer("grain", a.id))
+	a.run()
+}
+
+// build creates the implementation, loads its declared states and runs
+// OnActivate.
+func (a *activation) build(ctx context.Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.silo.log.Error("grain panicked during activation", zap.Stringer("grain", a.id),
+				zap.Any("panic", r), zap.ByteString("stack", rtdebug.Stack()))
+			err = fmt.Errorf("%w: during activation: %v", grain.ErrPanic, r)
+		}
+	}()
+	a.impl = a.typ.factory((*grainContext)(a))
+	if a.impl == nil {
+		return errors.New("factory returned nil")
+	}
+	for _, st := range a.states {
+		if err := st.Reload(ctx); err != nil {
+			return fmt.Errorf("load state: %w", err)
+		}
+	}
+	if h, ok := a.impl.(grain.Activator); ok {
+		if err := h.OnActivate(ctx); err != nil {
+			return fmt.Errorf("OnActivate: %w", err)
+		}
+	}
+	return nil
+}
+
+// fail tears down an activation that could not activate: every waiting call
+// gets err, and the next call starts a new activation.
+func (a *activation) fail(err error, registered bool) {
+	s := a.silo
+	s.log.Warn("activation failed", zap.Stringer("grain", a.id), zap.Error(err))
+	if registered {
+		s.unregister(a)
+	}
+	s.table.remove(a)
+	for _, m := range a.kill() {
+		m.complete(nil, err)
+	}
+}
+
+// kill marks the activation dead and returns the messages it still held.
+func (a *activation) kill() []*message {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.status = statusDead
+	a.running = false
+	a.impl, a.states = nil, nil
+	return a.queue.drain()
+}
+
+// run serves the mailbox one turn at a time until it is empty. The caller
+// holds running.
+func (a *activation) run() {
+	for {
+		a.mu.Lock()
+		m := a.queue.pop()
+		if m == nil {
+			a.lastActive = a.silo.nanotime()
+			if a.deactivate && a.status == statusValid {
+				a.status = statusDeactivating
+				a.mu.Unlock()
+				a.deactivateNow(context.Background(), grain.DeactivateRequested)
+				return
+			}
+			a.running = false
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Unlock()
+		if failed := a.turn(m); failed {
+			a.mu.Lock()
+			a.status = statusDeactivating
+			a.mu.Unlock()
+			a.deactivateNow(context.Background(), grain.DeactivateFailed)
+			return
+		}
+	}
+}
+
+// turn runs one call. It reports whether the activation must be torn down
+// without writing state (a panic, or a storage conflict that shows another
+// activation wrote since this one read).
+func (a *activation) turn(m *message) (failed bool) {
+	if m.abandoned.Load() {
+		// The caller gave up before the turn started: skip it. Its
+		// message is not released; the caller may still hold it.
+		return false
+	}
+	if a.silo.fenced.Load() {
+		m.complete(nil, fmt.Errorf("%w: silo %s is fenced", grain.ErrSiloUnavailable, a.silo.id))
+		return false
+	}
+	reply, err, panicked := a.invoke(m)
+	if panicked {
+		m.complete(nil, err)
+		return true
+	}
+	if err == nil && reply != nil && !m.method.Flags.Has(grain.CopyFree) {
+		reply, err = deepCopy(reply, m.method.NewReply)
+	}
+	if a.silo.fenced.Load() {
+		// The silo lost its lease while the turn ran: another activation
+		// may exist now, so a success must not be reported.
+		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call", grain.ErrSiloUnavailable, a.silo.id)
+	}
+	m.complete(reply, err)
+	return errors.Is(err, grain.ErrConflict)
+}
+
+func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.silo.log.Error("grain method panicked; deactivating without writing state",
+				zap.Stringer("grain", a.id), zap.String("method", m.method.Name),
+				zap.Any("panic", r), zap.ByteString("stack", rtdebug.Stack()))
+			reply, panicked = nil, true
+			err = fmt.Errorf("%w: %s.%s: %v", grain.ErrPanic, a.id, m.method.Name, r)
+		}
+	}()
+	reply, err = m.method.Invoke(m.ctx, a.impl, m.args)
+	return reply, err, false
+}
+
+// tryDeactivate starts deactivating an idle valid activation, if it is still
+// idle for at least minIdle (in nanoseconds of the silo clock) and no
+// goroutine runs it. It reports whether it did; the caller then runs
+// deactivateNow.
+func (a *activation) tryDeactivate(now, minIdle int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.status != statusValid || a.running || a.queue.len() > 0 || now-a.lastActive < minIdle {
+		return false
+	}
+	a.status = statusDeactivating
+	a.running = true
+	return true
+}
+
+// deactivateNow runs OnDeactivate, writes changed state, unregisters the
+// activation and routes any calls that arrived meanwhile to a new
+// activation. The caller set status to deactivating and holds running.
+// With reason DeactivateFailed, neither OnDeactivate nor the state writes
+// run: the in-memory state is suspect.
+func (a *activation) deactivateNow(parent context.Context, reason grain.DeactivationReason) {
+	s := a.silo
+	ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
+	defer cancel()
+	if reason != grain.DeactivateFailed {
+		if err := a.persist(ctx, reason); err != nil {
+			retry := reason != grain.DeactivateSiloStopping &&
+				!errors.Is(err, grain.ErrConflict) && !errors.Is(err, grain.ErrPanic)
+			if retry {
+				// Keep the activation and its state; the collector tries
+				// again at its next scan.
+				s.log.Error("writing state on deactivation failed; keeping the activation to retry",
+					zap.Stringer("grain", a.id), zap.Error(err))
+				a.mu.Lock()
+				a.status = statusValid
+				a.lastActive = s.nanotime() - a.typ.collectionAge.Nanoseconds() + s.quantum.Nanoseconds()
+				a.mu.Unlock()
+				a.run()
+				return
+			}
+			s.log.Error("writing state on deactivation failed; state changes are lost",
+				zap.Stringer("grain", a.id), zap.Stringer("reason", reason), zap.Error(err))
+		}
+	}
+	s.unregister(a)
+	s.table.remove(a)
+	pending := a.kill()
+	s.log.Debug("deactivated", zap.Stringer("grain", a.id), zap.Stringer("reason", reason))
+	for _, m := range pending {
+		s.redispatch(m)
+	}
+}
+
+// persist runs OnDeactivate and writes every state that changed.
+func (a *activation) persist(ctx context.Context, reason grain.DeactivationReason) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s := a.silo
+			s.log.Error("grain panicked during deactivation", zap.Stringer("grain", a.id),
+				zap.Any("panic", r), zap.ByteString("stack", rtdebug.Stack()))
+			err = fmt.Errorf("%w: during deactivation: %v", grain.ErrPanic, r)
+		}
+	}()
+	if h, ok := a.impl.(grain.Deactivator); ok {
+		if err := h.OnDeactivate(ctx, reason); err != nil {
+			a.silo.log.Warn("OnDeactivate failed", zap.Stringer("grain", a.id), zap.Error(err))
+		}
+	}
+	var errs []error
+	for _, st := range a.states {
+		if _, err := st.WriteIfChanged(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,136 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/runtime/storage"
+)
+
+// Defaults applied by Config validation.
+const (
+	DefaultCluster         = "dev"
+	DefaultCollectionAge   = 15 * time.Minute
+	DefaultMailboxLimit    = 1000
+	DefaultResponseTimeout = 30 * time.Second
+	DefaultLeaseTTL        = 10 * time.Second
+	DefaultDialTimeout     = 5 * time.Second
+	// DefaultStorage is the name of the storage provider states use unless
+	// they select another with grain.WithStorage.
+	DefaultStorage = "default"
+)
+
+// Config configures a silo. The zero value is a working development silo:
+// cluster "dev", an embedded etcd in a temporary directory, state stored in
+// that etcd.
+type Config struct {
+	// Cluster names the cluster; silos and clients of one cluster share
+	// the etcd key prefix /granary/<cluster>/. Default "dev".
+	Cluster string
+	// SiloID identifies this silo in the cluster. Default: generated,
+	// unique per process start.
+	SiloID string
+	// Etcd says where the cluster's etcd is. With no endpoints the silo
+	// starts an embedded etcd (development default).
+	Etcd EtcdConfig
+	// Storage maps provider names to providers. States use the provider
+	// named DefaultStorage unless they select another. Default: an etcd
+	// provider on the cluster's etcd, for small states.
+	Storage map[string]storage.Provider
+	// Directory overrides the grain directory. Default: the etcd
+	// directory, entries bound to this silo's lease.
+	Directory directory.Directory
+	// LeaseTTL is the silo's etcd lease TTL: how long after a crash its
+	// grains may be activated elsewhere. Default 10s.
+	LeaseTTL time.Duration
+	// CollectionAge is the default idle time after which an activation is
+	// deactivated; grain types override it with grain.WithCollectionAge.
+	// Default 15 minutes.
+	CollectionAge time.Duration
+	// CollectionQuantum is how often the idle collector scans. Default: a
+	// quarter of the smallest collection age of the registered types,
+	// between 1ms and 1 minute.
+	CollectionQuantum time.Duration
+	// MailboxLimit is the default bound on calls waiting for one
+	// activation; types override it with grain.WithMailboxLimit. Default
+	// 1000.
+	MailboxLimit int
+	// ResponseTimeout is the deadline of calls whose context has none.
+	// Default 30s.
+	ResponseTimeout time.Duration
+	// DeactivationTimeout bounds one deactivation (OnDeactivate plus state
+	// writes). Default 30s.
+	DeactivationTimeout time.Duration
+	// Logger receives the silo's logs. Default: no logs.
+	Logger *zap.Logger
+}
+
+// EtcdConfig says how to reach etcd.
+type EtcdConfig struct {
+	// Endpoints of an external etcd cluster. Empty: start an embedded etcd.
+	// When endpoints are given and unreachable, Start fails; it never
+	// falls back to an embedded etcd.
+	Endpoints []string
+	// DialTimeout bounds connecting to etcd. Default 5s.
+	DialTimeout time.Duration
+	// Username and Password, if the etcd cluster has auth enabled.
+	Username, Password string
+}
+
+func (c *Config) validate() error {
+	if c.Cluster == "" {
+		c.Cluster = DefaultCluster
+	}
+	for _, r := range c.Cluster {
+		if r == '/' || r < ' ' {
+			return fmt.Errorf("runtime: cluster name %q must not contain '/' or control characters", c.Cluster)
+		}
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.LeaseTTL < time.Second {
+		return fmt.Errorf("runtime: lease TTL %v is below etcd's minimum of 1s", c.LeaseTTL)
+	}
+	if c.CollectionAge == 0 {
+		c.CollectionAge = DefaultCollectionAge
+	}
+	if c.MailboxLimit == 0 {
+		c.MailboxLimit = DefaultMailboxLimit
+	}
+	if c.ResponseTimeout == 0 {
+		c.ResponseTimeout = DefaultResponseTimeout
+	}
+	if c.DeactivationTimeout == 0 {
+		c.DeactivationTimeout = 30 * time.Second
+	}
+	if c.Etcd.DialTimeout == 0 {
+		c.Etcd.DialTimeout = DefaultDialTimeout
+	}
+	var errs []error
+	if c.CollectionAge < 0 {
+		errs = append(errs, fmt.Errorf("collection age %v is negative", c.CollectionAge))
+	}
+	if c.CollectionQuantum < 0 {
+		errs = append(errs, fmt.Errorf("collection quantum %v is negative", c.CollectionQuantum))
+	}
+	if c.MailboxLimit < 0 {
+		errs = append(errs, fmt.Errorf("mailbox limit %d is negative", c.MailboxLimit))
+	}
+	if c.ResponseTimeout < 0 {
+		errs = append(errs, fmt.Errorf("response timeout %v is negative", c.ResponseTimeout))
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("runtime: invalid config: %w", err)
+	}
+	return nil
+}
+
+func (c *Config) prefix() string { return "/granary/" + c.Cluster + "/" }

@@ -1,0 +1,421 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime/cluster"
+	"github.com/granary-rt/granary/runtime/etcdembed"
+	"github.com/granary-rt/granary/runtime/storage"
+	"github.com/granary-rt/granary/runtime/storage/etcdstore"
+)
+
+// Silo hosts grain activations. Create it with NewSilo, register grain types
+// with the generated RegisterXxx functions, then Start it:
+//
+//	silo, err := runtime.NewSilo(runtime.Config{})
+//	bank.RegisterAccount(silo, newAccount)
+//	err = silo.Start(ctx)
+//	defer silo.Stop(ctx)
+//	acct := bank.NewAccountRef(silo.Client(), "alice")
+//
+// A Silo is safe for concurrent use.
+type Silo struct {
+	cfg Config
+	id  string
+	log *zap.Logger
+
+	types  map[string]*grainType
+	regErr []error
+
+	table   *table
+	dir     directory.Directory
+	storage map[string]storage.Provider
+	quantum time.Duration
+	epoch   time.Time
+
+	etcd     *clientv3.Client
+	embedded *etcdembed.Server
+	member   *cluster.Member
+
+	incarnation    int64
+	nextActivation atomic.Uint64
+	started        atomic.Bool
+	stopping       atomic.Bool
+	fenced         atomic.Bool
+	stopCh         chan struct{}
+	stopOnce       sync.Once
+	stopErr        error
+	wg             sync.WaitGroup
+}
+
+type grainType struct {
+	desc          *grain.TypeDesc
+	factory       grain.Factory
+	collectionAge time.Duration
+	mailboxLimit  int
+}
+
+// NewSilo validates cfg and returns a silo that is not started yet.
+func NewSilo(cfg Config) (*Silo, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Silo{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		types:  make(map[string]*grainType),
+		table:  newTable(),
+		epoch:  time.Now(),
+		stopCh: make(chan struct{}),
+	}, nil
+}
+
+// RegisterGrainType implements grain.Registry; generated RegisterXxx
+// functions call it. Register every type before Start. Registration errors
+// (a duplicate type, a registration after Start) are reported by Start.
+func (s *Silo) RegisterGrainType(t *grain.TypeDesc, f grain.Factory, opts ...grain.TypeOption) {
+	switch {
+	case s.started.Load():
+		s.regErr = append(s.regErr, fmt.Errorf("grain type %q registered after Start", t.Name))
+		return
+	case t == nil || t.Name == "" || f == nil:
+		s.regErr = append(s.regErr, errors.New("grain type registered without a name or factory"))
+		return
+	case s.types[t.Name] != nil:
+		s.regErr = append(s.regErr, fmt.Errorf("grain type %q registered twice", t.Name))
+		return
+	}
+	tc := grain.NewTypeConfig(opts...)
+	gt := &grainType{desc: t, factory: f, collectionAge: tc.CollectionAge, mailboxLimit: tc.MailboxLimit}
+	if gt.collectionAge <= 0 {
+		gt.collectionAge = s.cfg.CollectionAge
+	}
+	if gt.mailboxLimit <= 0 {
+		gt.mailboxLimit = s.cfg.MailboxLimit
+	}
+	s.types[t.Name] = gt
+}
+
+// ID returns the silo's id in the cluster (valid after Start).
+func (s *Silo) ID() string { return s.id }
+
+// Client returns a grain.Caller for code running in the silo's process
+// that is not itself a grain: HTTP handlers, jobs, tests.
+func (s *Silo) Client() grain.Caller { return s }
+
+// Start connects to etcd (starting an embedded one if no endpoints are
+// configured), joins the cluster and starts serving calls.
+func (s *Silo) Start(ctx context.Context) (err error) {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("runtime: silo already started")
+	}
+	if err := errors.Join(s.regErr...); err != nil {
+		return fmt.Errorf("runtime: grain registration: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			s.closeBackends()
+		}
+	}()
+	if err := s.connectEtcd(ctx); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(s.types))
+	for n := range s.types {
+		names = append(names, n)
+	}
+	s.member, err = cluster.Join(ctx, s.etcd, cluster.Config{
+		Prefix:     s.cfg.prefix(),
+		SiloID:     s.cfg.SiloID,
+		GrainTypes: names,
+		TTL:        s.cfg.LeaseTTL,
+		Logger:     s.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("runtime: join cluster %q: %w", s.cfg.Cluster, err)
+	}
+	info := s.member.Info()
+	s.id, s.incarnation = info.SiloID, info.Incarnation
+	s.log = s.cfg.Logger.With(zap.String("silo", s.id))
+
+	s.dir = s.cfg.Directory
+	if s.dir == nil {
+		s.dir, err = directory.NewEtcd(s.etcd, directory.EtcdConfig{
+			Prefix: s.cfg.prefix(),
+			Lease:  s.member.LeaseID(),
+			Logger: s.log,
+		})
+		if err != nil {
+			return fmt.Errorf("runtime: grain directory: %w", err)
+		}
+	}
+	s.storage = make(map[string]storage.Provider, len(s.cfg.Storage)+1)
+	for n, p := range s.cfg.Storage {
+		s.storage[n] = p
+	}
+	if s.storage[DefaultStorage] == nil {
+		p, err := etcdstore.New(s.etcd, etcdstore.Config{Prefix: s.cfg.prefix(), Logger: s.log})
+		if err != nil {
+			return fmt.Errorf("runtime: default storage: %w", err)
+		}
+		s.storage[DefaultStorage] = p
+	}
+	s.quantum = s.collectionQuantum()
+	localSilos.Store(s.id, s)
+
+	s.wg.Add(2)
+	go s.collectLoop()
+	go s.watchLease()
+	s.log.Info("silo started", zap.String("cluster", s.cfg.Cluster), zap.Int("grain_types", len(s.types)),
+		zap.Duration("collection_quantum", s.quantum))
+	return nil
+}
+
+// connectEtcd connects to the configured etcd, or starts an embedded one.
+// Configured endpoints that do not answer within the dial timeout are an
+// error: there is no fallback to the embedded etcd.
+func (s *Silo) connectEtcd(ctx context.Context) error {
+	endpoints := s.cfg.Etcd.Endpoints
+	if len(endpoints) == 0 {
+		srv, err := etcdembed.Start(ctx, etcdembed.Config{Logger: s.cfg.Logger.Named("etcd")})
+		if err != nil {
+			return fmt.Errorf("runtime: embedded etcd: %w", err)
+		}
+		s.embedded, endpoints = srv, srv.Endpoints()
+		s.cfg.Logger.Info("started embedded etcd (no endpoints configured)", zap.Strings("endpoints", endpoints))
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: s.cfg.Etcd.DialTimeout,
+		Username:    s.cfg.Etcd.Username,
+		Password:    s.cfg.Etcd.Password,
+		Logger:      s.cfg.Logger.Named("etcd-client"),
+	})
+	if err != nil {
+		return fmt.Errorf("runtime: etcd client for %v: %w", endpoints, err)
+	}
+	s.etcd = cli
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.Etcd.DialTimeout)
+	defer cancel()
+	if _, err := cli.Get(pctx, s.cfg.prefix()+"ping", clientv3.WithCountOnly()); err != nil {
+		return fmt.Errorf("runtime: etcd at %v unreachable within %v: %w", endpoints, s.cfg.Etcd.DialTimeout, err)
+	}
+	return nil
+}
+
+func (s *Silo) collectionQuantum() time.Duration {
+	if s.cfg.CollectionQuantum > 0 {
+		return s.cfg.CollectionQuantum
+	}
+	age := s.cfg.CollectionAge
+	for _, t := range s.types {
+		age = min(age, t.collectionAge)
+	}
+	return min(max(age/4, time.Millisecond), time.Minute)
+}
+
+// Stop deactivates every activation (running OnDeactivate and writing
+// changed state), leaves the cluster and releases everything the silo
+// started. Calls that arrive meanwhile fail with grain.ErrSiloUnavailable.
+// If ctx ends first, the remaining activations are dropped without writing
+// their state, and Stop returns an error saying how many.
+func (s *Silo) Stop(ctx context.Context) error {
+	if !s.started.Load() {
+		return nil
+	}
+	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
+	return s.stopErr
+}
+
+func (s *Silo) stop(ctx context.Context) error {
+	s.stopping.Store(true)
+	close(s.stopCh)
+	if s.member != nil {
+		if err := s.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {
+			s.log.Warn("could not announce shutdown", zap.Error(err))
+		}
+	}
+	var errs []error
+	if n := s.deactivateAll(ctx); n > 0 {
+		errs = append(errs, fmt.Errorf("runtime: stop: %d activations dropped without writing state: %w", n, ctx.Err()))
+	}
+	s.wg.Wait()
+	localSilos.CompareAndDelete(s.id, s)
+	if s.member != nil {
+		if err := s.member.Leave(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("runtime: leave cluster: %w", err))
+		}
+	}
+	s.closeBackends()
+	s.log.Info("silo stopped")
+	return errors.Join(errs...)
+}
+
+// closeBackends releases what Start created, in reverse order.
+func (s *Silo) closeBackends() {
+	if s.member != nil {
+		s.member.Close()
+	}
+	if c, ok := s.dir.(interface{ Close() error }); ok && s.cfg.Directory == nil {
+		_ = c.Close()
+	}
+	if s.etcd != nil {
+		_ = s.etcd.Close()
+	}
+	if s.embedded != nil {
+		if err := s.embedded.Close(); err != nil {
+			s.log.Warn("closing embedded etcd", zap.Error(err))
+		}
+	}
+}
+
+// deactivateAll deactivates every activation, waiting for busy ones to drain
+// their mailboxes. It returns how many it had to drop when ctx ended.
+func (s *Silo) deactivateAll(ctx context.Context) int {
+	sem := make(chan struct{}, 64)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		acts := s.table.snapshot()
+		if len(acts) == 0 {
+			return 0
+		}
+		for _, a := range acts {
+			if !a.tryDeactivate(s.nanotime(), 0) {
+				// Busy or still activating: deactivate when it drains.
+				a.mu.Lock()
+				a.deactivate = true
+				a.mu.Unlock()
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				// Not started: put it back so dropAll fails its calls.
+				a.mu.Lock()
+				a.status, a.running = statusValid, false
+				a.mu.Unlock()
+				return s.dropAll(fmt.Errorf("%w: silo %s stopped", grain.ErrSiloUnavailable, s.id))
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer func() { <-sem }()
+				a.deactivateNow(ctx, grain.DeactivateSiloStopping)
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			return s.dropAll(fmt.Errorf("%w: silo %s stopped", grain.ErrSiloUnavailable, s.id))
+		case <-tick.C:
+		}
+	}
+}
+
+// dropAll removes every activation without writing state and fails the
+// calls they held. It returns how many it dropped.
+func (s *Silo) dropAll(err error) int {
+	acts := s.table.snapshot()
+	for _, a := range acts {
+		s.table.remove(a)
+		for _, m := range a.kill() {
+			m.complete(nil, err)
+		}
+	}
+	return len(acts)
+}
+
+// watchLease fences the silo when its lease cannot be renewed in time:
+// activations are dropped without writing state, because another silo may
+// activate the same grains once etcd expires the lease.
+func (s *Silo) watchLease() {
+	defer s.wg.Done()
+	select {
+	case <-s.stopCh:
+		return
+	case <-s.member.Done():
+	}
+	if s.stopping.Load() {
+		return
+	}
+	s.fenced.Store(true)
+	n := s.dropAll(fmt.Errorf("%w: silo %s lost its lease", grain.ErrSiloUnavailable, s.id))
+	s.log.Error("silo fenced itself: lease not renewed in time; dropped activations without writing state",
+		zap.Error(s.member.Err()), zap.Int("dropped", n))
+}
+
+// collectLoop deactivates activations idle for longer than their collection
+// age, scanning once per quantum.
+func (s *Silo) collectLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.quantum)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCh:
+			return
+		case <-t.C:
+			s.collectOnce()
+		}
+	}
+}
+
+func (s *Silo) collectOnce() {
+	if s.fenced.Load() {
+		return
+	}
+	now := s.nanotime()
+	var idle []*activation
+	s.table.each(func(a *activation) {
+		if a.tryDeactivate(now, int64(a.typ.collectionAge)) {
+			idle = append(idle, a)
+		}
+	})
+	if len(idle) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for _, a := range idle {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			a.deactivateNow(context.Background(), grain.DeactivateIdle)
+		}()
+	}
+	wg.Wait()
+}
+
+// ActivationCount returns the number of activations on this silo.
+func (s *Silo) ActivationCount() int { return s.table.len() }
+
+func (s *Silo) nanotime() int64 { return int64(time.Since(s.epoch)) }
+
+func (s *Silo) goTurns(a *activation) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		a.run()
+	}()
+}
+
+func (s *Silo) unregister(a *activation) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DeactivationTimeout)
+	defer cancel()
+	if err := s.dir.Unregister(ctx, a.id, a.entry()); err != nil {
+		s.log.Warn("directory unregister failed; the entry goes when the lease does",
+			zap.Stringer("grain", a.id), zap.Error(err))
+	}
+}

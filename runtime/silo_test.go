@@ -1,0 +1,497 @@
+package runtime_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	goruntime "runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime"
+	"github.com/granary-rt/granary/runtime/etcdembed"
+	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/runtimetest"
+)
+
+// endpoints of the etcd shared by the tests of this package; each test uses
+// its own cluster name, so their keys do not meet.
+var endpoints []string
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	srv, err := etcdembed.Start(ctx, etcdembed.Config{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start etcd:", err)
+		os.Exit(1)
+	}
+	endpoints = srv.Endpoints()
+	code := m.Run()
+	srv.Close()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+type fixture struct {
+	*runtimetest.Cluster
+	obs *testgrains.Observer
+}
+
+// start starts n silos hosting the test grains on the shared etcd.
+func start(t *testing.T, n int, cfg runtime.Config, opts ...grain.TypeOption) *fixture {
+	t.Helper()
+	obs := testgrains.NewObserver()
+	cfg.Etcd.Endpoints = endpoints
+	c := runtimetest.NewCluster(t, n, runtimetest.Options{
+		Config: cfg,
+		Register: func(s *runtime.Silo) {
+			testgrains.RegisterCounter(s, testgrains.NewCounter(obs), opts...)
+			testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
+		},
+	})
+	return &fixture{Cluster: c, obs: obs}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestCallActivatesAndReturns(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	c := testgrains.NewCounterRef(f.Client(), "a")
+	for i := int64(1); i <= 3; i++ {
+		n, err := c.Add(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != i {
+			t.Fatalf("Add #%d = %d, want %d", i, n, i)
+		}
+	}
+	if got := f.obs.Activations(c.ID()); got != 1 {
+		t.Fatalf("activations = %d, want 1", got)
+	}
+	if got := f.Silos[0].ActivationCount(); got != 1 {
+		t.Fatalf("ActivationCount = %d, want 1", got)
+	}
+}
+
+func TestDeactivatedGrainReloadsState(t *testing.T) {
+	f := start(t, 1, runtime.Config{}, grain.WithCollectionAge(20*time.Millisecond))
+	ctx := ctxT(t)
+	c := testgrains.NewCounterRef(f.Client(), "reload")
+	if _, err := c.Add(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return f.obs.Deactivations(c.ID()) == 1 },
+		"grain was not collected")
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return f.Silos[0].ActivationCount() == 0 },
+		"activation still in the table")
+	n, err := c.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 5 {
+		t.Fatalf("after reactivation Get = %d, want 5 (state not persisted or not reloaded)", n)
+	}
+	if got := f.obs.Activations(c.ID()); got != 2 {
+		t.Fatalf("activations = %d, want 2", got)
+	}
+}
+
+func TestDeactivateOnIdle(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	c := testgrains.NewCounterRef(f.Client(), "idle")
+	if _, err := c.Add(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Deactivate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return f.Silos[0].ActivationCount() == 0 },
+		"DeactivateOnIdle did not deactivate (collection age is 15m)")
+	if n, err := c.Get(ctx); err != nil || n != 7 {
+		t.Fatalf("Get = %d, %v; want 7", n, err)
+	}
+}
+
+func TestTurnsOfOneGrainNeverInterleave(t *testing.T) {
+	f := start(t, 1, runtime.Config{}, grain.WithMailboxLimit(2000))
+	ctx := ctxT(t)
+	p := testgrains.NewProbeRef(f.Client(), "serial")
+	const calls = 1000
+	var wg sync.WaitGroup
+	errs := make(chan error, calls)
+	seen := make([]bool, calls+1)
+	var mu sync.Mutex
+	for range calls {
+		wg.Go(func() {
+			n, err := p.Enter(ctx, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if n < 1 || n > calls || seen[n] {
+				errs <- fmt.Errorf("turn number %d repeated or out of range", n)
+			}
+			seen[n] = true
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if v := f.obs.Violations.Load(); v != 0 {
+		t.Fatalf("%d turns overlapped", v)
+	}
+}
+
+func TestDifferentGrainsRunInParallel(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	a := testgrains.NewProbeRef(f.Client(), "a")
+	b := testgrains.NewProbeRef(f.Client(), "b")
+	// a's turn blocks until the barrier opens; b must still be served.
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.Wait(ctx, "open") }()
+	time.Sleep(20 * time.Millisecond)
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for i := range 10 {
+		if _, err := b.Enter(bctx, 0); err != nil {
+			t.Fatalf("call %d to b while a's turn runs: %v", i, err)
+		}
+	}
+	select {
+	case err := <-aDone:
+		t.Fatalf("a's turn ended before the barrier opened: %v", err)
+	default:
+	}
+	f.obs.Open("open")
+	if err := <-aDone; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPanicReturnsErrorAndSiloKeepsServing(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	c := testgrains.NewCounterRef(f.Client(), "p")
+	if _, err := c.Add(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	p := testgrains.NewProbeRef(f.Client(), "p")
+	if err := p.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Panic(ctx)
+	if !errors.Is(err, grain.ErrPanic) {
+		t.Fatalf("Panic() error = %v, want ErrPanic", err)
+	}
+	if !strings.Contains(err.Error(), "told to panic") {
+		t.Fatalf("error %q does not carry the panic value", err)
+	}
+	if err := p.Ping(ctx); err != nil {
+		t.Fatalf("call after panic: %v", err)
+	}
+	if got := f.obs.Activations(p.ID()); got != 2 {
+		t.Fatalf("probe activations = %d, want 2 (panicked activation must be torn down)", got)
+	}
+	if n, err := c.Get(ctx); err != nil || n != 3 {
+		t.Fatalf("other grain: Get = %d, %v; want 3", n, err)
+	}
+}
+
+func TestFullMailboxReturnsOverloaded(t *testing.T) {
+	f := start(t, 1, runtime.Config{}, grain.WithMailboxLimit(2))
+	ctx := ctxT(t)
+	p := testgrains.NewProbeRef(f.Client(), "busy")
+	if err := p.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	// One call holds the turn, two wait in the mailbox.
+	for range 3 {
+		wg.Go(func() {
+			if err := p.Wait(ctx, "release"); err != nil {
+				t.Errorf("queued call: %v", err)
+			}
+		})
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	err := p.Ping(ctx)
+	if !errors.Is(err, grain.ErrOverloaded) {
+		t.Fatalf("call to a full mailbox: err = %v, want ErrOverloaded", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("ErrOverloaded took %v; it must not wait", d)
+	}
+	f.obs.Open("release")
+	wg.Wait()
+	if err := p.Ping(ctx); err != nil {
+		t.Fatalf("after draining: %v", err)
+	}
+}
+
+func TestTwoSilosNeverRunTwoActivations(t *testing.T) {
+	f := start(t, 2, runtime.Config{})
+	ctx := ctxT(t)
+	const ids, callersPerSilo = 200, 16
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*callersPerSilo)
+	for _, s := range f.Silos {
+		for range callersPerSilo {
+			wg.Go(func() {
+				for i := range ids {
+					c := testgrains.NewCounterRef(s.Client(), fmt.Sprint("race-", i))
+					if _, err := c.Add(ctx, 1); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for id, n := range f.obs.AllActivations() {
+		if n != 1 {
+			t.Errorf("%s activated %d times, want 1", id, n)
+		}
+	}
+	if v := f.obs.Violations.Load(); v != 0 {
+		t.Fatalf("%d turns overlapped across silos", v)
+	}
+	total := f.Silos[0].ActivationCount() + f.Silos[1].ActivationCount()
+	if total != ids {
+		t.Fatalf("activations in tables = %d, want %d", total, ids)
+	}
+	for i := range ids {
+		n, err := testgrains.NewCounterRef(f.Silos[i%2].Client(), fmt.Sprint("race-", i)).Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 2*callersPerSilo {
+			t.Fatalf("race-%d = %d, want %d (a call was lost or ran on a second activation)", i, n, 2*callersPerSilo)
+		}
+	}
+}
+
+func TestUnknownTypeAndMethod(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	_, err := f.Client().Invoke(ctx, &grain.Call{Target: grain.ID{Type: "no.Such", Key: "x"}, Method: 0})
+	if !errors.Is(err, grain.ErrUnknownGrainType) {
+		t.Fatalf("unknown type: err = %v, want ErrUnknownGrainType", err)
+	}
+	_, err = f.Client().Invoke(ctx, &grain.Call{Target: grain.ID{Type: testgrains.CounterType.Name, Key: "x"},
+		Type: testgrains.CounterType, Method: 99})
+	if !errors.Is(err, grain.ErrUnknownMethod) {
+		t.Fatalf("unknown method: err = %v, want ErrUnknownMethod", err)
+	}
+}
+
+func TestDeadlineExpiresAndCancelsCallee(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	p := testgrains.NewProbeRef(f.Client(), "slow")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := p.Wait(ctx, "never")
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, grain.ErrTimeout) {
+		t.Fatalf("err = %v, want DeadlineExceeded and ErrTimeout", err)
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return f.obs.Cancelled.Load() == 1 },
+		"callee's context was not cancelled")
+	if err := p.Ping(ctxT(t)); err != nil {
+		t.Fatalf("grain unusable after a timed-out call: %v", err)
+	}
+}
+
+func TestResponseTimeoutAppliesWithoutDeadline(t *testing.T) {
+	f := start(t, 1, runtime.Config{ResponseTimeout: 50 * time.Millisecond})
+	err := testgrains.NewProbeRef(f.Client(), "slow").Wait(context.Background(), "never")
+	if !errors.Is(err, grain.ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout from the default response timeout", err)
+	}
+}
+
+func TestDomainErrorReachesCaller(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	err := testgrains.NewProbeRef(f.Client(), "d").Fail(ctxT(t))
+	if !errors.Is(err, testgrains.ErrDomain) {
+		t.Fatalf("err = %v, want ErrDomain", err)
+	}
+}
+
+func TestActivationFailureIsRetriedByNextCall(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	f.obs.FailActivations("flaky", 1)
+	c := testgrains.NewCounterRef(f.Client(), "flaky")
+	_, err := c.Add(ctx, 1)
+	if !errors.Is(err, grain.ErrActivationFailed) || !errors.Is(err, testgrains.ErrActivate) {
+		t.Fatalf("first call: err = %v, want ErrActivationFailed wrapping ErrActivate", err)
+	}
+	if n, err := c.Add(ctx, 1); err != nil || n != 1 {
+		t.Fatalf("second call: %d, %v; want 1, nil", n, err)
+	}
+}
+
+func TestArgumentsAreCopiedInProcess(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	in := []string{"original"}
+	out, err := testgrains.NewProbeRef(f.Client(), "copy").Echo(ctxT(t), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in[0] != "original" {
+		t.Fatalf("grain modified the caller's slice: %q", in[0])
+	}
+	if len(out) != 1 || out[0] != "changed by grain" {
+		t.Fatalf("reply = %q", out)
+	}
+}
+
+func TestOneWayCallIsDelivered(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	if err := testgrains.NewProbeRef(f.Client(), "ow").Notify(ctxT(t), "hello"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case msg := <-f.obs.Notes:
+		if msg != "hello" {
+			t.Fatalf("note = %q", msg)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("one-way call not delivered")
+	}
+}
+
+func TestStopPersistsStateForTheNextSilo(t *testing.T) {
+	cfg := runtime.Config{Cluster: fmt.Sprintf("stop-%d", time.Now().UnixNano())}
+	f := start(t, 1, cfg)
+	ctx := ctxT(t)
+	for i := range 20 {
+		if _, err := testgrains.NewCounterRef(f.Client(), fmt.Sprint(i)).Add(ctx, int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Silos[0].Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testgrains.NewCounterRef(f.Client(), "0").Get(ctx); !errors.Is(err, grain.ErrSiloUnavailable) {
+		t.Fatalf("call to a stopped silo: err = %v, want ErrSiloUnavailable", err)
+	}
+	g := start(t, 1, cfg)
+	for i := range 20 {
+		n, err := testgrains.NewCounterRef(g.Client(), fmt.Sprint(i)).Get(ctx)
+		if err != nil || n != int64(i) {
+			t.Fatalf("grain %d after restart: %d, %v; want %d", i, n, err, i)
+		}
+	}
+}
+
+func TestIdleActivationsHoldNoGoroutines(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	before := goruntime.NumGoroutine()
+	for i := range 2000 {
+		if err := testgrains.NewProbeRef(f.Client(), fmt.Sprint(i)).Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return goruntime.NumGoroutine() < before+20 },
+		"goroutines grew from %d with 2000 idle activations", before)
+}
+
+func TestUnreachableEtcdFailsWithinDialTimeout(t *testing.T) {
+	s, err := runtime.NewSilo(runtime.Config{Etcd: runtime.EtcdConfig{
+		Endpoints:   []string{"127.0.0.1:1"},
+		DialTimeout: 500 * time.Millisecond,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	err = s.Start(context.Background())
+	if err == nil {
+		s.Stop(context.Background())
+		t.Fatal("Start succeeded against an unreachable etcd")
+	}
+	if !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("error %q does not say etcd is unreachable", err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Fatalf("Start took %v to fail; dial timeout is 500ms", d)
+	}
+}
+
+func TestEmbeddedEtcdByDefault(t *testing.T) {
+	obs := testgrains.NewObserver()
+	s, err := runtime.NewSilo(runtime.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testgrains.RegisterCounter(s, testgrains.NewCounter(obs))
+	ctx := ctxT(t)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testgrains.NewCounterRef(s.Client(), "x").Add(ctx, 2); err != nil || n != 2 {
+		t.Fatalf("Add = %d, %v", n, err)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRegistrationErrorsFailStart(t *testing.T) {
+	s, err := runtime.NewSilo(runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := testgrains.NewObserver()
+	testgrains.RegisterCounter(s, testgrains.NewCounter(obs))
+	testgrains.RegisterCounter(s, testgrains.NewCounter(obs))
+	err = s.Start(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "registered twice") {
+		s.Stop(context.Background())
+		t.Fatalf("Start with a duplicate type: err = %v", err)
+	}
+}
+
+func TestConfigRejectsNonsense(t *testing.T) {
+	for _, cfg := range []runtime.Config{
+		{Cluster: "a/b"},
+		{LeaseTTL: 100 * time.Millisecond},
+		{MailboxLimit: -1},
+		{CollectionAge: -time.Second},
+	} {
+		if _, err := runtime.NewSilo(cfg); err == nil {
+			t.Errorf("NewSilo(%+v) accepted", cfg)
+		}
+	}
+}

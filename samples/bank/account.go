@@ -1,0 +1,76 @@
+package bank
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/granary-rt/granary/grain"
+)
+
+// historyLimit bounds the transactions an account keeps in its state.
+const historyLimit = 50
+
+type accountState struct {
+	Balance int64         `msgpack:"balance"`
+	History []Transaction `msgpack:"history"`
+}
+
+type account struct {
+	ctx   grain.Context
+	state *grain.State[accountState]
+	now   func() time.Time
+}
+
+// NewAccount is the Account factory to register with a silo:
+//
+//	bank.RegisterAccount(silo, bank.NewAccount)
+func NewAccount(c grain.Context) Account {
+	return &account{ctx: c, state: grain.NewState[accountState](c, "account"), now: time.Now}
+}
+
+func (a *account) Deposit(ctx context.Context, amount int64) (int64, error) {
+	if amount <= 0 {
+		return 0, fmt.Errorf("deposit %d: %w", amount, ErrInvalidAmount)
+	}
+	return a.apply(ctx, amount)
+}
+
+func (a *account) Withdraw(ctx context.Context, amount int64) (int64, error) {
+	if amount <= 0 {
+		return 0, fmt.Errorf("withdraw %d: %w", amount, ErrInvalidAmount)
+	}
+	if b := a.state.Value.Balance; amount > b {
+		return b, fmt.Errorf("withdraw %d from %s with balance %d: %w", amount, a.ctx.ID().Key, b, ErrInsufficientFunds)
+	}
+	return a.apply(ctx, -amount)
+}
+
+// apply records a transaction and writes the state through before the call
+// returns, so an acknowledged deposit survives a crash of the silo.
+func (a *account) apply(ctx context.Context, amount int64) (int64, error) {
+	s := &a.state.Value
+	prev := *s
+	s.Balance += amount
+	s.History = append(s.History, Transaction{Amount: amount, Balance: s.Balance, At: a.now().UTC()})
+	if len(s.History) > historyLimit {
+		s.History = s.History[len(s.History)-historyLimit:]
+	}
+	if err := a.state.Write(ctx); err != nil {
+		*s = prev // not durable: do not report or keep it
+		return prev.Balance, fmt.Errorf("account %s: %w", a.ctx.ID().Key, err)
+	}
+	return s.Balance, nil
+}
+
+func (a *account) Balance(ctx context.Context) (int64, error) { return a.state.Value.Balance, nil }
+
+func (a *account) History(ctx context.Context, n int) ([]Transaction, error) {
+	h := a.state.Value.History
+	n = min(max(n, 0), len(h))
+	out := make([]Transaction, n)
+	for i := range n {
+		out[i] = h[len(h)-1-i]
+	}
+	return out, nil
+}
