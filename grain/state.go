@@ -148,13 +148,18 @@ func (s *State[T]) Clear(ctx context.Context) error {
 
 var seed = maphash.MakeSeed()
 
-func hashOf(data []byte) uint64 { return maphash.Bytes(seed, data) }
+// hashOf hashes the canonical form of an encoded state, so that an unchanged
+// value hashes the same even though Go randomises map iteration order.
+func hashOf(data []byte) uint64 {
+	if c, err := canonical(data); err == nil {
+		data = c
+	}
+	return maphash.Bytes(seed, data)
+}
 
 var encPool = sync.Pool{New: func() any {
 	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.SetSortMapKeys(true)
-	return &stateEncoder{buf: &buf, enc: enc}
+	return &stateEncoder{buf: &buf, enc: msgpack.NewEncoder(&buf)}
 }}
 
 type stateEncoder struct {
@@ -162,8 +167,7 @@ type stateEncoder struct {
 	enc *msgpack.Encoder
 }
 
-// encodeState encodes v deterministically (sorted map keys), so that an
-// unchanged value always hashes the same.
+// encodeState encodes v with msgpack.
 func encodeState(v any) ([]byte, error) {
 	e := encPool.Get().(*stateEncoder)
 	defer encPool.Put(e)

@@ -251,7 +251,7 @@ func (a *activation) turn(m *message) (failed bool) {
 		// message is not released; the caller may still hold it.
 		return false
 	}
-	if a.silo.fenced.Load() {
+	if a.silo.isFenced() {
 		m.complete(nil, fmt.Errorf("%w: silo %s is fenced", grain.ErrSiloUnavailable, a.silo.id))
 		return false
 	}
@@ -263,9 +263,9 @@ func (a *activation) turn(m *message) (failed bool) {
 	if err == nil && reply != nil && !m.method.Flags.Has(grain.CopyFree) {
 		reply, err = deepCopy(reply, m.method.NewReply)
 	}
-	if a.silo.fenced.Load() {
-		// The silo lost its lease while the turn ran: another activation
-		// may exist now, so a success must not be reported.
+	if a.silo.isFenced() {
+		// The silo passed its fence deadline while the turn ran: another
+		// activation may exist now, so a success must not be reported.
 		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call", grain.ErrSiloUnavailable, a.silo.id)
 	}
 	m.complete(reply, err)

@@ -398,6 +398,12 @@ func (s *Silo) collectOnce() {
 	wg.Wait()
 }
 
+// isFenced reports whether the silo must not serve: its lease was lost, or
+// its fence deadline (last keepalive send time + TTL - margin) has passed on
+// the monotonic clock, even if the goroutine that reacts to it has not run
+// yet.
+func (s *Silo) isFenced() bool { return s.fenced.Load() || s.member.Fenced() }
+
 // ActivationCount returns the number of activations on this silo.
 func (s *Silo) ActivationCount() int { return s.table.len() }
 

@@ -25,6 +25,7 @@ import (
 var endpoints []string
 
 func TestMain(m *testing.M) {
+	runtimetest.ChildMain()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	srv, err := etcdembed.Start(ctx, etcdembed.Config{})
 	cancel()

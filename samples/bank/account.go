@@ -41,7 +41,7 @@ func (a *account) Withdraw(ctx context.Context, amount int64) (int64, error) {
 		return 0, fmt.Errorf("withdraw %d: %w", amount, ErrInvalidAmount)
 	}
 	if b := a.state.Value.Balance; amount > b {
-		return b, fmt.Errorf("withdraw %d from %s with balance %d: %w", amount, a.ctx.ID().Key, b, ErrInsufficientFunds)
+		return 0, fmt.Errorf("withdraw %d from %s with balance %d: %w", amount, a.ctx.ID().Key, b, ErrInsufficientFunds)
 	}
 	return a.apply(ctx, -amount)
 }
@@ -58,7 +58,7 @@ func (a *account) apply(ctx context.Context, amount int64) (int64, error) {
 	}
 	if err := a.state.Write(ctx); err != nil {
 		*s = prev // not durable: do not report or keep it
-		return prev.Balance, fmt.Errorf("account %s: %w", a.ctx.ID().Key, err)
+		return 0, fmt.Errorf("account %s: %w", a.ctx.ID().Key, err)
 	}
 	return s.Balance, nil
 }
