@@ -209,7 +209,8 @@ func (a *activation) kill() []*message {
 	defer a.mu.Unlock()
 	a.status = statusDead
 	a.running = false
-	a.impl, a.states = nil, nil
+	// impl and states stay: a turn may still be running (the silo fenced
+	// itself), and they belong to that goroutine.
 	return a.queue.drain()
 }
 

@@ -22,6 +22,9 @@ var _ grain.Caller = (*Silo)(nil)
 // activation, activating it on this silo if it has none, and waits for the
 // reply until ctx's deadline (or the silo's response timeout).
 func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
+	if !s.serving.Load() {
+		return nil, fmt.Errorf("%w: silo is not started", grain.ErrSiloUnavailable)
+	}
 	t := s.types[call.Target.Type]
 	if t == nil {
 		return nil, fmt.Errorf("%w: %q (calling %s)", grain.ErrUnknownGrainType, call.Target.Type, call.Target)

@@ -50,6 +50,7 @@ type Silo struct {
 	incarnation    int64
 	nextActivation atomic.Uint64
 	started        atomic.Bool
+	serving        atomic.Bool // between a successful Start and Stop
 	stopping       atomic.Bool
 	fenced         atomic.Bool
 	stopCh         chan struct{}
@@ -176,6 +177,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	s.wg.Add(2)
 	go s.collectLoop()
 	go s.watchLease()
+	s.serving.Store(true)
 	s.log.Info("silo started", zap.String("cluster", s.cfg.Cluster), zap.Int("grain_types", len(s.types)),
 		zap.Duration("collection_quantum", s.quantum))
 	return nil
@@ -239,6 +241,10 @@ func (s *Silo) Stop(ctx context.Context) error {
 
 func (s *Silo) stop(ctx context.Context) error {
 	s.stopping.Store(true)
+	if !s.serving.Load() {
+		// Start failed and already released everything.
+		return nil
+	}
 	close(s.stopCh)
 	if s.member != nil {
 		if err := s.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {

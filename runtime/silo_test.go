@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
 	"github.com/granary-rt/granary/grain"
@@ -494,5 +495,59 @@ func TestConfigRejectsNonsense(t *testing.T) {
 		if _, err := runtime.NewSilo(cfg); err == nil {
 			t.Errorf("NewSilo(%+v) accepted", cfg)
 		}
+	}
+}
+
+func TestCallBeforeStartFails(t *testing.T) {
+	s, err := runtime.NewSilo(runtime.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testgrains.RegisterProbe(s, testgrains.NewProbe(testgrains.NewObserver()))
+	err = testgrains.NewProbeRef(s.Client(), "x").Ping(context.Background())
+	if !errors.Is(err, grain.ErrSiloUnavailable) {
+		t.Fatalf("call before Start: err = %v, want ErrSiloUnavailable", err)
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop of a silo never started: %v", err)
+	}
+}
+
+func TestLostLeaseFencesWithoutWritingState(t *testing.T) {
+	f := start(t, 1, runtime.Config{LeaseTTL: 2 * time.Second})
+	ctx := ctxT(t)
+	s := f.Silos[0]
+	c := testgrains.NewCounterRef(s.Client(), "fenced")
+	if _, err := c.Add(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, "/granary/"+f.Name+"/silos/"+s.ID())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("silo key: %v, %v", resp, err)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Eventually(t, 3*time.Second, func() bool {
+		_, err := c.Get(ctx)
+		return errors.Is(err, grain.ErrSiloUnavailable)
+	}, "silo kept serving after its lease was revoked")
+	if n := s.ActivationCount(); n != 0 {
+		t.Fatalf("fenced silo still holds %d activations", n)
+	}
+	st, err := cli.Get(ctx, "/granary/"+f.Name+"/state/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Count != 0 {
+		t.Fatalf("fenced silo wrote %d state records; it must drop state unwritten", st.Count)
+	}
+	if f.obs.Deactivations(c.ID()) != 0 {
+		t.Fatal("OnDeactivate ran on a fenced silo")
 	}
 }
