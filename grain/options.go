@@ -11,6 +11,41 @@ type TypeConfig struct {
 	// MailboxLimit is how many calls may wait for one activation; beyond it
 	// calls fail at once with ErrOverloaded. Silo default: 1000.
 	MailboxLimit int
+	// Placement picks the silo for a new activation. Default: random.
+	Placement Placement
+}
+
+// Placement is a strategy that picks the silo of a new activation among the
+// live silos hosting the grain type.
+type Placement uint8
+
+const (
+	// PlaceRandom picks a silo uniformly at random (the default).
+	PlaceRandom Placement = iota
+	// PlacePreferLocal activates on the silo that received the call when it
+	// hosts the type, else at random.
+	PlacePreferLocal
+	// PlaceHash picks the silo by rendezvous hashing of the grain id over
+	// the membership view, so the same id lands on the same silo while the
+	// view does not change.
+	PlaceHash
+	// PlaceLeastActivations picks the silo with the fewest activations, as
+	// last reported through membership.
+	PlaceLeastActivations
+)
+
+func (p Placement) String() string {
+	switch p {
+	case PlaceRandom:
+		return "random"
+	case PlacePreferLocal:
+		return "prefer-local"
+	case PlaceHash:
+		return "hash"
+	case PlaceLeastActivations:
+		return "least-activations"
+	}
+	return "unknown"
 }
 
 // TypeOption configures a grain type at registration. Options are sealed:
@@ -33,6 +68,11 @@ func WithCollectionAge(d time.Duration) TypeOption {
 // this type. Calls beyond it fail at once with ErrOverloaded.
 func WithMailboxLimit(n int) TypeOption {
 	return typeOptionFunc(func(c *TypeConfig) { c.MailboxLimit = n })
+}
+
+// WithPlacement sets the placement strategy of new activations of this type.
+func WithPlacement(p Placement) TypeOption {
+	return typeOptionFunc(func(c *TypeConfig) { c.Placement = p })
 }
 
 // NewTypeConfig applies opts to a zero TypeConfig.

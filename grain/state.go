@@ -106,15 +106,15 @@ func (s *State[T]) Write(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("grain: encode state %q: %w", s.name, err)
 	}
-	return s.write(ctx, data)
+	return s.write(ctx, data, hashOf(data))
 }
 
-func (s *State[T]) write(ctx context.Context, data []byte) error {
+func (s *State[T]) write(ctx context.Context, data []byte, sum uint64) error {
 	etag, err := s.store.Write(ctx, data, s.etag)
 	if err != nil {
 		return fmt.Errorf("grain: write state %q: %w", s.name, err)
 	}
-	s.etag, s.exists, s.sum = etag, true, hashOf(data)
+	s.etag, s.exists, s.sum = etag, true, sum
 	return nil
 }
 
@@ -125,10 +125,11 @@ func (s *State[T]) WriteIfChanged(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("grain: encode state %q: %w", s.name, err)
 	}
-	if hashOf(data) == s.sum {
+	sum := hashOf(data)
+	if sum == s.sum {
 		return false, nil
 	}
-	return true, s.write(ctx, data)
+	return true, s.write(ctx, data, sum)
 }
 
 // Clear deletes the stored record and resets Value to T's zero value.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	rtdebug "runtime/debug"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -13,7 +15,8 @@ import (
 	"github.com/granary-rt/granary/grain"
 )
 
-// status of an activation. Transitions only move forward:
+// status of an activation. Transitions only move forward, except that a
+// deactivation whose state write failed returns to valid to retry later:
 // activating -> valid -> deactivating -> dead, or activating -> dead.
 type status uint8
 
@@ -42,13 +45,19 @@ type activation struct {
 	// lastActive is when the mailbox last became empty, in nanoseconds on
 	// the silo's monotonic clock.
 	lastActive int64
-	// deactivate is set by DeactivateOnIdle: deactivate as soon as idle.
-	deactivate bool
+	// deactivate, when set, is why the activation must deactivate as soon
+	// as its mailbox is empty (DeactivateOnIdle, silo stopping).
+	deactivate grain.DeactivationReason
+	logger     *zap.Logger
+
+	// conflict is set when a state write or clear of this activation met a
+	// stale etag: another activation wrote since this one read, so this
+	// one must go without writing.
+	conflict atomic.Bool
 
 	// Owned by the goroutine that holds running.
 	impl   any
 	states []grain.Persistent
-	logger *zap.Logger
 }
 
 // entry is the directory entry that names this activation.
@@ -68,6 +77,8 @@ func (c *grainContext) ID() grain.ID { return c.id }
 
 func (c *grainContext) Logger() *zap.Logger {
 	a := c.act()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.logger == nil {
 		a.logger = a.silo.log.With(zap.Stringer("grain", a.id))
 	}
@@ -77,7 +88,9 @@ func (c *grainContext) Logger() *zap.Logger {
 func (c *grainContext) DeactivateOnIdle() {
 	a := c.act()
 	a.mu.Lock()
-	a.deactivate = true
+	if a.deactivate == 0 {
+		a.deactivate = grain.DeactivateRequested
+	}
 	a.mu.Unlock()
 }
 
@@ -87,7 +100,7 @@ func (c *grainContext) Invoke(ctx context.Context, call *grain.Call) (any, error
 
 func (c *grainContext) AttachState(name string, cfg grain.StateConfig, p grain.Persistent) grain.StateStore {
 	a := c.act()
-	st := a.silo.stateStore(a.id, name, cfg)
+	st := a.silo.stateStore(a, name, cfg)
 	a.states = append(a.states, p)
 	return st
 }
@@ -156,6 +169,12 @@ func (a *activation) activate() {
 		return
 	}
 	a.mu.Lock()
+	if a.status == statusDead {
+		// Dropped meanwhile (fence, or Stop ran out of time): never serve.
+		a.mu.Unlock()
+		s.unregister(a)
+		return
+	}
 	a.status = statusValid
 	a.mu.Unlock()
 	s.log.Debug("activated", zap.Stringer("grain", a.id))
@@ -219,13 +238,18 @@ func (a *activation) kill() []*message {
 func (a *activation) run() {
 	for {
 		a.mu.Lock()
+		if a.status == statusDead {
+			// Dropped while this goroutine ran a turn.
+			a.mu.Unlock()
+			return
+		}
 		m := a.queue.pop()
 		if m == nil {
 			a.lastActive = a.silo.nanotime()
-			if a.deactivate && a.status == statusValid {
+			if reason := a.deactivate; reason != 0 && a.status == statusValid {
 				a.status = statusDeactivating
 				a.mu.Unlock()
-				a.deactivateNow(context.Background(), grain.DeactivateRequested)
+				a.deactivateNow(a.silo.deactivationContext(reason), reason)
 				return
 			}
 			a.running = false
@@ -235,6 +259,10 @@ func (a *activation) run() {
 		a.mu.Unlock()
 		if failed := a.turn(m); failed {
 			a.mu.Lock()
+			if a.status == statusDead {
+				a.mu.Unlock()
+				return
+			}
 			a.status = statusDeactivating
 			a.mu.Unlock()
 			a.deactivateNow(context.Background(), grain.DeactivateFailed)
@@ -244,16 +272,21 @@ func (a *activation) run() {
 }
 
 // turn runs one call. It reports whether the activation must be torn down
-// without writing state (a panic, or a storage conflict that shows another
-// activation wrote since this one read).
+// without writing state: a panic, or a storage conflict that shows another
+// activation wrote since this one read.
 func (a *activation) turn(m *message) (failed bool) {
 	if m.abandoned.Load() {
 		// The caller gave up before the turn started: skip it. Its
 		// message is not released; the caller may still hold it.
 		return false
 	}
-	if a.silo.isFenced() {
-		m.complete(nil, fmt.Errorf("%w: silo %s is fenced", grain.ErrSiloUnavailable, a.silo.id))
+	if err := m.ctx.Err(); err != nil {
+		m.complete(nil, callError(m, err))
+		return false
+	}
+	s := a.silo
+	if s.isFenced() {
+		m.complete(nil, fmt.Errorf("%w: silo %s is fenced", grain.ErrSiloUnavailable, s.id))
 		return false
 	}
 	reply, err, panicked := a.invoke(m)
@@ -264,13 +297,13 @@ func (a *activation) turn(m *message) (failed bool) {
 	if err == nil && reply != nil && !m.method.Flags.Has(grain.CopyFree) {
 		reply, err = deepCopy(reply, m.method.NewReply)
 	}
-	if a.silo.isFenced() {
+	if s.isFenced() {
 		// The silo passed its fence deadline while the turn ran: another
 		// activation may exist now, so a success must not be reported.
-		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call", grain.ErrSiloUnavailable, a.silo.id)
+		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call", grain.ErrSiloUnavailable, s.id)
 	}
 	m.complete(reply, err)
-	return errors.Is(err, grain.ErrConflict)
+	return a.conflict.Load()
 }
 
 func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
@@ -283,7 +316,15 @@ func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
 			err = fmt.Errorf("%w: %s.%s: %v", grain.ErrPanic, a.id, m.method.Name, r)
 		}
 	}()
-	reply, err = m.method.Invoke(m.ctx, a.impl, m.args)
+	ctx := m.ctx
+	if m.done == nil {
+		// One-way: the caller did not wait, so nothing bounds the turn but
+		// the response timeout.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.silo.cfg.ResponseTimeout)
+		defer cancel()
+	}
+	reply, err = m.method.Invoke(ctx, a.impl, m.args)
 	return reply, err, false
 }
 
@@ -302,29 +343,28 @@ func (a *activation) tryDeactivate(now, minIdle int64) bool {
 	return true
 }
 
+// retryDelay is how long an activation whose state failed to write waits
+// before the collector tries to deactivate it again.
+const retryDelay = time.Second
+
 // deactivateNow runs OnDeactivate, writes changed state, unregisters the
 // activation and routes any calls that arrived meanwhile to a new
 // activation. The caller set status to deactivating and holds running.
-// With reason DeactivateFailed, neither OnDeactivate nor the state writes
-// run: the in-memory state is suspect.
+// With reason DeactivateFailed, or on a fenced silo, neither OnDeactivate
+// nor the state writes run: the in-memory state is suspect, or another
+// activation may already own the grain.
 func (a *activation) deactivateNow(parent context.Context, reason grain.DeactivationReason) {
 	s := a.silo
 	ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
 	defer cancel()
-	if reason != grain.DeactivateFailed {
+	if reason != grain.DeactivateFailed && !s.isFenced() && !a.conflict.Load() {
 		if err := a.persist(ctx, reason); err != nil {
-			retry := reason != grain.DeactivateSiloStopping &&
-				!errors.Is(err, grain.ErrConflict) && !errors.Is(err, grain.ErrPanic)
+			retry := reason != grain.DeactivateSiloStopping && !a.conflict.Load() &&
+				!errors.Is(err, grain.ErrPanic) && !s.isFenced()
 			if retry {
-				// Keep the activation and its state; the collector tries
-				// again at its next scan.
 				s.log.Error("writing state on deactivation failed; keeping the activation to retry",
-					zap.Stringer("grain", a.id), zap.Error(err))
-				a.mu.Lock()
-				a.status = statusValid
-				a.lastActive = s.nanotime() - a.typ.collectionAge.Nanoseconds() + s.quantum.Nanoseconds()
-				a.mu.Unlock()
-				a.run()
+					zap.Stringer("grain", a.id), zap.Duration("retry_in", retryDelay), zap.Error(err))
+				a.keepForRetry()
 				return
 			}
 			s.log.Error("writing state on deactivation failed; state changes are lost",
@@ -337,6 +377,26 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 	s.log.Debug("deactivated", zap.Stringer("grain", a.id), zap.Stringer("reason", reason))
 	for _, m := range pending {
 		s.redispatch(m)
+	}
+}
+
+// keepForRetry returns a deactivating activation to service after its state
+// failed to write; the collector tries again after retryDelay.
+func (a *activation) keepForRetry() {
+	s := a.silo
+	a.mu.Lock()
+	if a.status == statusDead {
+		a.mu.Unlock()
+		return
+	}
+	a.status = statusValid
+	a.deactivate = 0
+	a.lastActive = s.nanotime() - int64(a.typ.collectionAge) + int64(min(retryDelay, a.typ.collectionAge))
+	start := a.queue.len() > 0
+	a.running = start
+	a.mu.Unlock()
+	if start {
+		s.goTurns(a)
 	}
 }
 

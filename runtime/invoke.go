@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	"go.uber.org/zap"
-
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 )
@@ -40,7 +38,10 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		}
 	}
 	if md.Flags.Has(grain.OneWay) {
-		return nil, s.invokeOneWay(ctx, call.Target, t, md, args)
+		// The caller does not wait: the turn keeps the caller's values but
+		// not its cancellation, and is bounded by the response timeout.
+		m := &message{ctx: context.WithoutCancel(ctx), target: call.Target, typ: t, method: md, args: args}
+		return nil, s.dispatch(m)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -56,71 +57,55 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	case <-m.done:
 		reply, err := m.reply, m.err
 		m.release()
+		if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// The grain returned its context's error: report it as the
+			// call's own timeout or cancellation.
+			err = callError(m, ctx.Err())
+		}
 		return reply, err
 	case <-ctx.Done():
 		m.abandoned.Store(true)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, grain.Timeout(call.Target.String() + "." + md.Name)
-		}
-		return nil, fmt.Errorf("runtime: call %s.%s: %w", call.Target, md.Name, ctx.Err())
+		return nil, callError(m, ctx.Err())
 	}
 }
 
-// invokeOneWay queues a one-way call and returns without waiting for it.
-// Its turn runs with the caller's context values but not its cancellation,
-// bounded by the response timeout.
-func (s *Silo) invokeOneWay(ctx context.Context, id grain.ID, t *grainType, md *grain.MethodDesc, args any) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ResponseTimeout)
-	m := &message{ctx: ctx, target: id, typ: t, method: md, args: args, done: make(chan struct{}, 1)}
-	if err := s.dispatch(m); err != nil {
-		cancel()
-		return err
+// callError is the error of a call whose context ended with err.
+func callError(m *message, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return grain.Timeout(m.target.String() + "." + m.method.Name)
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer cancel()
-		select {
-		case <-m.done:
-			if m.err != nil {
-				s.log.Debug("one-way call failed", zap.Stringer("grain", id), zap.String("method", md.Name), zap.Error(m.err))
-			}
-		case <-ctx.Done():
-			m.abandoned.Store(true)
-		}
-	}()
-	return nil
+	return fmt.Errorf("runtime: call %s.%s: %w", m.target, m.method.Name, err)
 }
+
+// errNotHere is what a silo answers for a grain it does not host when it
+// cannot host it either (stopping, fenced): the sender drops its cached
+// entry and routes again.
+var errNotHere = fmt.Errorf("%w: grain not hosted here", grain.ErrSiloUnavailable)
 
 // dispatch routes m to the activation that must serve it: the local one, a
 // new local one, or another silo's (through the directory cache). It does
 // not wait for the turn. An error means m was not queued.
 func (s *Silo) dispatch(m *message) error {
 	for range maxForwards {
-		if s.fenced.Load() {
-			return fmt.Errorf("%w: silo %s is fenced", grain.ErrSiloUnavailable, s.id)
+		if s.isFenced() {
+			return fmt.Errorf("%w: silo %s is fenced", errNotHere, s.id)
 		}
 		a := s.table.get(m.target)
 		if a == nil {
 			if e, ok := s.cachedRemote(m.target); ok {
-				if _, live := localSilos.Load(e.SiloID); live {
-					return s.forward(m, e)
+				switch err := s.forward(m, e); {
+				case err == nil:
+					return nil
+				case !errors.Is(err, errNotHere):
+					return err
 				}
-				// The cached host left: forget it and let the directory
-				// settle who hosts the grain now.
+				// The cached host is gone or no longer hosts the grain:
+				// forget it and let the directory settle who does.
 				s.dir.Invalidate(m.target)
 			}
-			if s.stopping.Load() {
-				return fmt.Errorf("%w: silo %s is stopping", grain.ErrSiloUnavailable, s.id)
-			}
-			var created bool
-			a, created = s.table.getOrCreate(m.target, func() *activation { return s.newActivation(m.target, m.typ) })
-			if created {
-				s.wg.Add(1)
-				go func() {
-					defer s.wg.Done()
-					a.activate()
-				}()
+			var err error
+			if a, err = s.activationFor(m); err != nil {
+				return err
 			}
 		}
 		switch err := a.enqueue(m); {
@@ -130,7 +115,29 @@ func (s *Silo) dispatch(m *message) error {
 			return err
 		}
 	}
-	return fmt.Errorf("runtime: call to %s re-routed %d times without reaching an activation", m.target, maxForwards)
+	return fmt.Errorf("%w: call to %s re-routed %d times without reaching an activation",
+		grain.ErrSiloUnavailable, m.target, maxForwards)
+}
+
+// activationFor returns the local activation for m's grain, creating (and
+// starting to activate) one if there is none.
+func (s *Silo) activationFor(m *message) (*activation, error) {
+	s.admit.RLock()
+	defer s.admit.RUnlock()
+	if s.stopping.Load() {
+		return nil, fmt.Errorf("%w: silo %s is stopping", errNotHere, s.id)
+	}
+	a, created := s.table.getOrCreate(m.target, func() *activation {
+		return &activation{silo: s, typ: m.typ, id: m.target, seq: s.nextActivation.Add(1), running: true}
+	})
+	if created {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			a.activate()
+		}()
+	}
+	return a, nil
 }
 
 // redispatch routes a message again after the activation holding it went
@@ -138,16 +145,13 @@ func (s *Silo) dispatch(m *message) error {
 func (s *Silo) redispatch(m *message) {
 	m.forwards++
 	if m.forwards > maxForwards {
-		m.complete(nil, fmt.Errorf("runtime: call to %s re-routed %d times without reaching an activation", m.target, maxForwards))
+		m.complete(nil, fmt.Errorf("%w: call to %s re-routed %d times without reaching an activation",
+			grain.ErrSiloUnavailable, m.target, maxForwards))
 		return
 	}
 	if err := s.dispatch(m); err != nil {
 		m.complete(nil, err)
 	}
-}
-
-func (s *Silo) newActivation(id grain.ID, t *grainType) *activation {
-	return &activation{silo: s, typ: t, id: id, seq: s.nextActivation.Add(1), running: true}
 }
 
 // cachedRemote returns the directory entry for id if the directory has it
@@ -166,21 +170,21 @@ func (s *Silo) cachedRemote(id grain.ID) (directory.Entry, bool) {
 	return e, true
 }
 
-// forward hands m to the silo that hosts its grain.
+// forward hands m to the silo that hosts its grain according to e. It
+// returns an error wrapping errNotHere if that silo is gone (or is another
+// incarnation) or no longer hosts the grain and cannot host it.
 func (s *Silo) forward(m *message, e directory.Entry) error {
 	m.forwards++
 	if m.forwards > maxForwards {
-		return fmt.Errorf("runtime: call to %s forwarded %d times without reaching an activation", m.target, maxForwards)
+		return fmt.Errorf("%w: call to %s forwarded %d times without reaching an activation",
+			grain.ErrSiloUnavailable, m.target, maxForwards)
 	}
-	peer, ok := localSilos.Load(e.SiloID)
-	if !ok {
-		// The entry may be stale (the silo left); forget it so the next
-		// call re-resolves.
-		s.dir.Invalidate(m.target)
-		return fmt.Errorf("%w: %s is hosted by silo %s, which is not reachable from this process",
-			grain.ErrSiloUnavailable, m.target, e.SiloID)
+	v, ok := localSilos.Load(e.SiloID)
+	if !ok || v.(*Silo).incarnation != e.Incarnation {
+		return fmt.Errorf("%w: %s is registered on silo %s (incarnation %d), which is not reachable from this process",
+			errNotHere, m.target, e.SiloID, e.Incarnation)
 	}
-	return peer.(*Silo).dispatch(m)
+	return v.(*Silo).dispatch(m)
 }
 
 // localSilos holds the silos running in this process, by id, so that silos

@@ -53,10 +53,18 @@ type Silo struct {
 	serving        atomic.Bool // between a successful Start and Stop
 	stopping       atomic.Bool
 	fenced         atomic.Bool
-	stopCh         chan struct{}
-	stopOnce       sync.Once
-	stopErr        error
-	wg             sync.WaitGroup
+	// admit orders the creation of activations before Stop: dispatch
+	// read-locks it to check stopping and create; stop write-locks it to
+	// set stopping, so no activation appears after Stop looked.
+	admit sync.RWMutex
+	// life serialises Start and Stop.
+	life      sync.Mutex
+	stopCh    chan struct{} // closed when Stop begins
+	leaseDone chan struct{} // closed when the lease watcher may exit
+	stopCtx   context.Context
+	stopErr   error
+	stopped   bool
+	wg        sync.WaitGroup
 }
 
 type grainType struct {
@@ -72,12 +80,14 @@ func NewSilo(cfg Config) (*Silo, error) {
 		return nil, err
 	}
 	return &Silo{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		types:  make(map[string]*grainType),
-		table:  newTable(),
-		epoch:  time.Now(),
-		stopCh: make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		types:     make(map[string]*grainType),
+		table:     newTable(),
+		epoch:     time.Now(),
+		stopCh:    make(chan struct{}),
+		leaseDone: make(chan struct{}),
+		stopCtx:   context.Background(),
 	}, nil
 }
 
@@ -117,6 +127,11 @@ func (s *Silo) Client() grain.Caller { return s }
 // Start connects to etcd (starting an embedded one if no endpoints are
 // configured), joins the cluster and starts serving calls.
 func (s *Silo) Start(ctx context.Context) (err error) {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.stopped {
+		return errors.New("runtime: silo already stopped")
+	}
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("runtime: silo already started")
 	}
@@ -232,20 +247,28 @@ func (s *Silo) collectionQuantum() time.Duration {
 // If ctx ends first, the remaining activations are dropped without writing
 // their state, and Stop returns an error saying how many.
 func (s *Silo) Stop(ctx context.Context) error {
-	if !s.started.Load() {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.stopped {
+		return s.stopErr
+	}
+	s.stopped = true
+	s.admit.Lock()
+	s.stopping.Store(true)
+	s.admit.Unlock()
+	if !s.serving.Load() {
+		// Never started, or Start failed and released everything.
 		return nil
 	}
-	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
+	s.stopErr = s.stop(ctx)
 	return s.stopErr
 }
 
 func (s *Silo) stop(ctx context.Context) error {
-	s.stopping.Store(true)
-	if !s.serving.Load() {
-		// Start failed and already released everything.
-		return nil
-	}
+	s.stopCtx = ctx
 	close(s.stopCh)
+	// Peers in this process must not forward calls here any more.
+	localSilos.CompareAndDelete(s.id, s)
 	if s.member != nil {
 		if err := s.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {
 			s.log.Warn("could not announce shutdown", zap.Error(err))
@@ -255,8 +278,10 @@ func (s *Silo) stop(ctx context.Context) error {
 	if n := s.deactivateAll(ctx); n > 0 {
 		errs = append(errs, fmt.Errorf("runtime: stop: %d activations dropped without writing state: %w", n, ctx.Err()))
 	}
-	s.wg.Wait()
-	localSilos.CompareAndDelete(s.id, s)
+	close(s.leaseDone)
+	if err := waitGroup(ctx, &s.wg); err != nil {
+		errs = append(errs, fmt.Errorf("runtime: stop: grain turns still running: %w", err))
+	}
 	if s.member != nil {
 		if err := s.member.Leave(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("runtime: leave cluster: %w", err))
@@ -300,7 +325,7 @@ func (s *Silo) deactivateAll(ctx context.Context) int {
 			if !a.tryDeactivate(s.nanotime(), 0) {
 				// Busy or still activating: deactivate when it drains.
 				a.mu.Lock()
-				a.deactivate = true
+				a.deactivate = grain.DeactivateSiloStopping
 				a.mu.Unlock()
 				continue
 			}
@@ -347,14 +372,12 @@ func (s *Silo) dropAll(err error) int {
 func (s *Silo) watchLease() {
 	defer s.wg.Done()
 	select {
-	case <-s.stopCh:
+	case <-s.leaseDone:
 		return
 	case <-s.member.Done():
 	}
-	if s.stopping.Load() {
-		return
-	}
 	s.fenced.Store(true)
+	localSilos.CompareAndDelete(s.id, s)
 	n := s.dropAll(fmt.Errorf("%w: silo %s lost its lease", grain.ErrSiloUnavailable, s.id))
 	s.log.Error("silo fenced itself: lease not renewed in time; dropped activations without writing state",
 		zap.Error(s.member.Err()), zap.Int("dropped", n))
@@ -377,7 +400,7 @@ func (s *Silo) collectLoop() {
 }
 
 func (s *Silo) collectOnce() {
-	if s.fenced.Load() {
+	if s.isFenced() {
 		return
 	}
 	now := s.nanotime()
@@ -409,6 +432,30 @@ func (s *Silo) collectOnce() {
 // the monotonic clock, even if the goroutine that reacts to it has not run
 // yet.
 func (s *Silo) isFenced() bool { return s.fenced.Load() || s.member.Fenced() }
+
+// deactivationContext is the parent context of a deactivation for reason:
+// Stop's context while stopping, so that Stop's deadline bounds it.
+func (s *Silo) deactivationContext(reason grain.DeactivationReason) context.Context {
+	if reason == grain.DeactivateSiloStopping {
+		return s.stopCtx
+	}
+	return context.Background()
+}
+
+// waitGroup waits for wg, or for ctx to end.
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // ActivationCount returns the number of activations on this silo.
 func (s *Silo) ActivationCount() int { return s.table.len() }

@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/granary-rt/granary/runtime/etcdembed"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
 	"github.com/granary-rt/granary/runtime/runtimetest"
+	"github.com/granary-rt/granary/runtime/storage"
 )
 
 // endpoints of the etcd shared by the tests of this package; each test uses
@@ -549,5 +551,96 @@ func TestLostLeaseFencesWithoutWritingState(t *testing.T) {
 	}
 	if f.obs.Deactivations(c.ID()) != 0 {
 		t.Fatal("OnDeactivate ran on a fenced silo")
+	}
+}
+
+// flakyStorage fails every write while failing is set.
+type flakyStorage struct {
+	*storage.Memory
+	failing atomic.Bool
+	writes  atomic.Int64
+}
+
+var errStorageDown = errors.New("storage down")
+
+func (f *flakyStorage) Write(ctx context.Context, k storage.Key, data []byte, etag string) (string, error) {
+	f.writes.Add(1)
+	if f.failing.Load() {
+		return "", errStorageDown
+	}
+	return f.Memory.Write(ctx, k, data, etag)
+}
+
+func TestFailedWriteOnDeactivationKeepsActivationAndRetries(t *testing.T) {
+	st := &flakyStorage{Memory: storage.NewMemory()}
+	f := start(t, 1, runtime.Config{Storage: map[string]storage.Provider{runtime.DefaultStorage: st}})
+	ctx := ctxT(t)
+	c := testgrains.NewCounterRef(f.Client(), "kept")
+	if _, err := c.Add(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	st.failing.Store(true)
+	if err := c.Deactivate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return st.writes.Load() >= 1 }, "no write attempted")
+	time.Sleep(100 * time.Millisecond)
+	if n := st.writes.Load(); n > 3 {
+		t.Fatalf("%d write attempts in 100ms: the retry must wait, not spin", n)
+	}
+	if got := f.Silos[0].ActivationCount(); got != 1 {
+		t.Fatalf("activation count = %d; an activation whose state failed to write must be kept", got)
+	}
+	if n, err := c.Get(ctx); err != nil || n != 4 {
+		t.Fatalf("kept activation: Get = %d, %v; want 4", n, err)
+	}
+	st.failing.Store(false)
+	if err := c.Deactivate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return f.Silos[0].ActivationCount() == 0 },
+		"activation not deactivated once storage recovered")
+	data, _, err := st.Memory.Read(ctx, storage.Key{GrainType: c.ID().Type, GrainKey: c.ID().Key, State: "counter"})
+	if err != nil || len(data) == 0 {
+		t.Fatalf("state not persisted after recovery: %q, %v", data, err)
+	}
+}
+
+func TestConflictReturnedByAnotherGrainDoesNotTearDownCaller(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	p := testgrains.NewProbeRef(f.Client(), "relay")
+	err := p.Return(ctx, grain.CodeOf(grain.ErrConflict))
+	if !errors.Is(err, grain.ErrConflict) {
+		t.Fatalf("err = %v, want ErrConflict", err)
+	}
+	if err := p.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.obs.Activations(p.ID()); n != 1 {
+		t.Fatalf("activations = %d: a conflict the grain merely returned tore it down", n)
+	}
+}
+
+func TestCallsMoveOffAStoppedSilo(t *testing.T) {
+	f := start(t, 2, runtime.Config{})
+	ctx := ctxT(t)
+	a, b := f.Silos[0], f.Silos[1]
+	// Activate on b, then call through a so that a caches b as the host.
+	if _, err := testgrains.NewCounterRef(b.Client(), "mover").Add(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testgrains.NewCounterRef(a.Client(), "mover").Get(ctx); err != nil || n != 3 {
+		t.Fatalf("through a: %d, %v", n, err)
+	}
+	if a.ActivationCount() != 0 {
+		t.Fatal("grain activated on a; the test needs it on b")
+	}
+	if err := b.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := testgrains.NewCounterRef(a.Client(), "mover").Get(ctx)
+	if err != nil || n != 3 {
+		t.Fatalf("after b stopped: Get through a = %d, %v; want 3", n, err)
 	}
 }

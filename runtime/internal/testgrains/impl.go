@@ -221,6 +221,14 @@ func (g *probe) Fail(ctx context.Context) error {
 	return fmt.Errorf("probe %s: %w", g.c.ID().Key, ErrDomain)
 }
 
+func (g *probe) Return(ctx context.Context, code string) error {
+	e, ok := grain.LookupError(code)
+	if !ok {
+		return fmt.Errorf("no error with code %q", code)
+	}
+	return fmt.Errorf("probe %s returns: %w", g.c.ID().Key, e)
+}
+
 func (g *probe) Ping(ctx context.Context) error { return nil }
 
 func (g *probe) Notify(ctx context.Context, msg string) error {

@@ -34,6 +34,8 @@ type Probe interface {
 	Echo(ctx context.Context, in []string) ([]string, error)
 	// Fail returns ErrDomain.
 	Fail(ctx context.Context) error
+	// Return returns the sentinel error with the given code, wrapped.
+	Return(ctx context.Context, code string) error
 	// Ping does nothing.
 	Ping(ctx context.Context) error
 	// Notify is a one-way call that records msg.

@@ -196,6 +196,15 @@ var ProbeType = &grain.TypeDesc{
 			},
 		},
 		{ // 5
+			Name:    "Return",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(probeReturnArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*probeReturnArgs)
+				return nil, impl.(Probe).Return(ctx, a.A0)
+			},
+		},
+		{ // 6
 			Name:    "Ping",
 			Flags:   grain.CopyFree,
 			NewArgs: func() any { return new(probePingArgs) },
@@ -203,7 +212,7 @@ var ProbeType = &grain.TypeDesc{
 				return nil, impl.(Probe).Ping(ctx)
 			},
 		},
-		{ // 6
+		{ // 7
 			Name:    "Notify",
 			Flags:   grain.OneWay | grain.CopyFree,
 			NewArgs: func() any { return new(probeNotifyArgs) },
@@ -253,6 +262,12 @@ type probeEchoReply struct {
 // probeFailArgs holds the arguments of Probe.Fail, encoded as a msgpack array.
 type probeFailArgs struct {
 	_msgpack struct{} `msgpack:",as_array"`
+}
+
+// probeReturnArgs holds the arguments of Probe.Return, encoded as a msgpack array.
+type probeReturnArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       string
 }
 
 // probePingArgs holds the arguments of Probe.Ping, encoded as a msgpack array.
@@ -320,16 +335,22 @@ func (r ProbeRef) Fail(ctx context.Context) error {
 	return err
 }
 
+// Return calls Probe.Return on the referenced grain.
+func (r ProbeRef) Return(ctx context.Context, code string) error {
+	_, err := r.ref.Invoke(ctx, 5, &probeReturnArgs{A0: code})
+	return err
+}
+
 // Ping calls Probe.Ping on the referenced grain.
 func (r ProbeRef) Ping(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 5, &probePingArgs{})
+	_, err := r.ref.Invoke(ctx, 6, &probePingArgs{})
 	return err
 }
 
 // Notify calls Probe.Notify on the referenced grain. It is a one-way call:
 // the grain sends no reply, so a nil error means it was sent, not run.
 func (r ProbeRef) Notify(ctx context.Context, msg string) error {
-	_, err := r.ref.Invoke(ctx, 6, &probeNotifyArgs{A0: msg})
+	_, err := r.ref.Invoke(ctx, 7, &probeNotifyArgs{A0: msg})
 	return err
 }
 
