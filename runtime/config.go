@@ -37,6 +37,12 @@ type Config struct {
 	// Etcd says where the cluster's etcd is. With no endpoints the silo
 	// starts an embedded etcd (development default).
 	Etcd EtcdConfig
+	// ListenAddress is where the silo accepts gRPC connections from other
+	// silos and from clients. Default "127.0.0.1:0" (a free loopback port).
+	ListenAddress string
+	// AdvertiseAddress is the address other silos and clients dial.
+	// Default: the address the listener got.
+	AdvertiseAddress string
 	// Storage maps provider names to providers. States use the provider
 	// named DefaultStorage unless they select another. Default: an etcd
 	// provider on the cluster's etcd, for small states.
@@ -107,6 +113,9 @@ func (c *Config) validate() error {
 	}
 	if c.DeactivationTimeout == 0 {
 		c.DeactivationTimeout = 30 * time.Second
+	}
+	if c.ListenAddress == "" {
+		c.ListenAddress = "127.0.0.1:0"
 	}
 	if c.Etcd.DialTimeout == 0 {
 		c.Etcd.DialTimeout = DefaultDialTimeout

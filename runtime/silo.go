@@ -30,9 +30,10 @@ import (
 //
 // A Silo is safe for concurrent use.
 type Silo struct {
-	cfg Config
-	id  string
-	log *zap.Logger
+	cfg  Config
+	id   string
+	addr string
+	log  *zap.Logger
 
 	types  map[string]*grainType
 	regErr []error
@@ -119,6 +120,10 @@ func (s *Silo) RegisterGrainType(t *grain.TypeDesc, f grain.Factory, opts ...gra
 
 // ID returns the silo's id in the cluster (valid after Start).
 func (s *Silo) ID() string { return s.id }
+
+// Address returns the address other silos and clients dial to reach this
+// silo (valid after Start).
+func (s *Silo) Address() string { return s.addr }
 
 // Client returns a grain.Caller for code running in the silo's process
 // that is not itself a grain: HTTP handlers, jobs, tests.

@@ -28,7 +28,7 @@ import (
 var endpoints []string
 
 func TestMain(m *testing.M) {
-	runtimetest.ChildMain()
+	runtimetest.ChildMain(registerTestGrains(testgrains.NewObserver()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	srv, err := etcdembed.Start(ctx, etcdembed.Config{})
 	cancel()
@@ -48,6 +48,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// registerTestGrains registers the test grain types, reporting to obs.
+func registerTestGrains(obs *testgrains.Observer, opts ...grain.TypeOption) func(*runtime.Silo) {
+	return func(s *runtime.Silo) {
+		testgrains.RegisterCounter(s, testgrains.NewCounter(obs), opts...)
+		testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
+	}
+}
+
 type fixture struct {
 	*runtimetest.Cluster
 	obs *testgrains.Observer
@@ -58,13 +66,7 @@ func start(t *testing.T, n int, cfg runtime.Config, opts ...grain.TypeOption) *f
 	t.Helper()
 	obs := testgrains.NewObserver()
 	cfg.Etcd.Endpoints = endpoints
-	c := runtimetest.NewCluster(t, n, runtimetest.Options{
-		Config: cfg,
-		Register: func(s *runtime.Silo) {
-			testgrains.RegisterCounter(s, testgrains.NewCounter(obs), opts...)
-			testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
-		},
-	})
+	c := runtimetest.NewCluster(t, n, runtimetest.Options{Config: cfg, Register: registerTestGrains(obs, opts...)})
 	return &fixture{Cluster: c, obs: obs}
 }
 

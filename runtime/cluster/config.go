@@ -51,6 +51,14 @@ type Config struct {
 	// running, a GC pause). Default TTL/5 (2 s of a 10 s TTL); it must be
 	// less than TTL/2.
 	FenceMargin time.Duration
+	// WaitForID makes Join wait, instead of failing at once with
+	// ErrSiloIDInUse, while SiloID is still registered by an earlier
+	// incarnation whose lease is ending (a crashed or fenced run of the
+	// same silo): Join watches the key and registers as soon as etcd
+	// deletes it. It waits at most the holder's lease TTL plus 2 s; if the
+	// key is still there then, its lease is being renewed by a live silo
+	// and Join fails with ErrSiloIDInUse. ctx bounds the wait too.
+	WaitForID bool
 	// Logger receives membership logs, with a silo_id field. Default: no
 	// logs.
 	Logger *zap.Logger

@@ -1,6 +1,6 @@
 // Package cluster is silo membership: a silo's registration in etcd, the
-// lease that keeps it alive, and self-fencing when that lease can no longer
-// be trusted.
+// lease that keeps it alive, self-fencing when that lease can no longer be
+// trusted, and the watch-based membership view every silo and client keeps.
 //
 // # Registration
 //
@@ -46,8 +46,66 @@
 // and revokes the lease. Close stops the keepalive without any of that, as
 // a crash would; the registration lingers until etcd expires the lease.
 //
-// ListSilos reads the registered silos once. A watch-based, versioned
-// membership view built on the same keys comes later.
+// # Rejoining
+//
+// A fenced member does not come back; the silo process joins again as a
+// new incarnation, which always has a larger incarnation number. A new
+// silo id can join at once. The same silo id is free once the old key is
+// gone: at once after Leave or when etcd reported the lease lost, but
+// after fencing by deadline (or Close, or a crash) the old key lingers
+// until etcd expires the lease, up to FenceMargin and etcd's expiry check
+// after the fence, and a plain Join fails with ErrSiloIDInUse meanwhile.
+// Two ways around that, no manual action needed:
+//
+//   - Member.Rejoin, from the process that held the fenced member, once
+//     the runtime stopped serving as that incarnation: it removes the old
+//     registration as Leave does (deletes the key, revokes the lease and
+//     the directory entries attached to it) and joins with the same
+//     Config; if etcd cannot be reached for the cleanup, it waits for the
+//     old lease to end instead.
+//   - Config.WaitForID, for a restarted process that reuses its silo id:
+//     Join waits for an earlier incarnation's key to vanish with its lease,
+//     for at most that lease's TTL + 2 s; a key still there by then is
+//     renewed by a live silo, and Join fails with ErrSiloIDInUse.
+//
+// # Membership view
+//
+// ListSilos reads the registered silos once. WatchView loads them with a
+// Get and then watches <prefix>silos/ from the next revision, keeping a
+// View: a sequence of immutable Snapshots swapped in atomically, so that
+// View.Current takes no lock and does not allocate (routing reads it per
+// call). Snapshot.Version is the etcd revision the snapshot reflects and
+// grows with every snapshot. Snapshot.Active, Gateways and Hosting(type)
+// return active silos, sorted by silo id, precomputed when the snapshot is
+// built; Get looks a silo up by id.
+//
+// Dead silos. A silo whose key vanishes (Leave, lease expired or revoked)
+// stays in the snapshots with status Dead for a while (WithDeadRetention:
+// default one minute and at most 64 entries, pruned when the view next
+// changes), so the runtime can see who died and where it was. Whether an
+// incarnation is dead does not depend on that retention: Snapshot.IsDead
+// is exact for every incarnation up to Version, because an incarnation is
+// the revision that created the silo key, and a key with that create
+// revision exists until it is deleted. A late message from any dead
+// incarnation, however old, is recognised; no tombstones are kept.
+//
+// Notifications. Snapshot.Changed returns a channel closed when a newer
+// snapshot is installed: any number of waiters, coalescing (a waiter sees
+// the newest snapshot), and the watcher never blocks on a slow reader.
+// View.WaitFor waits for a condition (say, three active silos).
+//
+// Failures. The view's goroutine watches with WithRequireLeader, so an
+// etcd member cut off from its leader ends the watch instead of going
+// silently stale. The etcd client resumes a watch by itself across
+// reconnects (an etcd restart with its data is invisible to the view
+// except as a delay). When the watch ends anyway (compaction past the
+// view's revision, leader loss, a halting error), the view keeps serving
+// its last snapshot, reloads with a Get (immediately, then with backoff
+// up to 5 s by default, see WithViewRetry, while reloads fail), marks
+// silos that vanished meanwhile Dead and watches again; View.Err reports
+// the failure until then, and everything is logged. Close (or the end of
+// the context given to WatchView, or closing the etcd client) stops the
+// goroutine.
 //
 // # Usage
 //
@@ -65,6 +123,13 @@
 //			// stop serving now: drop activations without writing state
 //		}
 //	}()
+//	...
+//	view, err := cluster.WatchView(ctx, cli, "/granary/prod/", cluster.WithViewLogger(log))
+//	if err != nil {
+//		return err
+//	}
+//	defer view.Close()
+//	targets := view.Current().Hosting("bank.Account") // per call, no lock
 //	...
 //	// Graceful shutdown:
 //	_ = m.SetStatus(ctx, cluster.StatusShuttingDown)

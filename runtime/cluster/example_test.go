@@ -42,3 +42,39 @@ func ExampleJoin() {
 		log.Print(err)
 	}
 }
+
+func ExampleWatchView() {
+	ctx := context.Background()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:2379"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cli.Close()
+	view, err := cluster.WatchView(ctx, cli, "/granary/prod/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer view.Close()
+
+	// Routing: read the current snapshot per call; no lock is taken.
+	if silos := view.Current().Hosting("bank.Account"); len(silos) > 0 {
+		log.Printf("send to %s", silos[0].Address)
+	}
+
+	// Wait for the cluster to form.
+	s, err := view.WaitFor(ctx, func(s *cluster.Snapshot) bool { return len(s.Active()) >= 3 })
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("3 silos active at revision %d", s.Version)
+
+	// Follow changes: each snapshot says when a newer one replaced it.
+	for s := view.Current(); ; s = view.Current() {
+		log.Printf("version %d: %d active", s.Version, len(s.Active()))
+		select {
+		case <-s.Changed():
+		case <-view.Done():
+			return
+		}
+	}
+}

@@ -114,6 +114,12 @@ func (f *fakeLease) set(mode string) {
 	f.mu.Unlock()
 }
 
+func (f *fakeLease) sent(i int) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sends[i]
+}
+
 func (f *fakeLease) calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -196,7 +202,7 @@ func TestLoopFencesAtDeadline(t *testing.T) {
 		time.Sleep(10 * time.Second) // renewals sent at 3s, 6s, 9s
 		f.set("hang")
 		deadline := m.FenceDeadline()
-		if want := f.sends[2].Add(7 * time.Second); !deadline.Equal(want) {
+		if want := f.sent(2).Add(7 * time.Second); !deadline.Equal(want) {
 			t.Fatalf("deadline %v, want last send + 7s", deadline)
 		}
 		time.Sleep(time.Until(deadline) - 1)

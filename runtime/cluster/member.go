@@ -48,6 +48,7 @@ type keepAliver interface {
 // closes and Err says why. The runtime must then stop starting turns, drop
 // its activations without writing state, and send no success replies.
 type Member struct {
+	cfg   Config // validated; Rejoin reuses it
 	cli   *clientv3.Client
 	ka    keepAliver
 	key   string
@@ -77,7 +78,9 @@ type Member struct {
 // Joining, then Active), and starts renewing the lease every TTL/3.
 //
 // Join fails with ErrSiloIDInUse if a live registration has the same silo
-// id. cli stays owned by the caller and must outlive the Member.
+// id, unless cfg.WaitForID is set: then it first waits for an earlier
+// incarnation's registration to vanish with its lease. cli stays owned by
+// the caller and must outlive the Member.
 func Join(ctx context.Context, cli *clientv3.Client, cfg Config) (*Member, error) {
 	if cli == nil {
 		return nil, errors.New("cluster: nil etcd client")
@@ -85,6 +88,82 @@ func Join(ctx context.Context, cli *clientv3.Client, cfg Config) (*Member, error
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	for {
+		if cfg.WaitForID {
+			if err := waitForID(ctx, cli, cfg); err != nil {
+				return nil, fmt.Errorf("cluster: join %s: %w", cfg.SiloID, err)
+			}
+		}
+		m, err := join(ctx, cli, cfg)
+		if err == nil || !cfg.WaitForID || !errors.Is(err, ErrSiloIDInUse) || ctx.Err() != nil {
+			return m, err
+		}
+		// Another joiner took the id between the wait and the
+		// registration: wait for that one in turn.
+	}
+}
+
+// idWaitSlack is how long, beyond the holder's lease TTL, Join with
+// WaitForID waits for the holder's key to vanish: etcd checks lease
+// expiry periodically, and a leader change extends leases a little.
+const idWaitSlack = 2 * time.Second
+
+// waitForID returns once cfg.SiloID is not registered, waiting for the
+// registration present now to be deleted; it fails with ErrSiloIDInUse if
+// the registration outlives its lease TTL (so a live silo renews it).
+func waitForID(ctx context.Context, cli *clientv3.Client, cfg Config) error {
+	key := siloKey(cfg.Prefix, cfg.SiloID)
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("wait for silo id: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	kv := resp.Kvs[0]
+	holder, err := decodeSilo(kv)
+	if err != nil {
+		holder = SiloInfo{Incarnation: kv.CreateRevision}
+	}
+	if kv.Lease == 0 {
+		return fmt.Errorf("%w: incarnation %d holds it with no lease, so it never expires", ErrSiloIDInUse, holder.Incarnation)
+	}
+	ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+	if err != nil {
+		return fmt.Errorf("wait for silo id: lease of incarnation %d: %w", holder.Incarnation, err)
+	}
+	wait := idWaitSlack
+	if ttl.GrantedTTL > 0 {
+		wait += time.Duration(ttl.GrantedTTL) * time.Second
+	}
+	log := cfg.Logger.With(zap.String("silo_id", cfg.SiloID))
+	log.Info("cluster: silo id still registered by an earlier incarnation; waiting for its lease to end",
+		zap.Int64("holder_incarnation", holder.Incarnation), zap.Stringer("holder_status", holder.Status),
+		zap.String("holder_address", holder.Address), zap.Int64("lease_ttl_left_s", ttl.TTL), zap.Duration("max_wait", wait))
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	wch := cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(resp.Header.Revision+1), clientv3.WithFilterPut())
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			if wctx.Err() != nil {
+				break
+			}
+			return fmt.Errorf("wait for silo id: watch: %w", err)
+		}
+		if len(wr.Events) > 0 {
+			log.Info("cluster: earlier incarnation's registration is gone", zap.Int64("holder_incarnation", holder.Incarnation))
+			return nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("wait for silo id held by incarnation %d: %w", holder.Incarnation, err)
+	}
+	return fmt.Errorf("%w: incarnation %d (%s, %s) still holds it %v after Join started waiting, longer than its lease TTL: a live silo renews it",
+		ErrSiloIDInUse, holder.Incarnation, holder.Status, holder.Address, wait)
+}
+
+// join makes one attempt at registering.
+func join(ctx context.Context, cli *clientv3.Client, cfg Config) (*Member, error) {
 	sent := time.Now()
 	g, err := cli.Grant(ctx, int64(cfg.TTL/time.Second))
 	if err != nil {
@@ -115,10 +194,42 @@ func Join(ctx context.Context, cli *clientv3.Client, cfg Config) (*Member, error
 	return m, nil
 }
 
+// Rejoin registers the silo again, as a new incarnation with the same
+// configuration (silo id, addresses, grain types), after this member
+// stopped being live: it fenced itself, or was closed or left. It returns
+// an error if the member is still live.
+//
+// Rejoin first cleans up after this incarnation as Leave does: it deletes
+// the silo key if it is still this incarnation's and revokes the lease,
+// which also removes the directory entries attached to it. Call it only
+// once the runtime has stopped serving as this incarnation (after fencing
+// it drops its activations without writing state). If etcd cannot be
+// reached for that cleanup, the registration ends with the lease instead;
+// Rejoin then waits for it as Config.WaitForID does. ctx bounds the whole
+// rejoin.
+func (m *Member) Rejoin(ctx context.Context) (*Member, error) {
+	if m.Err() == nil {
+		return nil, fmt.Errorf("cluster: rejoin %s: the member is still live; Leave or Close it first", m.cfg.SiloID)
+	}
+	if err := m.Leave(ctx); err != nil {
+		m.log.Warn("cluster: rejoin: could not remove the previous registration; waiting for its lease to end instead", zap.Error(err))
+	}
+	cfg := m.cfg
+	cfg.WaitForID = true
+	next, err := Join(ctx, m.cli, cfg)
+	if err != nil {
+		return nil, err // "cluster: join <silo-id>: ..."
+	}
+	m.log.Info("cluster: silo rejoined as a new incarnation",
+		zap.Int64("previous_incarnation", m.Info().Incarnation), zap.Int64("incarnation", next.Info().Incarnation))
+	return next, nil
+}
+
 // newMember builds a Member whose lease was granted; the caller starts
 // its keepalive goroutine with go m.run(k).
 func newMember(cli *clientv3.Client, ka keepAliver, cfg Config, lease clientv3.LeaseID, k *keeper, info SiloInfo) *Member {
 	m := &Member{
+		cfg:      cfg,
 		cli:      cli,
 		ka:       ka,
 		key:      siloKey(cfg.Prefix, cfg.SiloID),

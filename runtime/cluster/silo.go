@@ -60,7 +60,8 @@ type SiloInfo struct {
 }
 
 // Lease returns the etcd lease the silo key is attached to, when the
-// SiloInfo came from ListSilos or Member.Info; 0 otherwise.
+// SiloInfo came from ListSilos, Member.Info or a membership view; 0
+// otherwise.
 func (s SiloInfo) Lease() clientv3.LeaseID { return s.lease }
 
 // siloKey returns the key of siloID's registration.
@@ -90,8 +91,7 @@ func decodeSilo(kv *mvccpb.KeyValue) (SiloInfo, error) {
 }
 
 // ListSilos returns the silos registered under prefix, ordered by silo id.
-// It reads etcd once; the watch-based membership view keeps an up-to-date
-// copy instead.
+// It reads etcd once; a View (WatchView) keeps an up-to-date copy instead.
 func ListSilos(ctx context.Context, cli *clientv3.Client, prefix string) ([]SiloInfo, error) {
 	if err := checkPrefix(prefix); err != nil {
 		return nil, err

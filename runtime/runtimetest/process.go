@@ -11,20 +11,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/etcdembed"
 )
 
 const childEnv = "GRANARY_RUNTIMETEST_CHILD"
 
 // ChildMain must be the first statement of TestMain in packages that use
-// EtcdProcess: when the test binary was started as a child by this
-// package, it runs the child's role and exits; otherwise it returns at once.
-func ChildMain() {
+// EtcdProcess or StartSiloProcess: when the test binary was started as a
+// child by this package, it runs the child's role and exits; otherwise it
+// returns at once. register registers the grain types of silo children
+// (nil if the package starts none).
+func ChildMain(register func(*runtime.Silo)) {
 	switch os.Getenv(childEnv) {
 	case "":
 		return
 	case "etcd":
 		os.Exit(runEtcdChild())
+	case "silo":
+		os.Exit(runSiloChild(register))
 	default:
 		fmt.Fprintf(os.Stderr, "runtimetest: unknown child role %q\n", os.Getenv(childEnv))
 		os.Exit(2)

@@ -1,0 +1,48 @@
+package runtime
+
+import (
+	"hash/fnv"
+	"math/rand/v2"
+
+	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime/cluster"
+)
+
+// place picks the silo for a new activation of id among candidates (the
+// active silos hosting its type, sorted by id) with strategy p. self is the
+// silo doing the placing ("" for a client). candidates must not be empty.
+func place(p grain.Placement, id grain.ID, self string, candidates []cluster.SiloInfo) cluster.SiloInfo {
+	switch p {
+	case grain.PlacePreferLocal:
+		for _, c := range candidates {
+			if c.SiloID == self {
+				return c
+			}
+		}
+	case grain.PlaceHash:
+		return rendezvous(id, candidates)
+	case grain.PlaceLeastActivations:
+		// Activation counts are not yet reported through membership; until
+		// they are, spread new activations at random.
+	}
+	return candidates[rand.IntN(len(candidates))]
+}
+
+// rendezvous returns the candidate with the highest hash of (silo, grain):
+// every process with the same view picks the same silo, and a silo joining
+// or leaving moves only the grains it wins or held.
+func rendezvous(id grain.ID, candidates []cluster.SiloInfo) cluster.SiloInfo {
+	best, bestScore := 0, uint64(0)
+	for i, c := range candidates {
+		h := fnv.New64a()
+		h.Write([]byte(c.SiloID))
+		h.Write([]byte{0})
+		h.Write([]byte(id.Type))
+		h.Write([]byte{0})
+		h.Write([]byte(id.Key))
+		if score := h.Sum64(); i == 0 || score > bestScore {
+			best, bestScore = i, score
+		}
+	}
+	return candidates[best]
+}
