@@ -1,0 +1,175 @@
+package transport
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Defaults for Limits, ServerConfig and ClientConfig.
+const (
+	DefaultMaxFrameSize         = 16 << 20
+	DefaultMaxBodySize          = 4 << 20
+	DefaultMaxHeaderSize        = 64 << 10
+	DefaultMaxEnvelopesPerFrame = 1024
+	DefaultQueueSize            = 1024
+	DefaultDialTimeout          = 5 * time.Second
+	DefaultKeepaliveTime        = 10 * time.Second
+	DefaultKeepaliveTimeout     = 5 * time.Second
+)
+
+// Limits bound what a peer may send. Both ends of a connection should use
+// the same limits: a sender checks its own, a receiver enforces its own.
+// Zero fields take the defaults.
+type Limits struct {
+	// MaxFrameSize is the largest frame (gRPC message) in bytes, sent or
+	// received. Default 16 MiB. A received frame over the limit ends the
+	// stream with codes.ResourceExhausted.
+	MaxFrameSize int
+	// MaxBodySize is the largest envelope body in bytes. Default 4 MiB. A
+	// request over it fails on the sending side with grain.ErrTooLarge; one
+	// received over it is answered with grain.ErrTooLarge.
+	MaxBodySize int
+	// MaxHeaderSize is the largest encoded envelope without its body (target,
+	// chain, context, error message, ...). Default 64 KiB.
+	MaxHeaderSize int
+	// MaxEnvelopesPerFrame is the most envelopes one frame may carry.
+	// Default 1024.
+	MaxEnvelopesPerFrame int
+}
+
+func (l *Limits) validate(pkg string) error {
+	if l.MaxFrameSize == 0 {
+		l.MaxFrameSize = DefaultMaxFrameSize
+	}
+	if l.MaxBodySize == 0 {
+		l.MaxBodySize = min(DefaultMaxBodySize, l.MaxFrameSize/4)
+	}
+	if l.MaxHeaderSize == 0 {
+		l.MaxHeaderSize = min(DefaultMaxHeaderSize, l.MaxFrameSize/4)
+	}
+	if l.MaxEnvelopesPerFrame == 0 {
+		l.MaxEnvelopesPerFrame = DefaultMaxEnvelopesPerFrame
+	}
+	switch {
+	case l.MaxBodySize < 0 || l.MaxHeaderSize < 0 || l.MaxEnvelopesPerFrame < 0:
+		return fmt.Errorf("transport: %s.Limits: negative limit %+v", pkg, *l)
+	case l.MaxHeaderSize < 256:
+		return fmt.Errorf("transport: %s.Limits.MaxHeaderSize %d is below 256 bytes", pkg, l.MaxHeaderSize)
+	case l.MaxFrameSize < l.MaxBodySize+l.MaxHeaderSize+frameOverhead:
+		return fmt.Errorf("transport: %s.Limits.MaxFrameSize %d cannot hold one envelope of MaxBodySize %d and MaxHeaderSize %d (+%d bytes of framing)",
+			pkg, l.MaxFrameSize, l.MaxBodySize, l.MaxHeaderSize, frameOverhead)
+	}
+	return nil
+}
+
+// ServerConfig configures a Server. The zero value works.
+type ServerConfig struct {
+	Limits
+	// QueueSize is how many envelopes a stream's writer queues before a
+	// reply blocks. Default 1024.
+	QueueSize int
+	// KeepaliveTime is how long a connection is idle before the server
+	// pings the client to see if it is alive; KeepaliveTimeout how long it
+	// waits for the ack before closing the connection. Defaults 10 s and
+	// 5 s; the minimum time is 1 s. The server accepts client pings as
+	// often as every second.
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+	// Logger receives the transport's logs. Default: no logs.
+	Logger *zap.Logger
+	// GRPCOptions are appended to the transport's own gRPC server options,
+	// e.g. grpc.Creds for TLS.
+	GRPCOptions []grpc.ServerOption
+}
+
+func (c *ServerConfig) validate() error {
+	if err := c.Limits.validate("ServerConfig"); err != nil {
+		return err
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.QueueSize < 0 {
+		return fmt.Errorf("transport: ServerConfig.QueueSize %d is negative", c.QueueSize)
+	}
+	if err := validateKeepalive("ServerConfig", &c.KeepaliveTime, &c.KeepaliveTimeout, time.Second); err != nil {
+		return err
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+func (c *ServerConfig) keepalive() (keepalive.ServerParameters, keepalive.EnforcementPolicy) {
+	return keepalive.ServerParameters{Time: c.KeepaliveTime, Timeout: c.KeepaliveTimeout},
+		keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}
+}
+
+// ClientConfig configures a Client. The zero value works.
+type ClientConfig struct {
+	Limits
+	// QueueSize is how many envelopes a stream's writer queues before Call
+	// and Send block (until their ctx ends). Default 1024.
+	QueueSize int
+	// DialTimeout bounds connecting to a peer and opening the stream.
+	// Default 5 s.
+	DialTimeout time.Duration
+	// KeepaliveTime is how often the client pings a peer whose connection
+	// is idle; KeepaliveTimeout how long it waits for the ack before it
+	// declares the peer dead and fails the calls in flight. Defaults 10 s
+	// and 5 s; gRPC does not ping more often than every 10 s.
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+	// Logger receives the transport's logs. Default: no logs.
+	Logger *zap.Logger
+	// DialOptions are appended to the transport's own dial options, e.g.
+	// grpc.WithTransportCredentials for TLS (the default is plaintext) or
+	// grpc.WithContextDialer.
+	DialOptions []grpc.DialOption
+}
+
+func (c *ClientConfig) validate() error {
+	if err := c.Limits.validate("ClientConfig"); err != nil {
+		return err
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.QueueSize < 0 {
+		return fmt.Errorf("transport: ClientConfig.QueueSize %d is negative", c.QueueSize)
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.DialTimeout < 0 {
+		return fmt.Errorf("transport: ClientConfig.DialTimeout %v is negative", c.DialTimeout)
+	}
+	if err := validateKeepalive("ClientConfig", &c.KeepaliveTime, &c.KeepaliveTimeout, 10*time.Second); err != nil {
+		return err
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return nil
+}
+
+func validateKeepalive(pkg string, t, timeout *time.Duration, minTime time.Duration) error {
+	if *t == 0 {
+		*t = DefaultKeepaliveTime
+	}
+	if *timeout == 0 {
+		*timeout = DefaultKeepaliveTimeout
+	}
+	switch {
+	case *t < 0 || *timeout < 0:
+		return fmt.Errorf("transport: %s: negative keepalive time %v or timeout %v", pkg, *t, *timeout)
+	case *t < minTime:
+		*t = minTime
+	}
+	return nil
+}

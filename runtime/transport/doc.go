@@ -1,0 +1,122 @@
+// Package transport carries grain calls between processes: from silo to
+// silo, and from a client to its gateway silos. It moves envelopes (a
+// request with its encoded arguments, or a response with its encoded
+// result or error) and knows nothing of activations, directories or grain
+// types beyond their names.
+//
+// A Server accepts connections and hands each request to a Handler, which
+// replies later through a ReplyFunc; a Client calls servers by address:
+//
+//	srv, err := transport.NewServer(transport.ServerConfig{Logger: log}, handler)
+//	go srv.Serve(lis)
+//	defer srv.Stop(ctx)
+//
+//	c, err := transport.NewClient(transport.ClientConfig{Logger: log})
+//	defer c.Close()
+//	resp, err := c.Call(ctx, "10.0.0.2:7000", &transport.Envelope{
+//		Target: grain.ID{Type: "bank.Account", Key: "42"}, Method: 0, Body: args,
+//	})
+//
+// # Streams
+//
+// The transport is one gRPC service, "granary.Transport", with one
+// bidirectional streaming method, "Connect", described by a hand-written
+// grpc.ServiceDesc (no protoc). Messages use the msgpack codec registered
+// under CodecName ("granary-msgpack"), chosen per stream; the "proto" codec
+// is left alone.
+//
+// A Client keeps one connection with one stream per server address,
+// dialed on first use. Requests flow from the dialing side to the
+// listening side and responses come back on the same stream: a silo that
+// needs to call a peer dials it, so two silos that call each other use two
+// streams, one per direction. Requests on a stream are multiplexed by a
+// request id that the client assigns (1, 2, 3, ...; never reused on a
+// stream); responses may come back in any order.
+//
+// # Frames and envelopes
+//
+// Every gRPC message on a stream is a frame, the msgpack array
+//
+//	[version, [envelope, ...]]
+//
+// with version 1. An envelope is a msgpack array whose layout depends on
+// its kind, field 0; field 1 is the request id:
+//
+//	request, one-way: [kind, id, type, key, method, flags, timeout_ns, hops, chain, context, body]
+//	response:         [kind, id, status, body, err_code, err_message, redirect_silo, redirect_addr]
+//
+// kind is 1 (request), 2 (one-way) or 3 (response); status 0 (ok), 1
+// (error) or 2 (not here). type and key are the target grain's ID; chain is
+// nil or an array of strings, context nil or a map of strings, body nil or
+// bin (the arguments or the result, encoded by the runtime). The timeout is
+// relative, in nanoseconds, so hosts need not agree on the time of day; 0
+// means none. Decoders accept any msgpack encoding of a value of the right
+// family and skip trailing fields they do not know, so fields can be
+// appended in later versions.
+//
+// Each stream has one writer goroutine that sends frames from a bounded
+// queue. When it is idle, the first envelope queued goes out at once (the
+// writer only yields the processor once, so that goroutines already
+// runnable may queue theirs); envelopes queued while a frame is being
+// written go out together in the next one. There is no timer and no
+// artificial delay. Stats reports frames and envelopes sent and received.
+//
+// # Calls, timeouts and errors
+//
+// Client.Call waits for the response until its ctx ends; Client.Send
+// queues a one-way request and returns. Both put the time left until their
+// ctx's deadline in the request. For a request, the server turns it into
+// the deadline of the context it passes to the Handler, on its own clock;
+// that context is also cancelled when the stream dies. (A one-way request
+// gets the stream's context and its Timeout as a plain field.) When the
+// caller's ctx expires, Call returns an error matching grain.ErrTimeout and
+// context.DeadlineExceeded.
+//
+// An error response carries grain.CodeOf(err) and err.Error(); the caller
+// gets a *grain.RemoteError with that code and message, so errors.Is
+// matches the sentinel defined with the code (grain.ErrOverloaded, a
+// grain.NewError of the application, ...). A not-here response makes Call
+// return a *NotHereError with the silo the responder points to.
+//
+// # Limits and malformed input
+//
+// Limits bound frames (gRPC's maximum message size, 16 MiB by default),
+// envelope bodies (4 MiB), envelope headers, that is everything but the
+// body (64 KiB), and envelopes per frame (1024); call chains and request
+// contexts hold at most MaxChainLen and MaxContextLen entries.
+//
+//   - A request over a limit fails in Call or Send, before anything is sent,
+//     with an error wrapping grain.ErrTooLarge (grain.ErrBadRequest for a
+//     malformed one: no target type, a negative method index or timeout).
+//   - A response over a limit is replaced by an error response wrapping
+//     grain.ErrTooLarge.
+//   - A received envelope that is malformed (unknown kind, missing fields,
+//     fields of the wrong type, no target type) or over a limit is
+//     rejected and logged; if it is a request whose id could be read, it is
+//     answered with an error response with the code of grain.ErrBadRequest
+//     or grain.ErrTooLarge. The other envelopes of the frame are processed.
+//   - A frame that cannot be parsed at all (not msgpack, truncated, wrong
+//     version, too many envelopes, nested too deeply) ends the stream: the
+//     server closes it with codes.InvalidArgument, and other streams carry
+//     on. A frame over the size limit ends the stream with
+//     codes.ResourceExhausted.
+//
+// The decoder never panics on any input (FuzzDecodeFrame), never trusts a
+// length before checking it against the bytes left, and copies what it
+// keeps, so envelopes do not pin frame buffers.
+//
+// # Failures
+//
+// When a stream breaks (the peer stopped or crashed, the connection was
+// cut, keepalive pings went unanswered), every call in flight on it fails
+// at once with an error wrapping grain.ErrSiloUnavailable, and the next
+// call dials again. Dial failures wrap grain.ErrSiloUnavailable too.
+// Delivery is at most once: a call that failed with ErrSiloUnavailable or
+// timed out after its request was sent may or may not have run.
+//
+// Server.Stop drains gracefully: it stops accepting connections, answers new
+// requests with grain.ErrSiloUnavailable, waits for the replies to the
+// requests in flight and ends the streams; if its ctx ends first, it closes
+// every connection at once. Client.Close fails the calls in flight and
+// closes every connection. Both return when their goroutines have exited.
+package transport
