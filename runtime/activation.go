@@ -62,7 +62,7 @@ type activation struct {
 
 // entry is the directory entry that names this activation.
 func (a *activation) entry() directory.Entry {
-	return directory.Entry{SiloID: a.silo.id, Incarnation: a.silo.incarnation, ActivationID: a.seq}
+	return directory.Entry{SiloID: a.silo.id, Address: a.silo.addr, Incarnation: a.silo.incarnation, ActivationID: a.seq}
 }
 
 // grainContext views an activation as the grain.Context of its
@@ -294,7 +294,8 @@ func (a *activation) turn(m *message) (failed bool) {
 		m.complete(nil, err)
 		return true
 	}
-	if err == nil && reply != nil && !m.method.Flags.Has(grain.CopyFree) {
+	if err == nil && reply != nil && m.done != nil && !m.method.Flags.Has(grain.CopyFree) {
+		// A local caller: give it a copy. A remote reply is encoded.
 		reply, err = deepCopy(reply, m.method.NewReply)
 	}
 	if s.isFenced() {
@@ -317,7 +318,7 @@ func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
 		}
 	}()
 	ctx := m.ctx
-	if m.done == nil {
+	if m.done == nil && m.replyFn == nil {
 		// One-way: the caller did not wait, so nothing bounds the turn but
 		// the response timeout.
 		var cancel context.CancelFunc

@@ -4,35 +4,93 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime/transport"
 )
 
-// maxForwards bounds how often one call is re-routed (lost directory race,
-// deactivation while queued) before it fails.
+// maxForwards bounds how often one call is re-queued on this silo (a
+// deactivation while it waited) before it fails.
 const maxForwards = 8
 
 var _ grain.Caller = (*Silo)(nil)
 
 // Invoke implements grain.Caller: it delivers call to the grain's single
-// activation, activating it on this silo if it has none, and waits for the
-// reply until ctx's deadline (or the silo's response timeout).
+// activation, on this silo or another, activating it where placement says
+// if it has none, and waits for the reply until ctx's deadline (or the
+// silo's response timeout).
 func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if !s.serving.Load() {
 		return nil, fmt.Errorf("%w: silo is not started", grain.ErrSiloUnavailable)
 	}
 	t := s.types[call.Target.Type]
-	if t == nil {
+	desc := call.Type
+	if t != nil {
+		desc = t.desc
+	}
+	if desc == nil || desc.Name != call.Target.Type {
 		return nil, fmt.Errorf("%w: %q (calling %s)", grain.ErrUnknownGrainType, call.Target.Type, call.Target)
 	}
-	md, err := t.desc.Method(call.Method)
+	md, err := desc.Method(call.Method)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s has no method %d", err, call.Target.Type, call.Method)
 	}
+	if _, ok := ctx.Deadline(); !ok && !md.Flags.Has(grain.OneWay) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ResponseTimeout)
+		defer cancel()
+	}
+	// The common case: the grain is active here.
+	if t != nil && s.table.get(call.Target) != nil {
+		reply, err := s.invokeLocal(ctx, call, t, md)
+		if _, notHere := redirectOf(err); !notHere {
+			return reply, err
+		}
+	}
+	placement := grain.PlaceRandom
+	if t != nil {
+		placement = t.placement
+	}
+	var redirect *transport.Redirect
+	for range maxRouteAttempts {
+		var rt route
+		if redirect != nil {
+			rt = s.router.redirected(*redirect)
+		} else if rt, err = s.router.resolve(ctx, call.Target, placement, t != nil && !s.stopping.Load()); err != nil {
+			return nil, err
+		}
+		var reply any
+		if rt.local {
+			if t == nil {
+				return nil, fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, call.Target.Type, s.id)
+			}
+			reply, err = s.invokeLocal(ctx, call, t, md)
+		} else {
+			reply, err = s.router.callRemote(ctx, rt, call, md)
+		}
+		rd, notHere := redirectOf(err)
+		if !notHere {
+			return reply, err
+		}
+		s.dir.Invalidate(call.Target)
+		redirect = nil
+		if rd.SiloID != "" {
+			redirect = &rd
+		}
+	}
+	return nil, fmt.Errorf("%w: call to %s routed %d times without reaching an activation: %w",
+		grain.ErrSiloUnavailable, call.Target, maxRouteAttempts, err)
+}
+
+// invokeLocal runs call on this silo's activation of its grain.
+func (s *Silo) invokeLocal(ctx context.Context, call *grain.Call, t *grainType, md *grain.MethodDesc) (any, error) {
 	args := call.Args
 	if !md.Flags.Has(grain.CopyFree) {
+		var err error
 		if args, err = deepCopy(args, md.NewArgs); err != nil {
 			return nil, fmt.Errorf("%w: %s.%s: %w", grain.ErrBadRequest, call.Target, md.Name, err)
 		}
@@ -42,11 +100,6 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		// not its cancellation, and is bounded by the response timeout.
 		m := &message{ctx: context.WithoutCancel(ctx), target: call.Target, typ: t, method: md, args: args}
 		return nil, s.dispatch(m)
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ResponseTimeout)
-		defer cancel()
 	}
 	m := newMessage(ctx, call.Target, t, md, args)
 	if err := s.dispatch(m); err != nil {
@@ -77,32 +130,16 @@ func callError(m *message, err error) error {
 	return fmt.Errorf("runtime: call %s.%s: %w", m.target, m.method.Name, err)
 }
 
-// errNotHere is what a silo answers for a grain it does not host when it
-// cannot host it either (stopping, fenced): the sender drops its cached
-// entry and routes again.
-var errNotHere = fmt.Errorf("%w: grain not hosted here", grain.ErrSiloUnavailable)
-
-// dispatch routes m to the activation that must serve it: the local one, a
-// new local one, or another silo's (through the directory cache). It does
-// not wait for the turn. An error means m was not queued.
+// dispatch queues m on this silo's activation of its grain, creating the
+// activation if there is none. It does not wait for the turn. An error
+// means m was not queued.
 func (s *Silo) dispatch(m *message) error {
 	for range maxForwards {
 		if s.isFenced() {
-			return fmt.Errorf("%w: silo %s is fenced", errNotHere, s.id)
+			return &notHereError{id: m.target, why: "silo " + s.id + " is fenced"}
 		}
 		a := s.table.get(m.target)
 		if a == nil {
-			if e, ok := s.cachedRemote(m.target); ok {
-				switch err := s.forward(m, e); {
-				case err == nil:
-					return nil
-				case !errors.Is(err, errNotHere):
-					return err
-				}
-				// The cached host is gone or no longer hosts the grain:
-				// forget it and let the directory settle who does.
-				s.dir.Invalidate(m.target)
-			}
 			var err error
 			if a, err = s.activationFor(m); err != nil {
 				return err
@@ -115,7 +152,7 @@ func (s *Silo) dispatch(m *message) error {
 			return err
 		}
 	}
-	return fmt.Errorf("%w: call to %s re-routed %d times without reaching an activation",
+	return fmt.Errorf("%w: call to %s re-queued %d times without reaching an activation",
 		grain.ErrSiloUnavailable, m.target, maxForwards)
 }
 
@@ -125,7 +162,7 @@ func (s *Silo) activationFor(m *message) (*activation, error) {
 	s.admit.RLock()
 	defer s.admit.RUnlock()
 	if s.stopping.Load() {
-		return nil, fmt.Errorf("%w: silo %s is stopping", errNotHere, s.id)
+		return nil, &notHereError{id: m.target, why: "silo " + s.id + " is stopping"}
 	}
 	a, created := s.table.getOrCreate(m.target, func() *activation {
 		return &activation{silo: s, typ: m.typ, id: m.target, seq: s.nextActivation.Add(1), running: true}
@@ -140,12 +177,12 @@ func (s *Silo) activationFor(m *message) (*activation, error) {
 	return a, nil
 }
 
-// redispatch routes a message again after the activation holding it went
+// redispatch queues a message again after the activation holding it went
 // away, failing it if it cannot be queued.
 func (s *Silo) redispatch(m *message) {
 	m.forwards++
 	if m.forwards > maxForwards {
-		m.complete(nil, fmt.Errorf("%w: call to %s re-routed %d times without reaching an activation",
+		m.complete(nil, fmt.Errorf("%w: call to %s re-queued %d times without reaching an activation",
 			grain.ErrSiloUnavailable, m.target, maxForwards))
 		return
 	}
@@ -154,49 +191,70 @@ func (s *Silo) redispatch(m *message) {
 	}
 }
 
-// cachedRemote returns the directory entry for id if the directory has it
-// cached and it names another silo. It never goes to etcd: an uncached
-// grain is activated here and the directory's register-if-absent settles
-// who hosts it.
-func (s *Silo) cachedRemote(id grain.ID) (directory.Entry, bool) {
-	c, ok := s.dir.(directory.Cacher)
-	if !ok {
-		return directory.Entry{}, false
-	}
-	e, ok := c.Cached(id)
-	if !ok || e.SiloID == s.id {
-		return directory.Entry{}, false
-	}
-	return e, true
-}
-
-// forward hands m to the silo that hosts its grain according to e. It
-// returns an error wrapping errNotHere if that silo is gone (or is another
-// incarnation) or no longer hosts the grain and cannot host it.
-func (s *Silo) forward(m *message, e directory.Entry) error {
-	m.forwards++
-	if m.forwards > maxForwards {
-		return fmt.Errorf("%w: call to %s forwarded %d times without reaching an activation",
-			grain.ErrSiloUnavailable, m.target, maxForwards)
-	}
-	v, ok := localSilos.Load(e.SiloID)
-	if !ok || v.(*Silo).incarnation != e.Incarnation {
-		return fmt.Errorf("%w: %s is registered on silo %s (incarnation %d), which is not reachable from this process",
-			errNotHere, m.target, e.SiloID, e.Incarnation)
-	}
-	return v.(*Silo).dispatch(m)
-}
-
-// localSilos holds the silos running in this process, by id, so that silos
-// sharing a process (tests, single-binary deployments) can hand calls to
-// each other. The cross-process transport replaces it for remote silos.
-var localSilos sync.Map
-
-// forwardPending hands every message of a registration loser to the winner.
+// forwardPending answers every call held by an activation that lost the
+// directory race: not here, try the winner. Callers route again.
 func (s *Silo) forwardPending(msgs []*message, winner directory.Entry) {
 	for _, m := range msgs {
-		if err := s.forward(m, winner); err != nil {
-			m.complete(nil, err)
+		m.complete(nil, &notHereError{id: m.target, why: "another activation is registered",
+			redirect: transport.Redirect{SiloID: winner.SiloID, Address: winner.Address}})
+	}
+}
+
+// HandleRequest implements transport.Handler: a call from another silo or
+// a client. It decodes the arguments and queues the call; the reply is sent
+// when the turn ends. It never blocks on the network: a request that needs
+// a directory lookup is routed on its own goroutine.
+func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply transport.ReplyFunc) {
+	fail := func(err error) {
+		if reply != nil {
+			reply(encodeResponse(nil, err))
+		} else {
+			s.log.Debug("one-way call rejected", zap.Stringer("grain", req.Target), zap.Error(err))
 		}
 	}
+	if !s.serving.Load() {
+		fail(&notHereError{id: req.Target, why: "silo " + s.id + " is not serving"})
+		return
+	}
+	t := s.types[req.Target.Type]
+	if t == nil {
+		fail(fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, req.Target.Type, s.id))
+		return
+	}
+	md, err := t.desc.Method(req.Method)
+	if err != nil {
+		fail(fmt.Errorf("%w: %s has no method %d", err, req.Target.Type, req.Method))
+		return
+	}
+	args := md.NewArgs()
+	if err := msgpack.Unmarshal(req.Body, args); err != nil {
+		fail(fmt.Errorf("%w: arguments of %s.%s: %w", grain.ErrBadRequest, req.Target, md.Name, err))
+		return
+	}
+	m := &message{ctx: ctx, target: req.Target, typ: t, method: md, args: args, replyFn: reply, hops: req.Hops}
+	if req.Hops > 0 || s.table.get(req.Target) != nil {
+		// This silo was chosen to host the grain, or already does.
+		if err := s.dispatch(m); err != nil {
+			m.complete(nil, err)
+		}
+		return
+	}
+	// A client that did not know the host: route it like a local call, but
+	// answer "not here, try X" instead of forwarding.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		rt, err := s.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
+		switch {
+		case err != nil:
+			m.complete(nil, err)
+		case !rt.local:
+			m.complete(nil, &notHereError{id: req.Target, why: "placed elsewhere",
+				redirect: transport.Redirect{SiloID: rt.silo.SiloID, Address: rt.silo.Address}})
+		default:
+			if err := s.dispatch(m); err != nil {
+				m.complete(nil, err)
+			}
+		}
+	}()
 }

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // message is one call on its way to, or inside, an activation.
@@ -19,7 +20,13 @@ type message struct {
 	// Set by complete, read by the caller after receiving from done.
 	reply any
 	err   error
-	done  chan struct{} // buffered(1); nil for one-way calls
+	done  chan struct{} // buffered(1); nil for one-way and remote calls
+	// replyFn answers a call that came from another process; nil for
+	// local calls and remote one-way calls.
+	replyFn transport.ReplyFunc
+	// hops is how often the call was forwarded between processes; 0 for
+	// a call from a client that did not know the host.
+	hops uint8
 
 	// abandoned is set by a caller that stopped waiting (deadline,
 	// cancellation); its message is skipped if it has not started.
@@ -51,6 +58,10 @@ func (m *message) release() {
 // complete delivers the outcome to the caller. It is called exactly once per
 // message.
 func (m *message) complete(reply any, err error) {
+	if m.replyFn != nil {
+		m.replyFn(encodeResponse(reply, err))
+		return
+	}
 	m.reply, m.err = reply, err
 	if m.done != nil {
 		m.done <- struct{}{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/granary-rt/granary/runtime/etcdembed"
 	"github.com/granary-rt/granary/runtime/storage"
 	"github.com/granary-rt/granary/runtime/storage/etcdstore"
+	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // Silo hosts grain activations. Create it with NewSilo, register grain types
@@ -47,6 +49,11 @@ type Silo struct {
 	etcd     *clientv3.Client
 	embedded *etcdembed.Server
 	member   *cluster.Member
+	view     *cluster.View
+	lis      net.Listener
+	server   *transport.Server
+	tc       *transport.Client
+	router   *router
 
 	incarnation    int64
 	nextActivation atomic.Uint64
@@ -73,6 +80,7 @@ type grainType struct {
 	factory       grain.Factory
 	collectionAge time.Duration
 	mailboxLimit  int
+	placement     grain.Placement
 }
 
 // NewSilo validates cfg and returns a silo that is not started yet.
@@ -108,7 +116,8 @@ func (s *Silo) RegisterGrainType(t *grain.TypeDesc, f grain.Factory, opts ...gra
 		return
 	}
 	tc := grain.NewTypeConfig(opts...)
-	gt := &grainType{desc: t, factory: f, collectionAge: tc.CollectionAge, mailboxLimit: tc.MailboxLimit}
+	gt := &grainType{desc: t, factory: f, collectionAge: tc.CollectionAge, mailboxLimit: tc.MailboxLimit,
+		placement: tc.Placement}
 	if gt.collectionAge <= 0 {
 		gt.collectionAge = s.cfg.CollectionAge
 	}
@@ -151,16 +160,27 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err := s.connectEtcd(ctx); err != nil {
 		return err
 	}
+	lis, err := net.Listen("tcp", s.cfg.ListenAddress)
+	if err != nil {
+		return fmt.Errorf("runtime: listen on %s: %w", s.cfg.ListenAddress, err)
+	}
+	s.lis = lis
+	s.addr = s.cfg.AdvertiseAddress
+	if s.addr == "" {
+		s.addr = lis.Addr().String()
+	}
 	names := make([]string, 0, len(s.types))
 	for n := range s.types {
 		names = append(names, n)
 	}
 	s.member, err = cluster.Join(ctx, s.etcd, cluster.Config{
-		Prefix:     s.cfg.prefix(),
-		SiloID:     s.cfg.SiloID,
-		GrainTypes: names,
-		TTL:        s.cfg.LeaseTTL,
-		Logger:     s.cfg.Logger,
+		Prefix:         s.cfg.prefix(),
+		SiloID:         s.cfg.SiloID,
+		Address:        s.addr,
+		GatewayAddress: s.addr,
+		GrainTypes:     names,
+		TTL:            s.cfg.LeaseTTL,
+		Logger:         s.cfg.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("runtime: join cluster %q: %w", s.cfg.Cluster, err)
@@ -192,9 +212,27 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		s.storage[DefaultStorage] = p
 	}
 	s.quantum = s.collectionQuantum()
-	localSilos.Store(s.id, s)
 
-	s.wg.Add(2)
+	s.view, err = cluster.WatchView(context.WithoutCancel(ctx), s.etcd, s.cfg.prefix(), cluster.WithViewLogger(s.log))
+	if err != nil {
+		return fmt.Errorf("runtime: membership view: %w", err)
+	}
+	s.tc, err = transport.NewClient(transport.ClientConfig{Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("runtime: transport client: %w", err)
+	}
+	s.router = &router{self: s.id, dir: s.dir, view: s.view, tc: s.tc}
+	s.server, err = transport.NewServer(transport.ServerConfig{Logger: s.log}, s)
+	if err != nil {
+		return fmt.Errorf("runtime: transport server: %w", err)
+	}
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		if err := s.server.Serve(lis); err != nil {
+			s.log.Error("transport server failed", zap.Error(err))
+		}
+	}()
 	go s.collectLoop()
 	go s.watchLease()
 	s.serving.Store(true)
@@ -272,8 +310,6 @@ func (s *Silo) Stop(ctx context.Context) error {
 func (s *Silo) stop(ctx context.Context) error {
 	s.stopCtx = ctx
 	close(s.stopCh)
-	// Peers in this process must not forward calls here any more.
-	localSilos.CompareAndDelete(s.id, s)
 	if s.member != nil {
 		if err := s.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {
 			s.log.Warn("could not announce shutdown", zap.Error(err))
@@ -282,6 +318,11 @@ func (s *Silo) stop(ctx context.Context) error {
 	var errs []error
 	if n := s.deactivateAll(ctx); n > 0 {
 		errs = append(errs, fmt.Errorf("runtime: stop: %d activations dropped without writing state: %w", n, ctx.Err()))
+	}
+	// Calls that still arrive are answered "not here" until the server
+	// has drained.
+	if err := s.server.Stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("runtime: stop transport server: %w", err))
 	}
 	close(s.leaseDone)
 	if err := waitGroup(ctx, &s.wg); err != nil {
@@ -299,6 +340,18 @@ func (s *Silo) stop(ctx context.Context) error {
 
 // closeBackends releases what Start created, in reverse order.
 func (s *Silo) closeBackends() {
+	if s.server != nil && !s.serving.Load() {
+		_ = s.server.Stop(context.Background())
+	}
+	if s.lis != nil {
+		_ = s.lis.Close()
+	}
+	if s.tc != nil {
+		_ = s.tc.Close()
+	}
+	if s.view != nil {
+		_ = s.view.Close()
+	}
 	if s.member != nil {
 		s.member.Close()
 	}
@@ -382,7 +435,6 @@ func (s *Silo) watchLease() {
 	case <-s.member.Done():
 	}
 	s.fenced.Store(true)
-	localSilos.CompareAndDelete(s.id, s)
 	n := s.dropAll(fmt.Errorf("%w: silo %s lost its lease", grain.ErrSiloUnavailable, s.id))
 	s.log.Error("silo fenced itself: lease not renewed in time; dropped activations without writing state",
 		zap.Error(s.member.Err()), zap.Int("dropped", n))

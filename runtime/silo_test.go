@@ -625,7 +625,7 @@ func TestConflictReturnedByAnotherGrainDoesNotTearDownCaller(t *testing.T) {
 }
 
 func TestCallsMoveOffAStoppedSilo(t *testing.T) {
-	f := start(t, 2, runtime.Config{})
+	f := start(t, 2, runtime.Config{}, grain.WithPlacement(grain.PlacePreferLocal))
 	ctx := ctxT(t)
 	a, b := f.Silos[0], f.Silos[1]
 	// Activate on b, then call through a so that a caches b as the host.

@@ -276,7 +276,8 @@ func TestFenceOnPartition(t *testing.T) {
 		if !at.After(doneAt) {
 			t.Errorf("etcd expired the lease %v before the silo fenced itself", doneAt.Sub(at))
 		}
-	case <-time.After(2 * m.TTL()):
+	case <-time.After(5 * m.TTL()):
+		// Generous: etcd's lessor runs late on a loaded 2-core machine.
 		t.Fatal("etcd did not expire the lease")
 	}
 }

@@ -159,6 +159,15 @@ func (g *counter) Add(ctx context.Context, n int64) (int64, error) {
 
 func (g *counter) Get(ctx context.Context) (int64, error) { return g.state.Value.N, nil }
 
+func (g *counter) AddDurable(ctx context.Context, n int64) (int64, error) {
+	g.state.Value.N += n
+	if err := g.state.Write(ctx); err != nil {
+		g.state.Value.N -= n
+		return 0, err
+	}
+	return g.state.Value.N, nil
+}
+
 func (g *counter) Deactivate(ctx context.Context) error {
 	g.c.DeactivateOnIdle()
 	return nil

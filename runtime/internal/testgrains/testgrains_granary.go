@@ -48,6 +48,20 @@ var CounterType = &grain.TypeDesc{
 			},
 		},
 		{ // 2
+			Name:     "AddDurable",
+			Flags:    grain.CopyFree,
+			NewArgs:  func() any { return new(counterAddDurableArgs) },
+			NewReply: func() any { return new(counterAddDurableReply) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*counterAddDurableArgs)
+				r0, err := impl.(Counter).AddDurable(ctx, a.A0)
+				if err != nil {
+					return nil, err
+				}
+				return &counterAddDurableReply{R0: r0}, nil
+			},
+		},
+		{ // 3
 			Name:    "Deactivate",
 			Flags:   grain.CopyFree,
 			NewArgs: func() any { return new(counterDeactivateArgs) },
@@ -77,6 +91,18 @@ type counterGetArgs struct {
 
 // counterGetReply holds the result of Counter.Get, encoded as a msgpack array.
 type counterGetReply struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	R0       int64
+}
+
+// counterAddDurableArgs holds the arguments of Counter.AddDurable, encoded as a msgpack array.
+type counterAddDurableArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       int64
+}
+
+// counterAddDurableReply holds the result of Counter.AddDurable, encoded as a msgpack array.
+type counterAddDurableReply struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	R0       int64
 }
@@ -122,9 +148,19 @@ func (r CounterRef) Get(ctx context.Context) (int64, error) {
 	return res.(*counterGetReply).R0, nil
 }
 
+// AddDurable calls Counter.AddDurable on the referenced grain.
+func (r CounterRef) AddDurable(ctx context.Context, n int64) (int64, error) {
+	res, err := r.ref.Invoke(ctx, 2, &counterAddDurableArgs{A0: n})
+	if err != nil {
+		var zero int64
+		return zero, err
+	}
+	return res.(*counterAddDurableReply).R0, nil
+}
+
 // Deactivate calls Counter.Deactivate on the referenced grain.
 func (r CounterRef) Deactivate(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 2, &counterDeactivateArgs{})
+	_, err := r.ref.Invoke(ctx, 3, &counterDeactivateArgs{})
 	return err
 }
 

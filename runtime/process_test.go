@@ -1,0 +1,293 @@
+package runtime_test
+
+// Tests in this file run silos as separate OS processes (the test binary
+// re-executed by runtimetest.StartSiloProcess) and call them from this
+// process through runtime.Connect, so distribution and failure are real:
+// gRPC between processes, kill -9, SIGSTOP.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime"
+	"github.com/granary-rt/granary/runtime/cluster"
+	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/runtimetest"
+)
+
+type procCluster struct {
+	name   string
+	silos  []*runtimetest.SiloProcess
+	client *runtime.Client
+}
+
+func startProcesses(t *testing.T, n int, ttl time.Duration) *procCluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts silo processes")
+	}
+	pc := &procCluster{name: fmt.Sprintf("proc-%s-%d", t.Name(), time.Now().UnixNano())}
+	var wg sync.WaitGroup
+	pc.silos = make([]*runtimetest.SiloProcess, n)
+	for i := range n {
+		wg.Go(func() {
+			pc.silos[i] = runtimetest.StartSiloProcess(t, runtimetest.SiloProcessOptions{
+				Endpoints: endpoints, Cluster: pc.name, LeaseTTL: ttl,
+			})
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	ctx := ctxT(t)
+	var err error
+	pc.client, err = runtime.Connect(ctx, runtime.ClientConfig{Cluster: pc.name, Etcd: runtime.EtcdConfig{Endpoints: endpoints}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.client.Close() })
+	if _, err := pc.client.View().WaitFor(ctx, func(s *cluster.Snapshot) bool { return len(s.Active()) == n }); err != nil {
+		t.Fatalf("client never saw %d active silos: %v", n, err)
+	}
+	return pc
+}
+
+// hosts reads the grain directory: grain key -> silo id, for one type.
+func (pc *procCluster) hosts(t *testing.T, grainType string) map[string]string {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	prefix := "/granary/" + pc.name + "/dir/" + grainType + "/"
+	resp, err := cli.Get(ctxT(t), prefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var e directory.Entry
+		if err := msgpack.Unmarshal(kv.Value, &e); err != nil {
+			t.Fatalf("directory entry %s: %v", kv.Key, err)
+		}
+		out[string(kv.Key[len(prefix):])] = e.SiloID
+	}
+	return out
+}
+
+// forEach runs fn for keys 0..n-1 with 64 concurrent callers.
+func forEach(n int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestProcessesSpreadTenThousandGrains(t *testing.T) {
+	pc := startProcesses(t, 3, 0)
+	ctx := ctxT(t)
+	const grains = 10_000
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	forEach(grains, func(i int) {
+		n, err := testgrains.NewCounterRef(pc.client, fmt.Sprint(i)).Add(ctx, int64(i))
+		if err != nil || n != int64(i) {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Errorf("grain %d: %d, %v", i, n, err))
+		}
+	})
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d of %d calls failed; first: %v", f, grains, firstErr.Load())
+	}
+	perSilo := map[string]int{}
+	hosts := pc.hosts(t, testgrains.CounterType.Name)
+	for _, silo := range hosts {
+		perSilo[silo]++
+	}
+	if len(hosts) != grains {
+		t.Fatalf("directory has %d entries, want %d", len(hosts), grains)
+	}
+	for _, p := range pc.silos {
+		if share := float64(perSilo[p.ID]) / grains; share < 0.20 {
+			t.Errorf("silo %s hosts %d grains (%.0f%%), want at least 20%%", p.ID, perSilo[p.ID], 100*share)
+		}
+	}
+	t.Logf("grains per silo: %v", perSilo)
+	// A second round reaches the same activations.
+	forEach(grains, func(i int) {
+		n, err := testgrains.NewCounterRef(pc.client, fmt.Sprint(i)).Get(ctx)
+		if err != nil || n != int64(i) {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, fmt.Errorf("grain %d second round: %d, %v", i, n, err))
+		}
+	})
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d calls failed in the second round; first: %v", f, firstErr.Load())
+	}
+}
+
+func TestKillNineFailsOverWithPersistedState(t *testing.T) {
+	const ttl = 2 * time.Second
+	pc := startProcesses(t, 3, ttl)
+	ctx := ctxT(t)
+	const grains = 300
+	for round := int64(1); round <= 3; round++ {
+		forEach(grains, func(i int) {
+			if _, err := testgrains.NewCounterRef(pc.client, fmt.Sprint(i)).AddDurable(ctx, 1); err != nil {
+				t.Errorf("round %d grain %d: %v", round, i, err)
+			}
+		})
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	hosts := pc.hosts(t, testgrains.CounterType.Name)
+	victim := pc.silos[0]
+	onVictim := 0
+	for _, s := range hosts {
+		if s == victim.ID {
+			onVictim++
+		}
+	}
+	if onVictim == 0 {
+		t.Fatal("the victim hosts no grain")
+	}
+	victim.Kill()
+	killed := time.Now()
+
+	// Calls to grains of other silos never fail; calls to the victim's
+	// fail at most until its lease expires, then see the persisted state.
+	var mu sync.Mutex
+	recovered := map[string]time.Duration{}
+	deadline := killed.Add(ttl + 5*time.Second)
+	for len(recovered) < grains && time.Now().Before(deadline) {
+		forEach(grains, func(i int) {
+			key := fmt.Sprint(i)
+			mu.Lock()
+			_, done := recovered[key]
+			mu.Unlock()
+			if done {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			n, err := testgrains.NewCounterRef(pc.client, key).Get(cctx)
+			if err != nil {
+				if hosts[key] != victim.ID {
+					t.Errorf("grain %s on a live silo failed: %v", key, err)
+				}
+				return
+			}
+			if n != 3 {
+				t.Errorf("grain %s = %d after failover, want the persisted 3", key, n)
+			}
+			mu.Lock()
+			recovered[key] = time.Since(killed)
+			mu.Unlock()
+		})
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(recovered) < grains {
+		t.Fatalf("%d of %d grains answered within TTL+5s of the kill", len(recovered), grains)
+	}
+	var worst time.Duration
+	for k, d := range recovered {
+		if hosts[k] == victim.ID {
+			worst = max(worst, d)
+		}
+	}
+	t.Logf("%d grains failed over; the last answered %v after kill -9 (TTL %v)", onVictim, worst, ttl)
+}
+
+func TestSIGSTOPFencesAndNeverServesTwice(t *testing.T) {
+	const ttl = 2 * time.Second
+	pc := startProcesses(t, 2, ttl)
+	ctx := ctxT(t)
+	const grains = 100
+	var ok [grains]atomic.Int64
+	add := func(i int) error {
+		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		_, err := testgrains.NewCounterRef(pc.client, fmt.Sprint(i)).AddDurable(cctx, 1)
+		if err == nil {
+			ok[i].Add(1)
+		}
+		return err
+	}
+	forEach(grains, func(i int) { _ = add(i) })
+	victim := pc.silos[0]
+	if err := victim.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	// Load while the victim is frozen: its grains fail until its lease
+	// expires, then move to the other silo.
+	for time.Since(stopped) < 2*ttl+time.Second {
+		forEach(grains, func(i int) { _ = add(i) })
+	}
+	if err := victim.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// The woken silo must have fenced itself: whatever it still held in
+	// memory must not serve or be written over the newer state.
+	for range 20 {
+		forEach(grains, func(i int) { _ = add(i) })
+	}
+	for i := range grains {
+		n, err := testgrains.NewCounterRef(pc.client, fmt.Sprint(i)).Get(ctx)
+		if err != nil {
+			t.Fatalf("grain %d: %v", i, err)
+		}
+		if n != ok[i].Load() {
+			t.Errorf("grain %d = %d, but %d AddDurable calls succeeded: two activations served it, or a write was lost",
+				i, n, ok[i].Load())
+		}
+	}
+}
+
+func TestClientErrors(t *testing.T) {
+	pc := startProcesses(t, 1, 0)
+	ctx := ctxT(t)
+	err := testgrains.NewProbeRef(pc.client, "p").Fail(ctx)
+	if !errors.Is(err, testgrains.ErrDomain) {
+		t.Fatalf("domain error across processes: %v", err)
+	}
+	if err := testgrains.NewProbeRef(pc.client, "p").Panic(ctx); !errors.Is(err, grain.ErrPanic) {
+		t.Fatalf("panic across processes: %v", err)
+	}
+	unknown := &grain.TypeDesc{Name: "no.Such", Methods: []grain.MethodDesc{{Name: "X", NewArgs: func() any { return new(struct{}) }}}}
+	if _, err := pc.client.Invoke(ctx, &grain.Call{Target: grain.ID{Type: "no.Such", Key: "k"}, Type: unknown, Args: &struct{}{}}); !errors.Is(err, grain.ErrUnknownGrainType) {
+		t.Fatalf("unknown type across processes: %v", err)
+	}
+	tooFar := &grain.TypeDesc{Name: testgrains.ProbeType.Name, Methods: make([]grain.MethodDesc, 100)}
+	tooFar.Methods[99] = grain.MethodDesc{Name: "Nope", NewArgs: func() any { return new(struct{}) }}
+	if _, err := pc.client.Invoke(ctx, &grain.Call{Target: grain.ID{Type: tooFar.Name, Key: "k"}, Type: tooFar, Method: 99, Args: &struct{}{}}); !errors.Is(err, grain.ErrUnknownMethod) {
+		t.Fatalf("unknown method across processes: %v", err)
+	}
+	out, err := testgrains.NewProbeRef(pc.client, "p").Echo(ctx, []string{"a", "b"})
+	if err != nil || len(out) != 2 || out[0] != "changed by grain" {
+		t.Fatalf("Echo across processes: %q, %v", out, err)
+	}
+	if _, err := runtime.Connect(ctx, runtime.ClientConfig{Etcd: runtime.EtcdConfig{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: 300 * time.Millisecond}}); err == nil {
+		t.Fatal("Connect to an unreachable etcd succeeded")
+	}
+}

@@ -1,0 +1,178 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime/cluster"
+	"github.com/granary-rt/granary/runtime/transport"
+)
+
+// maxRouteAttempts bounds how often one call is routed again after a
+// not-here answer (a stale directory entry, a lost registration race).
+const maxRouteAttempts = 4
+
+// router decides where a call goes (the directory, then placement over the
+// membership view) and sends calls to other processes. Silos and clients
+// share it.
+type router struct {
+	self string // the silo doing the routing; "" for a client
+	dir  directory.Directory
+	view *cluster.View
+	tc   *transport.Client
+}
+
+// route is where a call goes: this silo, or another silo. hops is the hop
+// count to send: 1 tells the receiver it was chosen to host the grain.
+type route struct {
+	local bool
+	silo  cluster.SiloInfo
+	hops  uint8
+}
+
+// notHereError says a silo does not host a grain and will not: the caller
+// drops its cached entry and routes again, to redirect if it is known.
+type notHereError struct {
+	id       grain.ID
+	redirect transport.Redirect
+	why      string
+}
+
+func (e *notHereError) Error() string {
+	msg := fmt.Sprintf("runtime: %s not hosted here (%s)", e.id, e.why)
+	if e.redirect.SiloID != "" {
+		msg += "; hosted by silo " + e.redirect.SiloID
+	}
+	return msg
+}
+
+// Is makes a not-here error match errNotHere and grain.ErrSiloUnavailable,
+// which is what a caller that runs out of attempts sees.
+func (e *notHereError) Is(target error) bool {
+	return target == errNotHere || target == grain.ErrSiloUnavailable
+}
+
+// errNotHere matches every not-here answer, local or remote.
+var errNotHere = errors.New("runtime: grain not hosted here")
+
+// redirectOf returns the redirect of a not-here error from this process or
+// from a remote silo, and whether err is one.
+func redirectOf(err error) (transport.Redirect, bool) {
+	var nh *notHereError
+	if errors.As(err, &nh) {
+		return nh.redirect, true
+	}
+	var tnh *transport.NotHereError
+	if errors.As(err, &tnh) {
+		return tnh.Redirect, true
+	}
+	return transport.Redirect{}, false
+}
+
+// resolve finds where a call to id goes. hosted says whether this silo
+// hosts the type (always false for a client).
+func (r *router) resolve(ctx context.Context, id grain.ID, placement grain.Placement, hosted bool) (route, error) {
+	snap := r.view.Current()
+	e, ok, err := r.dir.Lookup(ctx, id)
+	if err != nil {
+		return route{}, fmt.Errorf("%w: directory lookup of %s: %w", grain.ErrSiloUnavailable, id, err)
+	}
+	if ok && e.SiloID != r.self && snap.IsDead(e.SiloID, e.Incarnation) {
+		// The cached host is dead. A silo that left gracefully removed its
+		// entries, so read the directory itself before giving up.
+		r.dir.Invalidate(id)
+		if e, ok, err = r.dir.Lookup(ctx, id); err != nil {
+			return route{}, fmt.Errorf("%w: directory lookup of %s: %w", grain.ErrSiloUnavailable, id, err)
+		}
+	}
+	if ok {
+		if e.SiloID == r.self {
+			return route{local: true}, nil
+		}
+		if info, live := snap.Get(e.SiloID); live && info.Incarnation == e.Incarnation && info.Status != cluster.StatusDead {
+			return route{silo: info}, nil
+		}
+		if snap.IsDead(e.SiloID, e.Incarnation) {
+			// The host died; its entry goes with its lease. Until then no
+			// other activation can register.
+			r.dir.Invalidate(id)
+			return route{}, fmt.Errorf("%w: %s was hosted by silo %s, which is dead; its grains can move once its lease expires",
+				grain.ErrSiloUnavailable, id, e.SiloID)
+		}
+		// The host is not in our view yet (it joined after our last
+		// update): trust the directory.
+		return route{silo: cluster.SiloInfo{SiloID: e.SiloID, Address: e.Address, Incarnation: e.Incarnation}}, nil
+	}
+	candidates := snap.Hosting(id.Type)
+	if len(candidates) == 0 {
+		if hosted {
+			return route{local: true}, nil
+		}
+		return route{}, fmt.Errorf("%w: no active silo hosts %q", grain.ErrUnknownGrainType, id.Type)
+	}
+	chosen := place(placement, id, r.self, candidates)
+	if chosen.SiloID == r.self {
+		return route{local: true}, nil
+	}
+	return route{silo: chosen, hops: 1}, nil
+}
+
+// redirected turns a not-here redirect into a route.
+func (r *router) redirected(rd transport.Redirect) route {
+	if rd.SiloID == r.self {
+		return route{local: true}
+	}
+	return route{silo: cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}, hops: 1}
+}
+
+// callRemote sends call to the silo of rt and decodes the reply.
+func (r *router) callRemote(ctx context.Context, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
+	return callRemote(ctx, r.tc, rt, call, md)
+}
+
+func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
+	body, err := msgpack.Marshal(call.Args)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode arguments of %s.%s: %w", grain.ErrBadRequest, call.Target, md.Name, err)
+	}
+	env := &transport.Envelope{Target: call.Target, Method: call.Method, Flags: md.Flags, Hops: rt.hops, Body: body}
+	if md.Flags.Has(grain.OneWay) {
+		return nil, tc.Send(ctx, rt.silo.Address, env)
+	}
+	resp, err := tc.Call(ctx, rt.silo.Address, env)
+	if err != nil {
+		return nil, err
+	}
+	if md.NewReply == nil {
+		return nil, nil
+	}
+	reply := md.NewReply()
+	if err := msgpack.Unmarshal(resp.Body, reply); err != nil {
+		return nil, fmt.Errorf("%w: decode reply of %s.%s from silo %s: %w", grain.ErrBadRequest, call.Target, md.Name, rt.silo.SiloID, err)
+	}
+	return reply, nil
+}
+
+// encodeResponse turns the outcome of a call that came from another process
+// into its response envelope.
+func encodeResponse(reply any, err error) *transport.Envelope {
+	if err != nil {
+		if rd, ok := redirectOf(err); ok {
+			return transport.NewNotHereResponse(rd.SiloID, rd.Address)
+		}
+		return transport.NewErrorResponse(err)
+	}
+	if reply == nil {
+		return transport.NewResponse(nil)
+	}
+	body, err := msgpack.Marshal(reply)
+	if err != nil {
+		return transport.NewErrorResponse(fmt.Errorf("%w: encode reply: %w", grain.ErrBadRequest, err))
+	}
+	return transport.NewResponse(body)
+}
