@@ -37,6 +37,9 @@ type activation struct {
 	// seq numbers the activation on its silo; with the silo's id and
 	// incarnation it forms the directory entry.
 	seq uint64
+	// inc is the silo incarnation the activation belongs to: its lease
+	// fences it, its directory holds its entry.
+	inc *incarnation
 
 	mu      sync.Mutex
 	status  status
@@ -62,8 +65,13 @@ type activation struct {
 
 // entry is the directory entry that names this activation.
 func (a *activation) entry() directory.Entry {
-	return directory.Entry{SiloID: a.silo.id, Address: a.silo.addr, Incarnation: a.silo.incarnation, ActivationID: a.seq}
+	return directory.Entry{SiloID: a.silo.id, Address: a.silo.addr, Incarnation: a.inc.id, ActivationID: a.seq}
 }
+
+// fenced reports whether the activation's incarnation is fenced: past its
+// fence deadline or its lease lost. It stays true after the silo rejoins
+// with a new incarnation.
+func (a *activation) fenced() bool { return a.inc.member.Fenced() }
 
 // grainContext views an activation as the grain.Context of its
 // implementation.
@@ -141,7 +149,8 @@ func (a *activation) activate() {
 	defer cancel()
 
 	entry := a.entry()
-	winner, err := s.dir.Register(ctx, a.id, entry)
+	dir := a.inc.dir
+	winner, err := dir.Register(ctx, a.id, entry)
 	if err != nil {
 		a.fail(fmt.Errorf("%w: %s: register in directory: %w", grain.ErrActivationFailed, a.id, err), false)
 		return
@@ -150,8 +159,8 @@ func (a *activation) activate() {
 		// A stale entry of this silo (an unregister that failed): no
 		// activation of ours holds it, since the table has only a. Remove
 		// it and register again.
-		if err := s.dir.Unregister(ctx, a.id, winner); err == nil {
-			winner, err = s.dir.Register(ctx, a.id, entry)
+		if err := dir.Unregister(ctx, a.id, winner); err == nil {
+			winner, err = dir.Register(ctx, a.id, entry)
 			if err != nil {
 				a.fail(fmt.Errorf("%w: %s: register in directory: %w", grain.ErrActivationFailed, a.id, err), false)
 				return
@@ -285,7 +294,7 @@ func (a *activation) turn(m *message) (failed bool) {
 		return false
 	}
 	s := a.silo
-	if s.isFenced() {
+	if a.fenced() {
 		m.complete(nil, fmt.Errorf("%w: silo %s is fenced", grain.ErrSiloUnavailable, s.id))
 		return false
 	}
@@ -298,7 +307,7 @@ func (a *activation) turn(m *message) (failed bool) {
 		// A local caller: give it a copy. A remote reply is encoded.
 		reply, err = deepCopy(reply, m.method.NewReply)
 	}
-	if s.isFenced() {
+	if a.fenced() {
 		// The silo passed its fence deadline while the turn ran: another
 		// activation may exist now, so a success must not be reported.
 		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call", grain.ErrSiloUnavailable, s.id)
@@ -358,10 +367,10 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 	s := a.silo
 	ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
 	defer cancel()
-	if reason != grain.DeactivateFailed && !s.isFenced() && !a.conflict.Load() {
+	if reason != grain.DeactivateFailed && !a.fenced() && !a.conflict.Load() {
 		if err := a.persist(ctx, reason); err != nil {
 			retry := reason != grain.DeactivateSiloStopping && !a.conflict.Load() &&
-				!errors.Is(err, grain.ErrPanic) && !s.isFenced()
+				!errors.Is(err, grain.ErrPanic) && !a.fenced()
 			if retry {
 				s.log.Error("writing state on deactivation failed; keeping the activation to retry",
 					zap.Stringer("grain", a.id), zap.Duration("retry_in", retryDelay), zap.Error(err))

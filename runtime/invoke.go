@@ -55,12 +55,13 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if t != nil {
 		placement = t.placement
 	}
+	inc := s.inc.Load()
 	var redirect *transport.Redirect
 	for range maxRouteAttempts {
 		var rt route
 		if redirect != nil {
-			rt = s.router.redirected(*redirect)
-		} else if rt, err = s.router.resolve(ctx, call.Target, placement, t != nil && !s.stopping.Load()); err != nil {
+			rt = inc.router.redirected(*redirect)
+		} else if rt, err = inc.router.resolve(ctx, call.Target, placement, t != nil && !s.stopping.Load()); err != nil {
 			return nil, err
 		}
 		var reply any
@@ -70,13 +71,13 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 			}
 			reply, err = s.invokeLocal(ctx, call, t, md)
 		} else {
-			reply, err = s.router.callRemote(ctx, rt, call, md)
+			reply, err = inc.router.callRemote(ctx, rt, call, md)
 		}
 		rd, notHere := redirectOf(err)
 		if !notHere {
 			return reply, err
 		}
-		s.dir.Invalidate(call.Target)
+		inc.dir.Invalidate(call.Target)
 		redirect = nil
 		if rd.SiloID != "" {
 			redirect = &rd
@@ -165,7 +166,7 @@ func (s *Silo) activationFor(m *message) (*activation, error) {
 		return nil, &notHereError{id: m.target, why: "silo " + s.id + " is stopping"}
 	}
 	a, created := s.table.getOrCreate(m.target, func() *activation {
-		return &activation{silo: s, typ: m.typ, id: m.target, seq: s.nextActivation.Add(1), running: true}
+		return &activation{silo: s, typ: m.typ, id: m.target, seq: s.nextActivation.Add(1), inc: s.inc.Load(), running: true}
 	})
 	if created {
 		s.wg.Add(1)
@@ -244,7 +245,7 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		rt, err := s.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
+		rt, err := s.inc.Load().router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
 		switch {
 		case err != nil:
 			m.complete(nil, err)

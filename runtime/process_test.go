@@ -244,9 +244,20 @@ func TestSIGSTOPFencesAndNeverServesTwice(t *testing.T) {
 	for time.Since(stopped) < 2*ttl+time.Second {
 		forEach(grains, func(i int) { _ = add(i) })
 	}
+	before, _ := pc.client.View().Current().Get(victim.ID)
 	if err := victim.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
+	// It rejoins as a new incarnation without manual action.
+	snap, err := pc.client.View().WaitFor(ctx, func(s *cluster.Snapshot) bool {
+		info, ok := s.Get(victim.ID)
+		return ok && info.Status == cluster.StatusActive && info.Incarnation > before.Incarnation
+	})
+	if err != nil {
+		t.Fatalf("victim did not rejoin as a new incarnation: %v", err)
+	}
+	info, _ := snap.Get(victim.ID)
+	t.Logf("victim rejoined: incarnation %d -> %d", before.Incarnation, info.Incarnation)
 	// The woken silo must have fenced itself: whatever it still held in
 	// memory must not serve or be written over the newer state.
 	for range 20 {

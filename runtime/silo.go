@@ -48,19 +48,18 @@ type Silo struct {
 
 	etcd     *clientv3.Client
 	embedded *etcdembed.Server
-	member   *cluster.Member
+	// inc is the silo's current incarnation; a fenced silo rejoins with a
+	// new one.
+	inc      atomic.Pointer[incarnation]
 	view     *cluster.View
 	lis      net.Listener
 	server   *transport.Server
 	tc       *transport.Client
-	router   *router
 
-	incarnation    int64
 	nextActivation atomic.Uint64
 	started        atomic.Bool
 	serving        atomic.Bool // between a successful Start and Stop
 	stopping       atomic.Bool
-	fenced         atomic.Bool
 	// admit orders the creation of activations before Stop: dispatch
 	// read-locks it to check stopping and create; stop write-locks it to
 	// set stopping, so no activation appears after Stop looked.
@@ -173,7 +172,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	for n := range s.types {
 		names = append(names, n)
 	}
-	s.member, err = cluster.Join(ctx, s.etcd, cluster.Config{
+	member, err := cluster.Join(ctx, s.etcd, cluster.Config{
 		Prefix:         s.cfg.prefix(),
 		SiloID:         s.cfg.SiloID,
 		Address:        s.addr,
@@ -185,21 +184,14 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("runtime: join cluster %q: %w", s.cfg.Cluster, err)
 	}
-	info := s.member.Info()
-	s.id, s.incarnation = info.SiloID, info.Incarnation
+	s.id = member.Info().SiloID
 	s.log = s.cfg.Logger.With(zap.String("silo", s.id))
-
-	s.dir = s.cfg.Directory
-	if s.dir == nil {
-		s.dir, err = directory.NewEtcd(s.etcd, directory.EtcdConfig{
-			Prefix: s.cfg.prefix(),
-			Lease:  s.member.LeaseID(),
-			Logger: s.log,
-		})
-		if err != nil {
-			return fmt.Errorf("runtime: grain directory: %w", err)
-		}
+	inc, err := s.newIncarnation(member)
+	if err != nil {
+		member.Close()
+		return err
 	}
+	s.inc.Store(inc)
 	s.storage = make(map[string]storage.Provider, len(s.cfg.Storage)+1)
 	for n, p := range s.cfg.Storage {
 		s.storage[n] = p
@@ -221,7 +213,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("runtime: transport client: %w", err)
 	}
-	s.router = &router{self: s.id, dir: s.dir, view: s.view, tc: s.tc}
+	inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc}
 	s.server, err = transport.NewServer(transport.ServerConfig{Logger: s.log}, s)
 	if err != nil {
 		return fmt.Errorf("runtime: transport server: %w", err)
@@ -310,8 +302,9 @@ func (s *Silo) Stop(ctx context.Context) error {
 func (s *Silo) stop(ctx context.Context) error {
 	s.stopCtx = ctx
 	close(s.stopCh)
-	if s.member != nil {
-		if err := s.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {
+	inc := s.inc.Load()
+	if !inc.member.Fenced() {
+		if err := inc.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {
 			s.log.Warn("could not announce shutdown", zap.Error(err))
 		}
 	}
@@ -328,8 +321,8 @@ func (s *Silo) stop(ctx context.Context) error {
 	if err := waitGroup(ctx, &s.wg); err != nil {
 		errs = append(errs, fmt.Errorf("runtime: stop: grain turns still running: %w", err))
 	}
-	if s.member != nil {
-		if err := s.member.Leave(ctx); err != nil {
+	if inc := s.inc.Load(); inc != nil {
+		if err := inc.member.Leave(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("runtime: leave cluster: %w", err))
 		}
 	}
@@ -352,11 +345,11 @@ func (s *Silo) closeBackends() {
 	if s.view != nil {
 		_ = s.view.Close()
 	}
-	if s.member != nil {
-		s.member.Close()
-	}
-	if c, ok := s.dir.(interface{ Close() error }); ok && s.cfg.Directory == nil {
-		_ = c.Close()
+	if inc := s.inc.Load(); inc != nil {
+		inc.member.Close()
+		if c, ok := inc.dir.(interface{ Close() error }); ok && s.cfg.Directory == nil {
+			_ = c.Close()
+		}
 	}
 	if s.etcd != nil {
 		_ = s.etcd.Close()
@@ -424,20 +417,88 @@ func (s *Silo) dropAll(err error) int {
 	return len(acts)
 }
 
+// incarnation is one life of the silo in the cluster: its membership (and
+// lease), the directory bound to that lease, and the router using it. A
+// fenced silo rejoins with a new incarnation.
+type incarnation struct {
+	member *cluster.Member
+	id     int64
+	dir    directory.Directory
+	router *router
+}
+
+// newIncarnation builds the incarnation of member: its directory (entries
+// bound to its lease) and, once the transport exists, its router.
+func (s *Silo) newIncarnation(member *cluster.Member) (*incarnation, error) {
+	inc := &incarnation{member: member, id: member.Info().Incarnation, dir: s.cfg.Directory}
+	if inc.dir == nil {
+		d, err := directory.NewEtcd(s.etcd, directory.EtcdConfig{
+			Prefix: s.cfg.prefix(),
+			Lease:  member.LeaseID(),
+			Logger: s.log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("runtime: grain directory: %w", err)
+		}
+		inc.dir = d
+	}
+	if s.tc != nil {
+		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc}
+	}
+	return inc, nil
+}
+
 // watchLease fences the silo when its lease cannot be renewed in time:
 // activations are dropped without writing state, because another silo may
-// activate the same grains once etcd expires the lease.
+// activate the same grains once etcd expires the lease. Then the silo
+// rejoins the cluster as a new incarnation and serves again.
 func (s *Silo) watchLease() {
 	defer s.wg.Done()
-	select {
-	case <-s.leaseDone:
-		return
-	case <-s.member.Done():
+	for {
+		inc := s.inc.Load()
+		select {
+		case <-s.leaseDone:
+			return
+		case <-inc.member.Done():
+		}
+		n := s.dropAll(fmt.Errorf("%w: silo %s lost its lease", grain.ErrSiloUnavailable, s.id))
+		s.log.Error("silo fenced itself: lease not renewed in time; dropped activations without writing state",
+			zap.Int64("incarnation", inc.id), zap.Error(inc.member.Err()), zap.Int("dropped", n))
+		next, ok := s.rejoin(inc)
+		if !ok {
+			return
+		}
+		s.inc.Store(next)
+		s.log.Warn("silo rejoined the cluster as a new incarnation",
+			zap.Int64("old_incarnation", inc.id), zap.Int64("incarnation", next.id))
 	}
-	s.fenced.Store(true)
-	n := s.dropAll(fmt.Errorf("%w: silo %s lost its lease", grain.ErrSiloUnavailable, s.id))
-	s.log.Error("silo fenced itself: lease not renewed in time; dropped activations without writing state",
-		zap.Error(s.member.Err()), zap.Int("dropped", n))
+}
+
+// rejoin joins the cluster again after inc was fenced, retrying with
+// backoff until it succeeds or the silo stops.
+func (s *Silo) rejoin(inc *incarnation) (*incarnation, bool) {
+	delay := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*s.cfg.LeaseTTL)
+		member, err := inc.member.Rejoin(ctx)
+		cancel()
+		if err == nil {
+			next, err := s.newIncarnation(member)
+			if err == nil {
+				return next, true
+			}
+			member.Close()
+			s.log.Error("rejoin: directory", zap.Error(err))
+		} else {
+			s.log.Warn("rejoin failed; retrying", zap.Duration("in", delay), zap.Error(err))
+		}
+		select {
+		case <-s.leaseDone:
+			return nil, false
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 // collectLoop deactivates activations idle for longer than their collection
@@ -488,7 +549,10 @@ func (s *Silo) collectOnce() {
 // its fence deadline (last keepalive send time + TTL - margin) has passed on
 // the monotonic clock, even if the goroutine that reacts to it has not run
 // yet.
-func (s *Silo) isFenced() bool { return s.fenced.Load() || s.member.Fenced() }
+func (s *Silo) isFenced() bool {
+	inc := s.inc.Load()
+	return inc == nil || inc.member.Fenced()
+}
 
 // deactivationContext is the parent context of a deactivation for reason:
 // Stop's context while stopping, so that Stop's deadline bounds it.
@@ -530,7 +594,7 @@ func (s *Silo) goTurns(a *activation) {
 func (s *Silo) unregister(a *activation) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DeactivationTimeout)
 	defer cancel()
-	if err := s.dir.Unregister(ctx, a.id, a.entry()); err != nil {
+	if err := a.inc.dir.Unregister(ctx, a.id, a.entry()); err != nil {
 		s.log.Warn("directory unregister failed; the entry goes when the lease does",
 			zap.Stringer("grain", a.id), zap.Error(err))
 	}

@@ -67,11 +67,11 @@ func (st *stateStore) writable(ctx context.Context) (context.Context, context.Ca
 	if st.err != nil {
 		return nil, nil, st.err
 	}
-	s := st.a.silo
-	if s.isFenced() {
-		return nil, nil, fmt.Errorf("%w: silo %s is fenced; state of %s not written", grain.ErrSiloUnavailable, s.id, st.a.id)
+	a := st.a
+	if a.fenced() {
+		return nil, nil, fmt.Errorf("%w: silo %s is fenced; state of %s not written", grain.ErrSiloUnavailable, a.silo.id, a.id)
 	}
-	ctx, cancel := context.WithDeadline(ctx, s.member.FenceDeadline())
+	ctx, cancel := context.WithDeadline(ctx, a.inc.member.FenceDeadline())
 	return ctx, cancel, nil
 }
 
