@@ -50,11 +50,11 @@ type Silo struct {
 	embedded *etcdembed.Server
 	// inc is the silo's current incarnation; a fenced silo rejoins with a
 	// new one.
-	inc      atomic.Pointer[incarnation]
-	view     *cluster.View
-	lis      net.Listener
-	server   *transport.Server
-	tc       *transport.Client
+	inc    atomic.Pointer[incarnation]
+	view   *cluster.View
+	lis    net.Listener
+	server *transport.Server
+	tc     *transport.Client
 
 	nextActivation atomic.Uint64
 	started        atomic.Bool
