@@ -381,3 +381,55 @@ func TestEtcdRestartUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestGracefulStopOfASiloProcessPersistsState(t *testing.T) {
+	pc := startProcesses(t, 2, 2*time.Second)
+	ctx := ctxT(t)
+	const grains = 200
+	// Add keeps the change in memory only: it must be written when the
+	// silo stops gracefully.
+	forEach(grains, func(i int) {
+		if _, err := testgrains.NewCounterRef(pc.client, fmt.Sprint(i)).Add(ctx, int64(i)); err != nil {
+			t.Errorf("grain %d: %v", i, err)
+		}
+	})
+	hosts := pc.hosts(t, testgrains.CounterType.Name)
+	leaving := pc.silos[0]
+	if err := leaving.Stop(30 * time.Second); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	moved := 0
+	forEach(grains, func(i int) {
+		n, err := testgrains.NewCounterRef(pc.client, fmt.Sprint(i)).Get(ctx)
+		if err != nil || n != int64(i) {
+			t.Errorf("grain %d after the silo left: %d, %v; want %d", i, n, err, i)
+		}
+	})
+	for _, s := range hosts {
+		if s == leaving.ID {
+			moved++
+		}
+	}
+	t.Logf("%d grains moved off the stopped silo with their state", moved)
+}
+
+func TestClientWithStaticGateways(t *testing.T) {
+	pc := startProcesses(t, 2, 0)
+	ctx := ctxT(t)
+	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: pc.name, Gateways: []string{pc.silos[0].Addr, pc.silos[1].Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 50 {
+		if n, err := testgrains.NewCounterRef(c, fmt.Sprint("gw-", i)).Add(ctx, 2); err != nil || n != 2 {
+			t.Fatalf("through a gateway: %d, %v", n, err)
+		}
+	}
+	// Both clients reach the same single activations.
+	for i := range 50 {
+		if n, err := testgrains.NewCounterRef(pc.client, fmt.Sprint("gw-", i)).Add(ctx, 1); err != nil || n != 3 {
+			t.Fatalf("through the etcd client: %d, %v; want 3", n, err)
+		}
+	}
+}
