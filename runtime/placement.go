@@ -22,10 +22,28 @@ func place(p grain.Placement, id grain.ID, self string, candidates []cluster.Sil
 	case grain.PlaceHash:
 		return rendezvous(id, candidates)
 	case grain.PlaceLeastActivations:
-		// Activation counts are not yet reported through membership; until
-		// they are, spread new activations at random.
+		return leastActivations(candidates)
 	}
 	return candidates[rand.IntN(len(candidates))]
+}
+
+// leastActivations returns the candidate that last reported the fewest
+// activations; ties are broken at random so that silos reporting the same
+// count share new activations.
+func leastActivations(candidates []cluster.SiloInfo) cluster.SiloInfo {
+	best, ties := 0, 1
+	for i := 1; i < len(candidates); i++ {
+		switch a, b := candidates[i].Activations, candidates[best].Activations; {
+		case a < b:
+			best, ties = i, 1
+		case a == b:
+			ties++
+			if rand.IntN(ties) == 0 {
+				best = i
+			}
+		}
+	}
+	return candidates[best]
 }
 
 // rendezvous returns the candidate with the highest hash of (silo, grain):

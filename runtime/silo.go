@@ -57,6 +57,8 @@ type Silo struct {
 	tc     *transport.Client
 
 	nextActivation atomic.Uint64
+	// Owned by the collector goroutine: the last load published and when.
+	loadSent, loadAt int64
 	started        atomic.Bool
 	serving        atomic.Bool // between a successful Start and Stop
 	stopping       atomic.Bool
@@ -521,6 +523,7 @@ func (s *Silo) collectOnce() {
 	if s.isFenced() {
 		return
 	}
+	s.publishLoad()
 	now := s.nanotime()
 	var idle []*activation
 	s.table.each(func(a *activation) {
@@ -577,6 +580,31 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
 		return ctx.Err()
 	}
 }
+
+// publishLoad announces the activation count through membership when it
+// changed by more than a tenth since last published (and at most every
+// loadInterval), for least-activations placement elsewhere.
+func (s *Silo) publishLoad() {
+	now := s.nanotime()
+	if now-s.loadAt < int64(loadInterval) {
+		return
+	}
+	n := int64(s.table.len())
+	if d := n - s.loadSent; d*10 <= s.loadSent && -d*10 <= s.loadSent && !(n == 0 && s.loadSent != 0) {
+		return
+	}
+	s.loadAt = now
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.inc.Load().member.SetLoad(ctx, n); err != nil {
+		s.log.Debug("publishing load failed", zap.Error(err))
+		return
+	}
+	s.loadSent = n
+}
+
+// loadInterval is the shortest time between two load announcements.
+const loadInterval = 5 * time.Second
 
 // ActivationCount returns the number of activations on this silo.
 func (s *Silo) ActivationCount() int { return s.table.len() }

@@ -434,6 +434,23 @@ func (m *Member) SetStatus(ctx context.Context, status Status) error {
 	return nil
 }
 
+// SetLoad publishes the silo's activation count, for placement by other
+// silos and clients. It writes only if the member is live.
+func (m *Member) SetLoad(ctx context.Context, activations int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.Err(); err != nil {
+		return fmt.Errorf("cluster: set load: %w", err)
+	}
+	info := m.info
+	info.Activations = activations
+	if err := m.put(ctx, info); err != nil {
+		return fmt.Errorf("cluster: set load: %w", err)
+	}
+	m.info = info
+	return nil
+}
+
 // Leave leaves the cluster gracefully: it publishes ShuttingDown, stops
 // renewing the lease, deletes the silo key and revokes the lease, which
 // also removes every directory entry still attached to it. Call it after

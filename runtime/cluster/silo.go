@@ -56,6 +56,9 @@ type SiloInfo struct {
 	Status      Status    `msgpack:"status"`
 	GrainTypes  []string  `msgpack:"types"`
 	StartedAt   time.Time `msgpack:"started"`
+	// Activations is the silo's activation count as it last published it
+	// (Member.SetLoad), for least-activations placement.
+	Activations int64 `msgpack:"acts"`
 	lease       clientv3.LeaseID
 }
 
