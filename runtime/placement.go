@@ -58,9 +58,20 @@ func rendezvous(id grain.ID, candidates []cluster.SiloInfo) cluster.SiloInfo {
 		h.Write([]byte(id.Type))
 		h.Write([]byte{0})
 		h.Write([]byte(id.Key))
-		if score := h.Sum64(); i == 0 || score > bestScore {
+		if score := mix64(h.Sum64()); i == 0 || score > bestScore {
 			best, bestScore = i, score
 		}
 	}
 	return candidates[best]
+}
+
+// mix64 is the murmur3 finaliser: FNV alone spreads inputs that differ in a
+// few trailing bytes poorly, which rendezvous hashing cannot afford.
+func mix64(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
 }

@@ -59,9 +59,9 @@ type Silo struct {
 	nextActivation atomic.Uint64
 	// Owned by the collector goroutine: the last load published and when.
 	loadSent, loadAt int64
-	started        atomic.Bool
-	serving        atomic.Bool // between a successful Start and Stop
-	stopping       atomic.Bool
+	started          atomic.Bool
+	serving          atomic.Bool // between a successful Start and Stop
+	stopping         atomic.Bool
 	// admit orders the creation of activations before Stop: dispatch
 	// read-locks it to check stopping and create; stop write-locks it to
 	// set stopping, so no activation appears after Stop looked.
