@@ -12,9 +12,13 @@ all: build test
 build:
 	$(GO) build $(PKGS)
 
-## demo: run the bank sample on an embedded etcd with two silos
+## demo: the bank sample as a real cluster: an embedded etcd, three silo
+## processes and an HTTP frontend process; one silo is killed with -9
 demo:
-	$(GO) run ./samples/bank/cmd/demo
+	$(GO) build -o bin/silo ./samples/bank/cmd/silo
+	$(GO) build -o bin/web ./samples/web/cmd/web
+	$(GO) build -o bin/demo ./samples/bank/cmd/demo
+	./bin/demo
 
 ## test: vet, then every test with the race detector and goroutine-leak checks
 test: vet
@@ -34,9 +38,34 @@ check-generate: generate
 	@test -z "$$(git status --porcelain --untracked-files=all -- '*_granary.go')" || \
 		(echo "make generate created files that are not committed:" >&2; git status --porcelain -- '*_granary.go' >&2; exit 1)
 
-## bench: in-process benchmarks (calls/s, latency, activations/s, bytes per idle activation)
+## bench: the runtime's benchmarks, then one summary line per workload:
+##   W0-inproc      in-process calls, 64 callers over 10,000 active grains
+##   W1-remote      a client process calling 2 silo processes (gRPC on loopback), 64 callers, 10,000 grains, 10 s
+##   W2-activation  200,000 fresh grains activated through the client, each registered in etcd
+## The cluster benchmarks (bench_cluster_test.go) run their workload once whatever -benchtime says.
+## GRANARY_BENCH_PROFILE=<dir> make bench also writes CPU profiles of every process of W1 and W2.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./runtime/
+	@out=$$(mktemp) rc=$$(mktemp); trap 'rm -f "$$out" "$$rc"' EXIT; \
+	{ $(GO) test -run '^$$' -bench . -benchtime 3s -timeout 10m ./runtime/ 2>&1; echo $$? >"$$rc"; } | tee "$$out"; \
+	echo; echo "== make bench summary =="; \
+	awk 'function dur(us) { return us >= 1000 ? sprintf("%.1fms", us / 1000) : sprintf("%dµs", us) } \
+	/^Benchmark[^ \t]*[ \t]+[0-9]+[ \t]/ { \
+		label = ""; \
+		if ($$1 ~ /^BenchmarkCall\//) label = "W0-inproc"; \
+		else if ($$1 ~ /^BenchmarkActivation\//) label = "W0-activation"; \
+		else if ($$1 ~ /^BenchmarkIdleActivationHeap\//) label = "W0-idle-heap"; \
+		else if ($$1 ~ /^BenchmarkClusterRemoteCall/) label = "W1-remote"; \
+		else if ($$1 ~ /^BenchmarkClusterActivation/) label = "W2-activation"; \
+		if (label == "") next; \
+		split("", m); for (i = 3; i < NF; i += 2) m[$$(i + 1)] = $$i; \
+		line = label ":"; \
+		if ("calls/s" in m) line = line sprintf(" %d calls/s", m["calls/s"]); \
+		if ("activations/s" in m) line = line sprintf(" %d activations/s", m["activations/s"]); \
+		if ("B/activation" in m) line = line sprintf(" %d B per idle activation", m["B/activation"]); \
+		if ("p50-µs" in m) line = line " p50=" dur(m["p50-µs"]) " p99=" dur(m["p99-µs"]); \
+		print line; n++ } \
+	END { if (n == 0) print "no benchmark results" }' "$$out"; \
+	exit $$(cat "$$rc")
 
 ## bench-micro: every benchmark of every package
 bench-micro:

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,22 +21,62 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// TestDemo builds the silo and web commands and runs the demo with them: a
+// real cluster of separate processes, one of which is killed with SIGKILL.
 func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds commands and starts processes")
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the silo and web commands:", err)
+	}
+	bin := t.TempDir()
+	build := exec.Command(goBin, "build", "-o", bin+string(filepath.Separator),
+		"github.com/granary-rt/granary/samples/bank/cmd/silo",
+		"github.com/granary-rt/granary/samples/web/cmd/web")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	if err := bank.Demo(ctx, &out, nil); err != nil {
+	start := time.Now()
+	err = bank.Demo(ctx, &out, bank.DemoOptions{
+		SiloBin: filepath.Join(bin, "silo"),
+		WebBin:  filepath.Join(bin, "web"),
+	})
+	t.Logf("demo took %v", time.Since(start).Round(time.Millisecond))
+	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
+	text := out.String()
 	for _, want := range []string{
-		"errors.Is(err, bank.ErrInsufficientFunds) = true",
-		"alice  balance    70",
-		"total held 2070",
-		"silo-2 now hosts 6 accounts",
+		`-> 409 Conflict, code "bank.insufficient_funds"`,
+		"'s lease expired: etcd deleted its membership and its directory entries",
+		"all 12 accounts answer",
+		"Every acknowledged deposit and withdrawal is there",
+		"The grain directory is empty, and etcd holds the 12 balances",
+		"No money was lost",
 	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		if !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q", want)
 		}
+	}
+	if strings.Contains(text, "MONEY LOST") || strings.Contains(text, "TOO MUCH") {
+		t.Errorf("demo output reports a wrong balance")
+	}
+	crash := regexp.MustCompile(`Crash: kill -9 (silo-\d) \(pid \d+\), which hosts (\d+) accounts`).FindStringSubmatch(text)
+	if crash == nil {
+		t.Errorf("demo output does not say which silo it killed")
+	} else if n, _ := strconv.Atoi(crash[2]); n < 4 {
+		t.Errorf("the killed silo hosted %d accounts; the busiest of 3 silos hosts at least 4 of 12", n)
+	} else if moved := strings.Count(text, "(was "+crash[1]+")"); moved != n {
+		t.Errorf("%d accounts shown as moved from %s, want %d", moved, crash[1], n)
+	}
+	if t.Failed() {
+		t.Logf("demo output:\n%s", text)
 	}
 }
 
