@@ -140,7 +140,7 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		defer cancel()
 	}
 	var redirect *transport.Redirect
-	for range maxRouteAttempts {
+	for attempt := range maxRouteAttempts {
 		var rt route
 		switch {
 		case redirect != nil:
@@ -154,8 +154,8 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		}
 		var reply any
 		reply, err = callRemote(ctx, c.tc, rt, call, md)
-		rd, notHere := redirectOf(err)
-		if !notHere {
+		rd, again := reroute(err)
+		if !again {
 			return reply, err
 		}
 		if c.router != nil {
@@ -164,6 +164,9 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		redirect = nil
 		if rd.Address != "" {
 			redirect = &rd
+		}
+		if err := rerouteDelay(ctx, attempt, rd); err != nil {
+			return nil, callErrorFor(call, md, err)
 		}
 	}
 	return nil, fmt.Errorf("%w: call to %s routed %d times without reaching an activation: %w",

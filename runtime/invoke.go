@@ -57,7 +57,7 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	}
 	inc := s.inc.Load()
 	var redirect *transport.Redirect
-	for range maxRouteAttempts {
+	for attempt := range maxRouteAttempts {
 		var rt route
 		if redirect != nil {
 			rt = inc.router.redirected(*redirect)
@@ -73,14 +73,17 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		} else {
 			reply, err = inc.router.callRemote(ctx, rt, call, md)
 		}
-		rd, notHere := redirectOf(err)
-		if !notHere {
+		rd, again := reroute(err)
+		if !again {
 			return reply, err
 		}
 		inc.dir.Invalidate(call.Target)
 		redirect = nil
 		if rd.SiloID != "" {
 			redirect = &rd
+		}
+		if err := rerouteDelay(ctx, attempt, rd); err != nil {
+			return nil, callErrorFor(call, md, err)
 		}
 	}
 	return nil, fmt.Errorf("%w: call to %s routed %d times without reaching an activation: %w",
@@ -125,10 +128,14 @@ func (s *Silo) invokeLocal(ctx context.Context, call *grain.Call, t *grainType, 
 
 // callError is the error of a call whose context ended with err.
 func callError(m *message, err error) error {
+	return callErrorFor(&grain.Call{Target: m.target}, m.method, err)
+}
+
+func callErrorFor(call *grain.Call, md *grain.MethodDesc, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return grain.Timeout(m.target.String() + "." + m.method.Name)
+		return grain.Timeout(call.Target.String() + "." + md.Name)
 	}
-	return fmt.Errorf("runtime: call %s.%s: %w", m.target, m.method.Name, err)
+	return fmt.Errorf("runtime: call %s.%s: %w", call.Target, md.Name, err)
 }
 
 // dispatch queues m on this silo's activation of its grain, creating the

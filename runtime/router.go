@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -59,6 +60,35 @@ func (e *notHereError) Is(target error) bool {
 
 // errNotHere matches every not-here answer, local or remote.
 var errNotHere = errors.New("runtime: grain not hosted here")
+
+// reroute says whether a call that failed with err should be routed again,
+// and where to if known: a not-here answer, or a host that could not even
+// be dialed (the request never left, so sending it elsewhere cannot run it
+// twice). A host that cannot be dialed is usually one that just left and
+// that the membership view has not caught up with yet.
+func reroute(err error) (transport.Redirect, bool) {
+	if errors.Is(err, transport.ErrNotSent) {
+		return transport.Redirect{}, true
+	}
+	return redirectOf(err)
+}
+
+// rerouteDelay is how long to wait before routing again after attempt
+// failed: at once after a not-here with a redirect, a little longer each
+// time otherwise, so the view can catch up.
+func rerouteDelay(ctx context.Context, attempt int, rd transport.Redirect) error {
+	if rd.SiloID != "" || attempt == 0 {
+		return nil
+	}
+	t := time.NewTimer(time.Duration(attempt) * 50 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
 
 // redirectOf returns the redirect of a not-here error from this process or
 // from a remote silo, and whether err is one.

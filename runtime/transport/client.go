@@ -20,6 +20,12 @@ import (
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("transport: client closed")
 
+// ErrNotSent marks a failure that happened before the request left this
+// process (the peer could not be dialed): the request did not run, so the
+// caller may safely send it elsewhere. It comes wrapped with
+// grain.ErrSiloUnavailable.
+var ErrNotSent = errors.New("transport: request not sent")
+
 // Client sends requests to Servers. It keeps one connection with one stream
 // per address, dialed on first use and re-dialed on the first use after it
 // broke. It is safe for concurrent use.
@@ -252,7 +258,7 @@ func (c *Client) runPeer(p *peerConn) {
 	defer c.wg.Done()
 	s, err := c.open(p)
 	if err != nil {
-		p.err = fmt.Errorf("transport: dial %s: %w: %w", p.addr, grain.ErrSiloUnavailable, err)
+		p.err = fmt.Errorf("transport: dial %s: %w: %w: %w", p.addr, grain.ErrSiloUnavailable, ErrNotSent, err)
 		c.log.Warn("transport: dial failed", zap.String("addr", p.addr), zap.Error(err))
 		c.peers.CompareAndDelete(p.addr, p)
 		close(p.ready)
