@@ -125,11 +125,11 @@ func TestContract(t *testing.T) {
 	}
 }
 
-// testRegisterRace races 2 silos x 50 goroutines, each registering the same
+// testRegisterRace races 2 silos x 16 goroutines, each registering the same
 // 200 ids with its own entry: exactly one wins each id and every racer is
 // told the same winner.
 func testRegisterRace(t *testing.T, env env) {
-	const silos, goroutines, ids = 2, 50, 200
+	const silos, goroutines, ids = 2, 16, 200
 	ctx := testCtx(t)
 	type result struct {
 		mine, got directory.Entry

@@ -102,7 +102,8 @@ func grantLease(tb testing.TB, cli *clientv3.Client) clientv3.LeaseID {
 }
 
 func testCtx(tb testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Generous: CI runs packages in parallel on two cores.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	tb.Cleanup(cancel)
 	return ctx
 }

@@ -109,7 +109,10 @@ func forEach(n int, fn func(i int)) {
 
 func TestProcessesSpreadTenThousandGrains(t *testing.T) {
 	pc := startProcesses(t, 3, 0)
-	ctx := ctxT(t)
+	// 20,000 calls, 10,000 activations, on race-instrumented silos that
+	// share two cores with other test packages: be generous.
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
 	const grains = 10_000
 	var failed atomic.Int64
 	var firstErr atomic.Value
