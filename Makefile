@@ -43,6 +43,7 @@ check-generate: generate
 ##   W1-remote      a client process calling 2 silo processes (gRPC on loopback), 64 callers, 10,000 grains, 10 s
 ##   W2-activation  200,000 fresh grains activated through the client, each registered in etcd
 ## The cluster benchmarks (bench_cluster_test.go) run their workload once whatever -benchtime says.
+## "other processes" is CPU the rest of the machine took meanwhile: compare runs only when it is near 0.
 ## GRANARY_BENCH_PROFILE=<dir> make bench also writes CPU profiles of every process of W1 and W2.
 bench:
 	@out=$$(mktemp) rc=$$(mktemp); trap 'rm -f "$$out" "$$rc"' EXIT; \
@@ -63,8 +64,11 @@ bench:
 		if ("activations/s" in m) line = line sprintf(" %d activations/s", m["activations/s"]); \
 		if ("B/activation" in m) line = line sprintf(" %d B per idle activation", m["B/activation"]); \
 		if ("p50-µs" in m) line = line " p50=" dur(m["p50-µs"]) " p99=" dur(m["p99-µs"]); \
+		if ("client-cores" in m) line = line sprintf(" (cores: client %.2f, silos %.2f, etcd %.2f", \
+			m["client-cores"], m["silo-cores"], m["etcd-cores"]) \
+			(("other-cores" in m) ? sprintf("; other processes %.2f)", m["other-cores"]) : ")"); \
 		print line; n++ } \
-	END { if (n == 0) print "no benchmark results" }' "$$out"; \
+	END { if (n == 0) print "no benchmark results" }' "$$out" | sort; \
 	exit $$(cat "$$rc")
 
 ## bench-micro: every benchmark of every package
