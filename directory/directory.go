@@ -38,6 +38,15 @@ type Directory interface {
 	Invalidate(id grain.ID)
 }
 
+// Rememberer is implemented by directories with a local cache that accepts
+// routing hints: an entry learnt from a successful call rather than read
+// from the directory (its ActivationID may be 0). A hint is only a hint:
+// a silo that no longer hosts the grain answers "not here" and the caller
+// invalidates it.
+type Rememberer interface {
+	Remember(id grain.ID, e Entry)
+}
+
 // Cacher is implemented by directories with a local cache. Cached returns the
 // cached entry for id without any remote request.
 type Cacher interface {

@@ -207,6 +207,15 @@ func (d *Etcd) Invalidate(id grain.ID) { d.cache.drop(id) }
 // etcd.
 func (d *Etcd) Cached(id grain.ID) (Entry, bool) { return d.cache.get(id) }
 
+// Remember implements Rememberer: it caches e as id's entry, as a routing
+// hint, unless the cache already holds one.
+func (d *Etcd) Remember(id grain.ID, e Entry) {
+	if _, ok := d.cache.get(id); ok {
+		return
+	}
+	d.cache.fill(id, e, d.cache.epoch(id))
+}
+
 // CacheLen returns the number of cached entries.
 func (d *Etcd) CacheLen() int { return d.cache.len() }
 

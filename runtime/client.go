@@ -143,6 +143,8 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	for attempt := range maxRouteAttempts {
 		var rt route
 		switch {
+		case redirect != nil && c.router != nil:
+			rt = c.router.redirected(*redirect)
 		case redirect != nil:
 			rt = route{silo: cluster.SiloInfo{SiloID: redirect.SiloID, Address: redirect.Address}, hops: 1}
 		case c.router == nil:
@@ -154,6 +156,9 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		}
 		var reply any
 		reply, err = callRemote(ctx, c.tc, rt, call, md)
+		if err == nil && c.router != nil {
+			c.router.placed(call.Target, rt)
+		}
 		rd, again := reroute(err)
 		if !again {
 			return reply, err

@@ -72,6 +72,9 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 			reply, err = s.invokeLocal(ctx, call, t, md)
 		} else {
 			reply, err = inc.router.callRemote(ctx, rt, call, md)
+			if err == nil {
+				inc.router.placed(call.Target, rt)
+			}
 		}
 		rd, again := reroute(err)
 		if !again {

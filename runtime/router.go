@@ -93,6 +93,9 @@ func rerouteDelay(ctx context.Context, attempt int, rd transport.Redirect) error
 // redirectOf returns the redirect of a not-here error from this process or
 // from a remote silo, and whether err is one.
 func redirectOf(err error) (transport.Redirect, bool) {
+	if err == nil {
+		return transport.Redirect{}, false
+	}
 	var nh *notHereError
 	if errors.As(err, &nh) {
 		return nh.redirect, true
@@ -154,10 +157,26 @@ func (r *router) resolve(ctx context.Context, id grain.ID, placement grain.Place
 
 // redirected turns a not-here redirect into a route.
 func (r *router) redirected(rd transport.Redirect) route {
-	if rd.SiloID == r.self {
+	if rd.SiloID == r.self && r.self != "" {
 		return route{local: true}
 	}
-	return route{silo: cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}, hops: 1}
+	info, ok := r.view.Current().Get(rd.SiloID)
+	if !ok || info.Address != rd.Address {
+		info = cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}
+	}
+	return route{silo: info, hops: 1}
+}
+
+// placed records where a call that was placed (or redirected) was served,
+// so that the next call to id goes straight there without reading the
+// directory.
+func (r *router) placed(id grain.ID, rt route) {
+	if rt.hops == 0 || rt.silo.Incarnation == 0 {
+		return
+	}
+	if d, ok := r.dir.(directory.Rememberer); ok {
+		d.Remember(id, directory.Entry{SiloID: rt.silo.SiloID, Address: rt.silo.Address, Incarnation: rt.silo.Incarnation})
+	}
 }
 
 // callRemote sends call to the silo of rt and decodes the reply.
