@@ -66,7 +66,7 @@ type Client struct {
 	etcd   *clientv3.Client
 	view   *cluster.View
 	tc     *transport.Client
-	router *router // nil with static gateways
+	router *router // without directory and view with static gateways
 	next   atomic.Uint64
 	closed atomic.Bool
 }
@@ -90,6 +90,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 		return nil, fmt.Errorf("runtime: client transport: %w", err)
 	}
 	if len(cfg.Gateways) > 0 {
+		c.router = &router{tc: c.tc}
 		return c, nil
 	}
 	prefix := "/granary/" + cfg.Cluster + "/"
@@ -139,43 +140,15 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.ResponseTimeout)
 		defer cancel()
 	}
-	var redirect *transport.Redirect
-	for attempt := range maxRouteAttempts {
-		var rt route
-		switch {
-		case redirect != nil && c.router != nil:
-			rt = c.router.redirected(*redirect)
-		case redirect != nil:
-			rt = route{silo: cluster.SiloInfo{SiloID: redirect.SiloID, Address: redirect.Address}, hops: 1}
-		case c.router == nil:
-			rt = route{silo: cluster.SiloInfo{Address: c.gateway()}}
-		default:
-			if rt, err = c.router.resolve(ctx, call.Target, grain.PlaceRandom, false); err != nil {
-				return nil, err
-			}
+	pick := func() (route, error) {
+		if len(c.cfg.Gateways) > 0 {
+			return route{silo: cluster.SiloInfo{Address: c.gateway()}}, nil
 		}
-		var reply any
-		reply, err = callRemote(ctx, c.tc, rt, call, md)
-		if err == nil && c.router != nil {
-			c.router.placed(call.Target, rt)
-		}
-		rd, again := reroute(err)
-		if !again {
-			return reply, err
-		}
-		if c.router != nil {
-			c.router.dir.Invalidate(call.Target)
-		}
-		redirect = nil
-		if rd.Address != "" {
-			redirect = &rd
-		}
-		if err := rerouteDelay(ctx, attempt, rd); err != nil {
-			return nil, callErrorFor(call, md, err)
-		}
+		return c.router.resolve(ctx, call.Target, grain.PlaceRandom, false)
 	}
-	return nil, fmt.Errorf("%w: call to %s routed %d times without reaching an activation: %w",
-		grain.ErrSiloUnavailable, call.Target, maxRouteAttempts, err)
+	return c.router.invoke(ctx, call, md, pick, func() (any, error) {
+		return nil, fmt.Errorf("%w: a client hosts no grains", grain.ErrUnknownGrainType)
+	})
 }
 
 // gateway picks a static gateway, round robin from a random start.

@@ -56,41 +56,15 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		placement = t.placement
 	}
 	inc := s.inc.Load()
-	var redirect *transport.Redirect
-	for attempt := range maxRouteAttempts {
-		var rt route
-		if redirect != nil {
-			rt = inc.router.redirected(*redirect)
-		} else if rt, err = inc.router.resolve(ctx, call.Target, placement, t != nil && !s.stopping.Load()); err != nil {
-			return nil, err
-		}
-		var reply any
-		if rt.local {
+	hosted := t != nil && !s.stopping.Load()
+	return inc.router.invoke(ctx, call, md,
+		func() (route, error) { return inc.router.resolve(ctx, call.Target, placement, hosted) },
+		func() (any, error) {
 			if t == nil {
 				return nil, fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, call.Target.Type, s.id)
 			}
-			reply, err = s.invokeLocal(ctx, call, t, md)
-		} else {
-			reply, err = inc.router.callRemote(ctx, rt, call, md)
-			if err == nil {
-				inc.router.placed(call.Target, rt)
-			}
-		}
-		rd, again := reroute(err)
-		if !again {
-			return reply, err
-		}
-		inc.dir.Invalidate(call.Target)
-		redirect = nil
-		if rd.SiloID != "" {
-			redirect = &rd
-		}
-		if err := rerouteDelay(ctx, attempt, rd); err != nil {
-			return nil, callErrorFor(call, md, err)
-		}
-	}
-	return nil, fmt.Errorf("%w: call to %s routed %d times without reaching an activation: %w",
-		grain.ErrSiloUnavailable, call.Target, maxRouteAttempts, err)
+			return s.invokeLocal(ctx, call, t, md)
+		})
 }
 
 // invokeLocal runs call on this silo's activation of its grain.

@@ -155,14 +155,56 @@ func (r *router) resolve(ctx context.Context, id grain.ID, placement grain.Place
 	return route{silo: chosen, hops: 1}, nil
 }
 
+// invoke routes call until it reaches an activation: pick chooses the
+// route of the first attempt (directory and placement, or a gateway), local
+// runs the call on this silo, and a not-here answer (or a host that could
+// not be dialed) routes it again, to the redirect if there is one.
+func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodDesc,
+	pick func() (route, error), local func() (any, error)) (any, error) {
+	var redirect *transport.Redirect
+	var err error
+	for attempt := range maxRouteAttempts {
+		var rt route
+		if redirect != nil {
+			rt = r.redirected(*redirect)
+		} else if rt, err = pick(); err != nil {
+			return nil, err
+		}
+		var reply any
+		if rt.local {
+			reply, err = local()
+		} else if reply, err = r.callRemote(ctx, rt, call, md); err == nil {
+			r.placed(call.Target, rt)
+		}
+		rd, again := reroute(err)
+		if !again {
+			return reply, err
+		}
+		if r.dir != nil {
+			r.dir.Invalidate(call.Target)
+		}
+		redirect = nil
+		if rd.Address != "" {
+			redirect = &rd
+		}
+		if err := rerouteDelay(ctx, attempt, rd); err != nil {
+			return nil, callErrorFor(call, md, err)
+		}
+	}
+	return nil, fmt.Errorf("%w: call to %s routed %d times without reaching an activation: %w",
+		grain.ErrSiloUnavailable, call.Target, maxRouteAttempts, err)
+}
+
 // redirected turns a not-here redirect into a route.
 func (r *router) redirected(rd transport.Redirect) route {
 	if rd.SiloID == r.self && r.self != "" {
 		return route{local: true}
 	}
-	info, ok := r.view.Current().Get(rd.SiloID)
-	if !ok || info.Address != rd.Address {
-		info = cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}
+	info := cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}
+	if r.view != nil {
+		if known, ok := r.view.Current().Get(rd.SiloID); ok && known.Address == rd.Address {
+			info = known
+		}
 	}
 	return route{silo: info, hops: 1}
 }
