@@ -103,6 +103,11 @@ func (c *grainContext) DeactivateOnIdle() {
 }
 
 func (c *grainContext) Invoke(ctx context.Context, call *grain.Call) (any, error) {
+	if c.act().fenced() {
+		// A turn still running past its incarnation's fence: another
+		// activation of this grain may exist, so it must not act.
+		return nil, fmt.Errorf("%w: %s belongs to a fenced incarnation of silo %s", grain.ErrSiloUnavailable, c.id, c.silo.id)
+	}
 	return c.silo.Invoke(ctx, call)
 }
 

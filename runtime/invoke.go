@@ -25,7 +25,7 @@ var _ grain.Caller = (*Silo)(nil)
 // silo's response timeout).
 func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if !s.serving.Load() {
-		return nil, fmt.Errorf("%w: silo is not started", grain.ErrSiloUnavailable)
+		return nil, fmt.Errorf("%w: silo is not serving (not started, or stopped)", grain.ErrSiloUnavailable)
 	}
 	t := s.types[call.Target.Type]
 	desc := call.Type
@@ -79,10 +79,11 @@ func (s *Silo) invokeLocal(ctx context.Context, call *grain.Call, t *grainType, 
 	if md.Flags.Has(grain.OneWay) {
 		// The caller does not wait: the turn keeps the caller's values but
 		// not its cancellation, and is bounded by the response timeout.
-		m := &message{ctx: context.WithoutCancel(ctx), target: call.Target, typ: t, method: md, args: args}
+		m := &message{ctx: context.WithoutCancel(ctx), target: call.Target, typ: t, index: call.Method, method: md,
+			args: args, oneWayFailed: s.rerouteOneWay}
 		return nil, s.dispatch(m)
 	}
-	m := newMessage(ctx, call.Target, t, md, args)
+	m := newMessage(ctx, call.Target, t, call.Method, md, args)
 	if err := s.dispatch(m); err != nil {
 		m.release()
 		return nil, err
@@ -124,6 +125,15 @@ func (s *Silo) dispatch(m *message) error {
 			return &notHereError{id: m.target, why: "silo " + s.id + " is fenced"}
 		}
 		a := s.table.get(m.target)
+		if a != nil && a.inc != s.inc.Load() {
+			// Left over from an incarnation that was fenced (created just
+			// as the fence fell): it can never serve. Replace it.
+			s.table.remove(a)
+			for _, p := range a.kill() {
+				p.complete(nil, &notHereError{id: p.target, why: "activation of a fenced incarnation"})
+			}
+			continue
+		}
 		if a == nil {
 			var err error
 			if a, err = s.activationFor(m); err != nil {
@@ -179,10 +189,56 @@ func (s *Silo) redispatch(m *message) {
 // forwardPending answers every call held by an activation that lost the
 // directory race: not here, try the winner. Callers route again.
 func (s *Silo) forwardPending(msgs []*message, winner directory.Entry) {
-	for _, m := range msgs {
-		m.complete(nil, &notHereError{id: m.target, why: "another activation is registered",
-			redirect: transport.Redirect{SiloID: winner.SiloID, Address: winner.Address}})
+	var err error = &notHereError{id: msgs0(msgs), why: "another activation is registered",
+		redirect: transport.Redirect{SiloID: winner.SiloID, Address: winner.Address}}
+	if winner.SiloID == s.id {
+		// Our own stale entry that could not be removed: sending callers
+		// back here would only loop.
+		err = fmt.Errorf("%w: a stale directory entry of this silo could not be removed; retry later", grain.ErrSiloUnavailable)
 	}
+	for _, m := range msgs {
+		m.complete(nil, err)
+	}
+}
+
+func msgs0(msgs []*message) grain.ID {
+	if len(msgs) == 0 {
+		return grain.ID{}
+	}
+	return msgs[0].target
+}
+
+// rerouteOneWay delivers a one-way call that could not be delivered here to
+// where the not-here answer points, or routes it afresh: nobody waits for
+// its outcome, so the silo forwards it instead of answering.
+func (s *Silo) rerouteOneWay(m *message, err error) {
+	m.forwards++
+	if m.forwards > maxForwards || !s.serving.Load() {
+		s.log.Warn("one-way call dropped", zap.Stringer("grain", m.target), zap.String("method", m.method.Name), zap.Error(err))
+		return
+	}
+	rd, _ := redirectOf(err)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(m.ctx, s.cfg.ResponseTimeout)
+		defer cancel()
+		inc := s.inc.Load()
+		call := &grain.Call{Target: m.target, Type: m.typ.desc, Method: m.index, Args: m.args}
+		pick := func() (route, error) {
+			if rd.SiloID != "" && rd.SiloID != s.id {
+				return inc.router.redirected(rd), nil
+			}
+			return inc.router.resolve(ctx, m.target, m.typ.placement, !s.stopping.Load())
+		}
+		_, err := inc.router.invoke(ctx, call, m.method, pick, func() (any, error) {
+			// m.ctx has no cancellation; the turn bounds itself.
+			return nil, s.dispatch(m)
+		})
+		if err != nil {
+			s.log.Warn("one-way call dropped", zap.Stringer("grain", m.target), zap.String("method", m.method.Name), zap.Error(err))
+		}
+	}()
 }
 
 // HandleRequest implements transport.Handler: a call from another silo or
@@ -216,7 +272,10 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 		fail(fmt.Errorf("%w: arguments of %s.%s: %w", grain.ErrBadRequest, req.Target, md.Name, err))
 		return
 	}
-	m := &message{ctx: ctx, target: req.Target, typ: t, method: md, args: args, replyFn: reply, hops: req.Hops}
+	m := &message{ctx: ctx, target: req.Target, typ: t, index: req.Method, method: md, args: args, replyFn: reply, hops: req.Hops}
+	if reply == nil {
+		m.ctx, m.oneWayFailed = context.WithoutCancel(ctx), s.rerouteOneWay
+	}
 	if req.Hops > 0 || s.table.get(req.Target) != nil {
 		// This silo was chosen to host the grain, or already does.
 		if err := s.dispatch(m); err != nil {
@@ -229,7 +288,16 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		rt, err := s.inc.Load().router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
+		inc := s.inc.Load()
+		rt, err := inc.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
+		if err == nil && !rt.local {
+			// Read the directory itself before sending the client away:
+			// a cached entry this silo keeps using would never be
+			// corrected, and would cost the host a lost registration on
+			// every call.
+			inc.dir.Invalidate(req.Target)
+			rt, err = inc.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
+		}
 		switch {
 		case err != nil:
 			m.complete(nil, err)

@@ -15,6 +15,7 @@ type message struct {
 	target grain.ID
 	typ    *grainType
 	method *grain.MethodDesc
+	index  int // of method in the type, for forwarding
 	args   any
 
 	// Set by complete, read by the caller after receiving from done.
@@ -27,6 +28,10 @@ type message struct {
 	// hops is how often the call was forwarded between processes; 0 for
 	// a call from a client that did not know the host.
 	hops uint8
+	// oneWayFailed, set on one-way calls, gets the error of a one-way call
+	// that could not be delivered here (not hosted, stopping): nobody
+	// waits for it, so the silo routes it on itself.
+	oneWayFailed func(*message, error)
 
 	// abandoned is set by a caller that stopped waiting (deadline,
 	// cancellation); its message is skipped if it has not started.
@@ -41,9 +46,9 @@ var messagePool = sync.Pool{New: func() any {
 	return &message{done: make(chan struct{}, 1)}
 }}
 
-func newMessage(ctx context.Context, id grain.ID, t *grainType, m *grain.MethodDesc, args any) *message {
+func newMessage(ctx context.Context, id grain.ID, t *grainType, index int, m *grain.MethodDesc, args any) *message {
 	msg := messagePool.Get().(*message)
-	msg.ctx, msg.target, msg.typ, msg.method, msg.args = ctx, id, t, m, args
+	msg.ctx, msg.target, msg.typ, msg.index, msg.method, msg.args = ctx, id, t, index, m, args
 	return msg
 }
 
@@ -61,6 +66,12 @@ func (m *message) complete(reply any, err error) {
 	if m.replyFn != nil {
 		m.replyFn(encodeResponse(reply, err))
 		return
+	}
+	if m.done == nil && err != nil && m.oneWayFailed != nil {
+		if _, notHere := redirectOf(err); notHere {
+			m.oneWayFailed(m, err)
+			return
+		}
 	}
 	m.reply, m.err = reply, err
 	if m.done != nil {

@@ -442,3 +442,29 @@ func TestClientWithStaticGateways(t *testing.T) {
 		}
 	}
 }
+
+func TestOneWayCallsThroughAGatewayAreDelivered(t *testing.T) {
+	pc := startProcesses(t, 3, 0)
+	ctx := ctxT(t)
+	// One gateway: most grains are placed on other silos, so the gateway
+	// must forward one-way calls it cannot answer "try X" to.
+	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: pc.name, Gateways: []string{pc.silos[0].Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const grains = 60
+	for i := range grains {
+		if err := testgrains.NewCounterRef(c, fmt.Sprint("ow-", i)).Bump(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtimetest.Eventually(t, 10*time.Second, func() bool {
+		for i := range grains {
+			if n, err := testgrains.NewCounterRef(pc.client, fmt.Sprint("ow-", i)).Get(ctx); err != nil || n != 1 {
+				return false
+			}
+		}
+		return true
+	}, "one-way calls through a gateway were lost")
+}

@@ -66,8 +66,12 @@ var errNotHere = errors.New("runtime: grain not hosted here")
 // be dialed (the request never left, so sending it elsewhere cannot run it
 // twice). A host that cannot be dialed is usually one that just left and
 // that the membership view has not caught up with yet.
-func reroute(err error) (transport.Redirect, bool) {
-	if errors.Is(err, transport.ErrNotSent) {
+//
+// Only the routing layer's own answers count: an error a grain returned
+// (say, from its own call to another grain) that merely wraps one must
+// not make the caller run the grain's call again.
+func reroute(err error, remote bool) (transport.Redirect, bool) {
+	if remote && errors.Is(err, transport.ErrNotSent) {
 		return transport.Redirect{}, true
 	}
 	return redirectOf(err)
@@ -90,19 +94,15 @@ func rerouteDelay(ctx context.Context, attempt int, rd transport.Redirect) error
 	}
 }
 
-// redirectOf returns the redirect of a not-here error from this process or
-// from a remote silo, and whether err is one.
+// redirectOf returns the redirect of a not-here answer from this process or
+// from a remote silo, and whether err is one. It looks at err itself, not
+// its chain: see reroute.
 func redirectOf(err error) (transport.Redirect, bool) {
-	if err == nil {
-		return transport.Redirect{}, false
-	}
-	var nh *notHereError
-	if errors.As(err, &nh) {
-		return nh.redirect, true
-	}
-	var tnh *transport.NotHereError
-	if errors.As(err, &tnh) {
-		return tnh.Redirect, true
+	switch e := err.(type) {
+	case *notHereError:
+		return e.redirect, true
+	case *transport.NotHereError:
+		return e.Redirect, true
 	}
 	return transport.Redirect{}, false
 }
@@ -176,7 +176,7 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 		} else if reply, err = r.callRemote(ctx, rt, call, md); err == nil {
 			r.placed(call.Target, rt)
 		}
-		rd, again := reroute(err)
+		rd, again := reroute(err, !rt.local)
 		if !again {
 			return reply, err
 		}
@@ -191,7 +191,9 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 			return nil, callErrorFor(call, md, err)
 		}
 	}
-	return nil, fmt.Errorf("%w: call to %s routed %d times without reaching an activation: %w",
+	// The last error is reported as text only: wrapped, a not-here answer
+	// in it would make a caller further up route its own call again.
+	return nil, fmt.Errorf("%w: call to %s routed %d times without reaching an activation: %v",
 		grain.ErrSiloUnavailable, call.Target, maxRouteAttempts, err)
 }
 

@@ -329,6 +329,7 @@ func (s *Silo) stop(ctx context.Context) error {
 		}
 	}
 	s.closeBackends()
+	s.serving.Store(false)
 	s.log.Info("silo stopped")
 	return errors.Join(errs...)
 }
@@ -481,9 +482,19 @@ func (s *Silo) watchLease() {
 func (s *Silo) rejoin(inc *incarnation) (*incarnation, bool) {
 	delay := 100 * time.Millisecond
 	for {
+		if s.stopping.Load() {
+			return nil, false
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*s.cfg.LeaseTTL)
 		member, err := inc.member.Rejoin(ctx)
 		cancel()
+		if err == nil && s.stopping.Load() {
+			// Stop began meanwhile: do not come back.
+			lctx, cancel := context.WithTimeout(context.Background(), s.cfg.LeaseTTL)
+			_ = member.Leave(lctx)
+			cancel()
+			return nil, false
+		}
 		if err == nil {
 			next, err := s.newIncarnation(member)
 			if err == nil {

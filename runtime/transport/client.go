@@ -242,7 +242,7 @@ func (c *Client) dial(addr string) (any, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, ErrClosed
+		return nil, unavailable(addr, ErrClosed)
 	}
 	p := &peerConn{addr: addr, ready: make(chan struct{})}
 	if v, loaded := c.peers.LoadOrStore(addr, p); loaded {

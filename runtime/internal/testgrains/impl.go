@@ -159,6 +159,11 @@ func (g *counter) Add(ctx context.Context, n int64) (int64, error) {
 
 func (g *counter) Get(ctx context.Context) (int64, error) { return g.state.Value.N, nil }
 
+func (g *counter) Bump(ctx context.Context, n int64) error {
+	g.state.Value.N += n
+	return nil
+}
+
 func (g *counter) AddDurable(ctx context.Context, n int64) (int64, error) {
 	g.state.Value.N += n
 	if err := g.state.Write(ctx); err != nil {

@@ -15,6 +15,8 @@ import (
 type Counter interface {
 	Add(ctx context.Context, n int64) (int64, error)
 	Get(ctx context.Context) (int64, error) //granary:readonly
+	// Bump adds n without a reply.
+	Bump(ctx context.Context, n int64) error //granary:oneway
 	// AddDurable adds n and writes the state before returning.
 	AddDurable(ctx context.Context, n int64) (int64, error)
 	// Deactivate asks for deactivation when idle.

@@ -48,6 +48,15 @@ var CounterType = &grain.TypeDesc{
 			},
 		},
 		{ // 2
+			Name:    "Bump",
+			Flags:   grain.OneWay | grain.CopyFree,
+			NewArgs: func() any { return new(counterBumpArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*counterBumpArgs)
+				return nil, impl.(Counter).Bump(ctx, a.A0)
+			},
+		},
+		{ // 3
 			Name:     "AddDurable",
 			Flags:    grain.CopyFree,
 			NewArgs:  func() any { return new(counterAddDurableArgs) },
@@ -61,7 +70,7 @@ var CounterType = &grain.TypeDesc{
 				return &counterAddDurableReply{R0: r0}, nil
 			},
 		},
-		{ // 3
+		{ // 4
 			Name:    "Deactivate",
 			Flags:   grain.CopyFree,
 			NewArgs: func() any { return new(counterDeactivateArgs) },
@@ -93,6 +102,12 @@ type counterGetArgs struct {
 type counterGetReply struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	R0       int64
+}
+
+// counterBumpArgs holds the arguments of Counter.Bump, encoded as a msgpack array.
+type counterBumpArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       int64
 }
 
 // counterAddDurableArgs holds the arguments of Counter.AddDurable, encoded as a msgpack array.
@@ -148,9 +163,16 @@ func (r CounterRef) Get(ctx context.Context) (int64, error) {
 	return res.(*counterGetReply).R0, nil
 }
 
+// Bump calls Counter.Bump on the referenced grain. It is a one-way call:
+// the grain sends no reply, so a nil error means it was sent, not run.
+func (r CounterRef) Bump(ctx context.Context, n int64) error {
+	_, err := r.ref.Invoke(ctx, 2, &counterBumpArgs{A0: n})
+	return err
+}
+
 // AddDurable calls Counter.AddDurable on the referenced grain.
 func (r CounterRef) AddDurable(ctx context.Context, n int64) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 2, &counterAddDurableArgs{A0: n})
+	res, err := r.ref.Invoke(ctx, 3, &counterAddDurableArgs{A0: n})
 	if err != nil {
 		var zero int64
 		return zero, err
@@ -160,7 +182,7 @@ func (r CounterRef) AddDurable(ctx context.Context, n int64) (int64, error) {
 
 // Deactivate calls Counter.Deactivate on the referenced grain.
 func (r CounterRef) Deactivate(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 3, &counterDeactivateArgs{})
+	_, err := r.ref.Invoke(ctx, 4, &counterDeactivateArgs{})
 	return err
 }
 
