@@ -23,4 +23,23 @@
 // activation is a struct in a map. After its collection age without calls
 // it is deactivated: OnDeactivate runs, changed state is written, its
 // directory entry is removed.
+//
+// Cluster: every silo listens for gRPC (package transport), registers in
+// etcd with a lease (package cluster) and watches the membership. A call
+// goes to the grain's activation wherever it is: the directory (cached)
+// names the host, validated against the membership view; a grain with no
+// activation is placed on a live silo hosting its type; a silo that does
+// not host a grain answers "not here" with a redirect and the caller routes
+// again. A silo that cannot renew its lease in time fences itself (drops
+// its activations unwritten) and rejoins as a new incarnation.
+//
+// Frontend code in another process calls grains through Connect:
+//
+//	client, err := runtime.Connect(ctx, runtime.ClientConfig{
+//		Cluster: "bank",
+//		Etcd:    runtime.EtcdConfig{Endpoints: []string{"http://127.0.0.1:2379"}},
+//	})
+//	if err != nil { ... }
+//	defer client.Close()
+//	balance, err := bank.NewAccountRef(client, "alice").Balance(ctx)
 package runtime
