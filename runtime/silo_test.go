@@ -71,7 +71,8 @@ func start(t *testing.T, n int, cfg runtime.Config, opts ...grain.TypeOption) *f
 }
 
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// Generous: CI shares two cores between test packages.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
