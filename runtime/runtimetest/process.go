@@ -47,7 +47,8 @@ func runEtcdChild() int {
 		fmt.Fprintln(os.Stderr, "runtimetest: etcd child:", err)
 		return 1
 	}
-	fmt.Println(strings.Join(srv.Endpoints(), ","))
+	// Stdout is the protocol with the parent (EtcdProcess), not a log.
+	fmt.Fprintln(os.Stdout, strings.Join(srv.Endpoints(), ","))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	_ = srv.Close()
 	return 0

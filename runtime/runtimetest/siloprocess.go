@@ -51,7 +51,8 @@ func runSiloChild(register func(*runtime.Silo)) int {
 		fmt.Fprintln(os.Stderr, "runtimetest: silo child:", err)
 		return 1
 	}
-	fmt.Printf("READY %s %s\n", s.ID(), s.Address())
+	// Stdout is the protocol with the parent (StartSiloProcess), not a log.
+	fmt.Fprintf(os.Stdout, "READY %s %s\n", s.ID(), s.Address())
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
