@@ -2,7 +2,6 @@ package directory
 
 import (
 	"hash/maphash"
-	"math/bits"
 	"sync"
 	"sync/atomic"
 
@@ -21,19 +20,17 @@ const (
 // cache is a bounded map from grain id to Entry with CLOCK (second-chance)
 // eviction.
 //
-// Reads take no lock: the entries live in a sync.Map of immutable nodes, so
-// a hit is a few plain loads and does not allocate, and a hot entry read by
-// every core does not bounce a lock's cache line. A node's reference bit is
-// written only when not yet set. Writes (fill, drop) and the eviction
-// bookkeeping are sharded by id hash, each shard with its own mutex and
-// clock ring, so writers of different ids rarely meet.
+// The cache is sharded by id hash; each shard has a map of immutable
+// nodes under a read-write mutex and its own clock ring, so readers and
+// writers of different ids rarely meet. A hit takes the shard's read lock
+// and does not allocate. A node's reference bit is written only when not
+// yet set.
 //
 // Each shard carries an epoch that every removal moves. A caller that reads
 // the backend on a miss notes the epoch first and fills only if it has not
 // moved since, so an Invalidate or Unregister that overtakes the read is
 // not undone by a stale fill.
 type cache struct {
-	m      sync.Map // grain.ID -> *cacheNode; written under the id's shard mutex
 	seed   maphash.Seed
 	mask   uint64
 	shards []cacheShard
@@ -47,7 +44,8 @@ type cacheNode struct {
 }
 
 type cacheShard struct {
-	mu    sync.Mutex
+	mu    sync.RWMutex
+	m     map[grain.ID]*cacheNode
 	ring  []ringSlot
 	free  []int32 // indexes of emptied ring slots
 	limit int
@@ -73,6 +71,7 @@ func newCache(size int) *cache {
 	}
 	c := &cache{seed: maphash.MakeSeed(), mask: uint64(n - 1), shards: make([]cacheShard, n)}
 	for i := range c.shards {
+		c.shards[i].m = make(map[grain.ID]*cacheNode)
 		c.shards[i].limit = size / n
 		if i < size%n {
 			c.shards[i].limit++
@@ -82,9 +81,8 @@ func newCache(size int) *cache {
 }
 
 func (c *cache) shard(id grain.ID) *cacheShard {
-	h := maphash.String(c.seed, id.Type)
-	h = bits.RotateLeft64(h, 31) ^ maphash.String(c.seed, id.Key)
-	return &c.shards[h&c.mask]
+	// The key alone spreads ids well enough: a cluster has few types.
+	return &c.shards[maphash.String(c.seed, id.Key)&c.mask]
 }
 
 // get returns the cached entry for id.
@@ -92,11 +90,13 @@ func (c *cache) get(id grain.ID) (Entry, bool) {
 	if c == nil {
 		return Entry{}, false
 	}
-	v, ok := c.m.Load(id)
-	if !ok {
+	s := c.shard(id)
+	s.mu.RLock()
+	n := s.m[id]
+	s.mu.RUnlock()
+	if n == nil {
 		return Entry{}, false
 	}
-	n := v.(*cacheNode)
 	if !n.ref.Load() {
 		n.ref.Store(true)
 	}
@@ -109,9 +109,9 @@ func (c *cache) epoch(id grain.ID) uint64 {
 		return 0
 	}
 	s := c.shard(id)
-	s.mu.Lock()
+	s.mu.RLock()
 	ep := s.epoch
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	return ep
 }
 
@@ -128,8 +128,7 @@ func (c *cache) fill(id grain.ID, e Entry, epoch uint64) {
 		return
 	}
 	n := &cacheNode{e: e}
-	if v, ok := c.m.Load(id); ok {
-		old := v.(*cacheNode)
+	if old := s.m[id]; old != nil {
 		if old.e == e {
 			old.ref.Store(true)
 			return
@@ -149,7 +148,7 @@ func (c *cache) fill(id grain.ID, e Entry, epoch uint64) {
 		}
 	}
 	s.ring[n.slot] = ringSlot{id: id, n: n}
-	c.m.Store(id, n)
+	s.m[id] = n
 }
 
 // evict removes the first entry the clock hand finds without its
@@ -168,7 +167,7 @@ func (c *cache) evict(s *cacheShard) int32 {
 			rs.n.ref.Store(false)
 			continue
 		}
-		c.m.Delete(rs.id)
+		delete(s.m, rs.id)
 		*rs = ringSlot{}
 		return int32(i)
 	}
@@ -183,11 +182,12 @@ func (c *cache) drop(id grain.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.epoch++
-	v, ok := c.m.LoadAndDelete(id)
-	if !ok {
+	n := s.m[id]
+	if n == nil {
 		return
 	}
-	slot := v.(*cacheNode).slot
+	delete(s.m, id)
+	slot := n.slot
 	s.ring[slot] = ringSlot{}
 	s.free = append(s.free, slot)
 }
@@ -200,9 +200,9 @@ func (c *cache) len() int {
 	n := 0
 	for i := range c.shards {
 		s := &c.shards[i]
-		s.mu.Lock()
-		n += len(s.ring) - len(s.free)
-		s.mu.Unlock()
+		s.mu.RLock()
+		n += len(s.m)
+		s.mu.RUnlock()
 	}
 	return n
 }

@@ -142,17 +142,21 @@ func TestCacheConcurrent(t *testing.T) {
 	if n := c.len(); n > 64 {
 		t.Fatalf("len %d > 64", n)
 	}
-	mapped := 0
-	c.m.Range(func(k, v any) bool {
-		mapped++
-		n := v.(*cacheNode)
-		s := c.shard(k.(grain.ID))
-		if rs := s.ring[n.slot]; rs.n != n || rs.id != k.(grain.ID) {
-			t.Errorf("%v: ring slot %d holds %v", k, n.slot, rs.id)
+	mapped, ringed := 0, 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		for id, n := range s.m {
+			mapped++
+			if c.shard(id) != s {
+				t.Errorf("%v: in the wrong shard", id)
+			}
+			if rs := s.ring[n.slot]; rs.n != n || rs.id != id {
+				t.Errorf("%v: ring slot %d holds %v", id, n.slot, rs.id)
+			}
 		}
-		return true
-	})
-	if mapped != c.len() {
-		t.Errorf("map holds %d entries, rings %d", mapped, c.len())
+		ringed += len(s.ring) - len(s.free)
+	}
+	if mapped != ringed {
+		t.Errorf("maps hold %d entries, rings %d", mapped, ringed)
 	}
 }

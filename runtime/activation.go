@@ -13,6 +13,7 @@ import (
 
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // status of an activation. Transitions only move forward, except that a
@@ -335,9 +336,9 @@ func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
 	if m.done == nil && m.replyFn == nil {
 		// One-way: the caller did not wait, so nothing bounds the turn but
 		// the response timeout.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.silo.cfg.ResponseTimeout)
-		defer cancel()
+		var release func()
+		ctx, release = transport.WithTimeout(ctx, a.silo.cfg.ResponseTimeout)
+		defer release()
 	}
 	reply, err = m.method.Invoke(ctx, a.impl, m.args)
 	return reply, err, false

@@ -136,9 +136,10 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		return nil, fmt.Errorf("%w: %s has no method %d", err, call.Target.Type, call.Method)
 	}
 	if _, ok := ctx.Deadline(); !ok && !md.Flags.Has(grain.OneWay) {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.ResponseTimeout)
-		defer cancel()
+		// No timer per call: the transport enforces the deadline.
+		var release func()
+		ctx, release = transport.WithTimeout(ctx, c.cfg.ResponseTimeout)
+		defer release()
 	}
 	pick := func() (route, error) {
 		if len(c.cfg.Gateways) > 0 {

@@ -40,9 +40,11 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		return nil, fmt.Errorf("%w: %s has no method %d", err, call.Target.Type, call.Method)
 	}
 	if _, ok := ctx.Deadline(); !ok && !md.Flags.Has(grain.OneWay) {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ResponseTimeout)
-		defer cancel()
+		// No timer unless the call waits here: the transport enforces
+		// the deadline of remote calls.
+		var release func()
+		ctx, release = transport.WithTimeout(ctx, s.cfg.ResponseTimeout)
+		defer release()
 	}
 	// The common case: the grain is active here.
 	if t != nil && s.table.get(call.Target) != nil {
@@ -119,12 +121,18 @@ func callErrorFor(call *grain.Call, md *grain.MethodDesc, err error) error {
 // dispatch queues m on this silo's activation of its grain, creating the
 // activation if there is none. It does not wait for the turn. An error
 // means m was not queued.
-func (s *Silo) dispatch(m *message) error {
+func (s *Silo) dispatch(m *message) error { return s.dispatchTo(m, nil) }
+
+// dispatchTo is dispatch with the activation the caller just looked up,
+// if any, to spare a second lookup.
+func (s *Silo) dispatchTo(m *message, a *activation) error {
 	for range maxForwards {
 		if s.isFenced() {
 			return &notHereError{id: m.target, why: "silo " + s.id + " is fenced"}
 		}
-		a := s.table.get(m.target)
+		if a == nil {
+			a = s.table.get(m.target)
+		}
 		if a != nil && a.inc != s.inc.Load() {
 			// Left over from an incarnation that was fenced (created just
 			// as the fence fell): it can never serve. Replace it.
@@ -132,6 +140,7 @@ func (s *Silo) dispatch(m *message) error {
 			for _, p := range a.kill() {
 				p.complete(nil, &notHereError{id: p.target, why: "activation of a fenced incarnation"})
 			}
+			a = nil
 			continue
 		}
 		if a == nil {
@@ -146,6 +155,7 @@ func (s *Silo) dispatch(m *message) error {
 		case !errors.Is(err, errRetry):
 			return err
 		}
+		a = nil
 	}
 	return fmt.Errorf("%w: call to %s re-queued %d times without reaching an activation",
 		grain.ErrSiloUnavailable, m.target, maxForwards)
@@ -276,9 +286,9 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 	if reply == nil {
 		m.ctx, m.oneWayFailed = context.WithoutCancel(ctx), s.rerouteOneWay
 	}
-	if req.Hops > 0 || s.table.get(req.Target) != nil {
+	if a := s.table.get(req.Target); a != nil || req.Hops > 0 {
 		// This silo was chosen to host the grain, or already does.
-		if err := s.dispatch(m); err != nil {
+		if err := s.dispatchTo(m, a); err != nil {
 			m.complete(nil, err)
 		}
 		return

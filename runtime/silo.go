@@ -67,13 +67,16 @@ type Silo struct {
 	// set stopping, so no activation appears after Stop looked.
 	admit sync.RWMutex
 	// life serialises Start and Stop.
-	life      sync.Mutex
-	stopCh    chan struct{} // closed when Stop begins
-	leaseDone chan struct{} // closed when the lease watcher may exit
-	stopCtx   context.Context
-	stopErr   error
-	stopped   bool
-	wg        sync.WaitGroup
+	life   sync.Mutex
+	stopCh chan struct{} // closed when Stop begins
+
+	turnWork    chan *activation // unbuffered: hands an activation to an idle turn worker
+	idleWorkers atomic.Int32
+	leaseDone   chan struct{} // closed when the lease watcher may exit
+	stopCtx     context.Context
+	stopErr     error
+	stopped     bool
+	wg          sync.WaitGroup
 }
 
 type grainType struct {
@@ -96,6 +99,7 @@ func NewSilo(cfg Config) (*Silo, error) {
 		table:     newTable(),
 		epoch:     time.Now(),
 		stopCh:    make(chan struct{}),
+		turnWork:  make(chan *activation),
 		leaseDone: make(chan struct{}),
 		stopCtx:   context.Background(),
 	}, nil
@@ -623,11 +627,38 @@ func (s *Silo) ActivationCount() int { return s.table.len() }
 func (s *Silo) nanotime() int64 { return int64(time.Since(s.epoch)) }
 
 func (s *Silo) goTurns(a *activation) {
+	select {
+	case s.turnWork <- a: // an idle worker takes it
+		return
+	default:
+	}
 	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	go s.turnWorker(a)
+}
+
+// maxIdleTurnWorkers bounds the goroutines that wait for an activation to
+// run after running one. Reusing them spares a goroutine start, and the
+// stack growth of a fresh goroutine, per burst of turns.
+const maxIdleTurnWorkers = 64
+
+// turnWorker runs a's turns, then waits for another activation to run
+// unless enough workers already wait or the silo is stopping.
+func (s *Silo) turnWorker(a *activation) {
+	defer s.wg.Done()
+	for {
 		a.run()
-	}()
+		if s.idleWorkers.Add(1) > maxIdleTurnWorkers {
+			s.idleWorkers.Add(-1)
+			return
+		}
+		select {
+		case a = <-s.turnWork:
+			s.idleWorkers.Add(-1)
+		case <-s.stopCh:
+			s.idleWorkers.Add(-1)
+			return
+		}
+	}
 }
 
 func (s *Silo) unregister(a *activation) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,8 +51,54 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Client{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel}, nil
+	c := &Client{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel}
+	c.wg.Add(1)
+	go c.expireLoop()
+	return c, nil
 }
+
+// expiryInterval is how often the client fails the calls whose deadline
+// passed: a call times out at most this late.
+const expiryInterval = 10 * time.Millisecond
+
+// expireLoop enforces the deadlines of calls in flight. Call does not arm a
+// timer per call: a request's deadline is in its Timeout, and this loop
+// fails the calls past it (a caller whose ctx has its own Done channel
+// also stops waiting when that closes).
+func (c *Client) expireLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(expiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := monoNow()
+		c.peers.Range(func(_, v any) bool {
+			p := v.(*peerConn)
+			select {
+			case <-p.ready:
+				if p.s != nil {
+					p.s.expire(now)
+				}
+			default:
+			}
+			return true
+		})
+	}
+}
+
+// monoEpoch anchors monoNow.
+var monoEpoch = time.Now()
+
+// monoNow is a monotonic clock reading in nanoseconds.
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+// errExpired completes a call whose deadline passed; Call reports it as a
+// timeout naming the call.
+var errExpired = errors.New("transport: deadline passed")
 
 // Close fails the calls in flight with grain.ErrSiloUnavailable (and
 // ErrClosed), closes every connection and waits for the client's
@@ -95,6 +142,10 @@ func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelop
 		return nil, err
 	}
 	p := pendingPool.Get().(*pendingCall)
+	p.expires = monoNow() + int64(req.Timeout)
+	if req.Timeout <= 0 {
+		p.expires = math.MaxInt64
+	}
 	id := s.nextID.Add(1)
 	req.setID(id)
 	s.mu.Lock()
@@ -114,10 +165,17 @@ func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelop
 		}
 		// A response or the stream's failure is on its way.
 	}
-	// If the writer stopped, the stream is failing and fails p.
+	// If the writer stopped, the stream is failing and fails p. The
+	// deadline is enforced by expireLoop; a context of WithTimeout is
+	// waited on for its parent's cancellation only, so that it never needs
+	// a timer.
+	done := ctx.Done
+	if rc, ok := ctx.(*requestCtx); ok {
+		done = rc.Context.Done
+	}
 	select {
 	case <-p.done:
-	case <-ctx.Done():
+	case <-done():
 		if s.forget(id) {
 			pendingPool.Put(p)
 			return nil, c.ctxError(ctx, addr, req)
@@ -127,6 +185,9 @@ func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelop
 	resp, err := p.resp, p.err
 	p.resp, p.err = nil, nil
 	pendingPool.Put(p)
+	if err == errExpired {
+		return nil, c.timeoutError(addr, req)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -178,9 +239,14 @@ func (c *Client) prepare(ctx context.Context, addr string, req *Envelope) (*clie
 func (c *Client) ctxError(ctx context.Context, addr string, req *Envelope) error {
 	err := ctx.Err()
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("transport: %w", grain.Timeout(fmt.Sprintf("%s method %d at %s", req.Target, req.Method, addr)))
+		return c.timeoutError(addr, req)
 	}
 	return fmt.Errorf("transport: %s method %d at %s: %w", req.Target, req.Method, addr, err)
+}
+
+// timeoutError is the error of a call whose deadline passed.
+func (c *Client) timeoutError(addr string, req *Envelope) error {
+	return fmt.Errorf("transport: %w", grain.Timeout(fmt.Sprintf("%s method %d at %s", req.Target, req.Method, addr)))
 }
 
 func unavailable(addr string, cause error) error {
@@ -192,9 +258,10 @@ func unavailable(addr string, cause error) error {
 // stream's failure with an error, or the caller giving up (which then does
 // not wait).
 type pendingCall struct {
-	done chan struct{} // buffered(1)
-	resp *Envelope
-	err  error
+	done    chan struct{} // buffered(1)
+	expires int64         // monoNow() past which it fails; set before it is pending
+	resp    *Envelope
+	err     error
 }
 
 var pendingPool = sync.Pool{New: func() any { return &pendingCall{done: make(chan struct{}, 1)} }}
@@ -398,6 +465,23 @@ func (s *clientStream) complete(id uint64, resp *Envelope, err error) {
 	}
 	p.resp, p.err = resp, err
 	p.done <- struct{}{}
+}
+
+// expire fails the calls whose deadline is before now.
+func (s *clientStream) expire(now int64) {
+	var expired []*pendingCall
+	s.mu.Lock()
+	for id, p := range s.pending {
+		if p.expires < now {
+			delete(s.pending, id)
+			expired = append(expired, p)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range expired {
+		p.err = errExpired
+		p.done <- struct{}{}
+	}
 }
 
 // forget removes a pending call whose caller gives up. It reports false if

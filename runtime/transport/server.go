@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -312,11 +313,14 @@ func (ss *serverStream) dispatch(e *Envelope) {
 			ss.send(e.ID, NewErrorResponse(errStopping))
 			return
 		}
-		r := &replier{ss: ss, ctx: ss.ctx, id: e.ID}
+		r := &replier{ss: ss, id: e.ID}
+		r.rctx = requestCtx{Context: ss.ctx}
+		var ctx context.Context = ss.ctx
 		if e.Timeout > 0 {
-			r.ctx, r.cancel = context.WithTimeout(ss.ctx, e.Timeout)
+			r.rctx.deadline = time.Now().Add(e.Timeout)
+			ctx = &r.rctx
 		}
-		ss.srv.h.HandleRequest(r.ctx, e, func(resp *Envelope) { r.reply(resp) })
+		ss.srv.h.HandleRequest(ctx, e, r.reply)
 	default:
 		ss.srv.stats.rejected.Add(1)
 		ss.log.Warn("transport: unexpected envelope from client", zap.Stringer("kind", e.Kind), zap.Uint64("id", e.ID))
@@ -326,8 +330,7 @@ func (ss *serverStream) dispatch(e *Envelope) {
 // replier sends the response to one request.
 type replier struct {
 	ss      *serverStream
-	ctx     context.Context
-	cancel  context.CancelFunc
+	rctx    requestCtx // the handler's context, if the request has a deadline
 	id      uint64
 	replied atomic.Bool
 }
@@ -341,9 +344,7 @@ func (r *replier) reply(resp *Envelope) {
 	if resp == nil {
 		resp = NewErrorResponse(errors.New("transport: handler replied with a nil envelope"))
 	}
-	r.ss.queue(r.ctx, r.id, resp)
-	if r.cancel != nil {
-		r.cancel()
-	}
+	r.ss.queue(r.ss.ctx, r.id, resp)
+	r.rctx.finish()
 	r.ss.done()
 }

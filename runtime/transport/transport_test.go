@@ -613,6 +613,59 @@ func TestTimeouts(t *testing.T) {
 		}
 	})
 
+	// Deadlines that no timer of the caller's enforces: the client's
+	// expiry loop fails the call, and the callee's context still ends.
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, func())
+		req  func() *Envelope
+	}{
+		{"deadline of WithTimeout", func() (context.Context, func()) {
+			return WithTimeout(context.Background(), 100*time.Millisecond)
+		}, func() *Envelope { return request(mHold, "") }},
+		{"request timeout without a ctx deadline", func() (context.Context, func()) {
+			return context.Background(), func() {}
+		}, func() *Envelope { r := request(mHold, ""); r.Timeout = 100 * time.Millisecond; return r }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, release := tc.ctx()
+			defer release()
+			start := time.Now()
+			_, err := c.Call(ctx, addr, tc.req())
+			if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, grain.ErrTimeout) {
+				t.Fatalf("got %v, want DeadlineExceeded and ErrTimeout", err)
+			}
+			if d := time.Since(start); d < 100*time.Millisecond || d > 2*time.Second {
+				t.Fatalf("timed out after %v, want 100ms plus the expiry interval", d)
+			}
+			hc := waitHeld(t, h, 1)[0]
+			select {
+			case <-hc.ctx.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("handler ctx not done after the deadline")
+			}
+			hc.reply(NewResponse(nil))
+		})
+	}
+
+	t.Run("cancel the parent of WithTimeout", func(t *testing.T) {
+		parent, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ctx, release := WithTimeout(parent, time.Hour)
+		defer release()
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Call(ctx, addr, request(mHold, ""))
+			errc <- err
+		}()
+		hc := waitHeld(t, h, 1)[0]
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, grain.ErrTimeout) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+		hc.reply(NewResponse(nil))
+	})
+
 	t.Run("cancel", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
