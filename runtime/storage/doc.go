@@ -40,7 +40,8 @@
 //   - etcdstore: the default for a silo on the embedded or an external etcd.
 //     Durable and linearizable, but every write is a raft proposal and a
 //     value is limited to 1 MiB by default: use it for small states.
-//   - A PostgreSQL provider (planned) for production volumes and sizes.
+//   - runtime/storage/postgres, on PostgreSQL (pgx), for production
+//     volumes and sizes.
 //
 // All of them behave the same as far as the contract above goes, so code
 // and tests written against Memory hold on the others.
