@@ -34,8 +34,18 @@ type Persistent interface {
 // State is a typed persistent state of a grain. Declare it in the factory
 // with NewState; the runtime loads it before the first call. Mutate Value
 // freely: changes are written when the activation is deactivated (or when
-// the grain calls Write). Values are encoded with msgpack, field by name, so
-// fields can be added and removed without breaking stored records.
+// the grain calls Write).
+//
+// Values are encoded with msgpack, struct fields by name (the msgpack tag,
+// else the Go field name), so a new version of a grain reads the records of
+// an older one: fields may be added (they read as zero), removed (stored
+// entries without a field are skipped), reordered, and renamed in Go if a
+// tag keeps the stored name. A stored value that does not fit its field's
+// new type fails the load with an error naming the field. Two exceptions:
+// msgpack truncates a stored integer into a narrower or unsigned integer
+// field without an error, so only widen integer fields; and a record that a
+// newer version loads and writes back loses the entries that version has no
+// field for, which an older version rolled back to then reads as zero.
 //
 // A State belongs to its activation and is used only from its turns; it is
 // not safe for use from other goroutines.
@@ -82,7 +92,7 @@ func (s *State[T]) Reload(ctx context.Context) error {
 	}
 	var v T
 	if len(data) > 0 {
-		if err := msgpack.Unmarshal(data, &v); err != nil {
+		if err := decodeState(data, &v); err != nil {
 			return fmt.Errorf("grain: decode state %q: %w", s.name, err)
 		}
 	}

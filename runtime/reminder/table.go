@@ -48,33 +48,51 @@ func BucketOf(hash uint32) int { return int(hash >> 24) }
 
 // Table stores reminders durably, scoped to one cluster. Implementations are
 // safe for concurrent use and pass remindertest.Run.
+//
+// A reminder is identified by (Grain, Name); names compare byte by byte.
+// Every method fails with an error wrapping ctx.Err() if ctx is done before
+// the call completes; a failed call changes nothing (for SaveProgress: no
+// bucket's progress moves backwards).
 type Table interface {
 	// Upsert creates or replaces the reminder (e.Grain, e.Name) and returns
 	// its new etag. If e.Etag is non-empty it must be the current etag
 	// (compare-and-set) or Upsert fails with ErrConflict; an empty e.Etag
-	// writes unconditionally.
+	// writes unconditionally. An entry that fails Validate is refused with
+	// an error wrapping ErrInvalid.
+	//
+	// Etags are opaque, never empty, and never issued twice for the same
+	// reminder, not even after Remove: a holder of an etag from before a
+	// Remove cannot overwrite or remove the reminder created after it.
 	Upsert(ctx context.Context, e Entry) (etag string, err error)
 	// Remove deletes the reminder. A non-empty etag must match the current
-	// one (else ErrConflict); "" removes unconditionally. Removing a missing
-	// reminder with etag "" returns (false, nil).
+	// one (else ErrConflict, also when the reminder does not exist); ""
+	// removes unconditionally. Removing a missing reminder with etag ""
+	// returns (false, nil).
 	Remove(ctx context.Context, id grain.ID, name, etag string) (removed bool, err error)
-	// Get returns one reminder; ok is false if it does not exist.
+	// Get returns one reminder, with its current etag; ok is false if it
+	// does not exist.
 	Get(ctx context.Context, id grain.ID, name string) (e Entry, ok bool, err error)
-	// ListGrain returns the grain's reminders sorted by name.
+	// ListGrain returns the grain's reminders sorted by name (byte order),
+	// and none of any other grain's.
 	ListGrain(ctx context.Context, id grain.ID) ([]Entry, error)
 	// ListBucket returns every reminder whose BucketOf(Hash(Grain)) is b,
-	// in no particular order.
+	// each once, in no particular order, however many there are. A b
+	// outside [0, Buckets) fails with ErrInvalid.
 	ListBucket(ctx context.Context, b int) ([]Entry, error)
 	// SaveProgress records, for each given bucket, that every tick due at or
 	// before through was delivered. It never moves a bucket's progress
-	// backwards.
+	// backwards: a bucket whose progress is already later keeps it.
+	// buckets may repeat and may be empty; a bucket outside [0, Buckets)
+	// fails the call with ErrInvalid before anything is saved.
 	SaveProgress(ctx context.Context, buckets []int, through time.Time) error
 	// LoadProgress returns the bucket's recorded progress, or the zero time
-	// if none was ever saved.
+	// if none was ever saved. A b outside [0, Buckets) fails with
+	// ErrInvalid.
 	LoadProgress(ctx context.Context, b int) (time.Time, error)
 }
 
-// ErrInvalid is wrapped by Validate's errors; Upsert returns them.
+// ErrInvalid is wrapped by Validate's errors, which Upsert returns, and by
+// the errors of calls naming a bucket outside [0, Buckets). errors.Is-checkable.
 var ErrInvalid = errors.New("reminder: invalid entry")
 
 // Validate rejects entries a Table must not store: empty grain type, key or
@@ -87,6 +105,14 @@ func (e Entry) Validate() error {
 		return fmt.Errorf("%w: name must not be empty", ErrInvalid)
 	case e.Period <= 0:
 		return fmt.Errorf("%w: period %v must be positive", ErrInvalid, e.Period)
+	}
+	return nil
+}
+
+// checkBucket returns an error wrapping ErrInvalid if b is not a bucket.
+func checkBucket(b int) error {
+	if b < 0 || b >= Buckets {
+		return fmt.Errorf("%w: bucket %d is outside [0, %d)", ErrInvalid, b, Buckets)
 	}
 	return nil
 }
