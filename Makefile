@@ -42,6 +42,8 @@ check-generate: generate
 ##   W0-inproc      in-process calls, 64 callers over 10,000 active grains
 ##   W1-remote      a client process calling 2 silo processes (gRPC on loopback), 64 callers, 10,000 grains, 10 s
 ##   W2-activation  200,000 fresh grains activated through the client, each registered in etcd
+##   W4-pg-*        cold activation with state read from PostgreSQL (p50/p99); write-through writes/s of one silo
+##   W5-reminders   100,000 reminders (period 10 s) over 3 silos: ticks/s, due-to-delivery delay p50/p99
 ## The cluster benchmarks (bench_cluster_test.go) run their workload once whatever -benchtime says.
 ## "other processes" is CPU the rest of the machine took meanwhile: compare runs only when it is near 0.
 ## GRANARY_BENCH_PROFILE=<dir> make bench also writes CPU profiles of every process of W1 and W2.
@@ -57,11 +59,17 @@ bench:
 		else if ($$1 ~ /^BenchmarkIdleActivationHeap\//) label = "W0-idle-heap"; \
 		else if ($$1 ~ /^BenchmarkClusterRemoteCall/) label = "W1-remote"; \
 		else if ($$1 ~ /^BenchmarkClusterActivation/) label = "W2-activation"; \
+		else if ($$1 ~ /^BenchmarkPostgresColdActivation/) label = "W4-pg-cold-activation"; \
+		else if ($$1 ~ /^BenchmarkPostgresWrites/) label = "W4-pg-writes"; \
+		else if ($$1 ~ /^BenchmarkReminders/) label = "W5-reminders"; \
 		if (label == "") next; \
 		split("", m); for (i = 3; i < NF; i += 2) m[$$(i + 1)] = $$i; \
 		line = label ":"; \
 		if ("calls/s" in m) line = line sprintf(" %d calls/s", m["calls/s"]); \
 		if ("activations/s" in m) line = line sprintf(" %d activations/s", m["activations/s"]); \
+		if ("writes/s" in m) line = line sprintf(" %d writes/s", m["writes/s"]); \
+		if ("ticks/s" in m) line = line sprintf(" %d ticks/s", m["ticks/s"]); \
+		if ("%-fired-twice" in m) line = line sprintf(" (%.1f%% of reminders fired twice in the window)", m["%-fired-twice"]); \
 		if ("B/activation" in m) line = line sprintf(" %d B per idle activation", m["B/activation"]); \
 		if ("p50-µs" in m) line = line " p50=" dur(m["p50-µs"]) " p99=" dur(m["p99-µs"]); \
 		if ("client-cores" in m) line = line sprintf(" (cores: client %.2f, silos %.2f, etcd %.2f", \

@@ -2,6 +2,7 @@ package grain
 
 import (
 	"context"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -29,6 +30,90 @@ type Context interface {
 	// the storage it reads and writes. It is called by NewState during the
 	// factory; grain code uses NewState instead.
 	AttachState(name string, cfg StateConfig, s Persistent) StateStore
+
+	// RegisterTimer calls fn after due, then every period after the end of
+	// the previous callback (period 0: once). The callback runs as a turn
+	// of this activation: never concurrently with a call or with itself.
+	// A timer belongs to the activation: it is stopped when the activation
+	// is deactivated, and it does not keep the activation alive unless
+	// the KeepAlive option is given. Register timers from OnActivate or a
+	// grain method.
+	RegisterTimer(due, period time.Duration, fn func(ctx context.Context), opts ...TimerOption) Timer
+
+	// RegisterReminder creates or updates the durable reminder name of this
+	// grain: its ReceiveReminder method (the grain must implement
+	// Remindable) is called at due from now, then every period, whether or
+	// not the grain is active, until UnregisterReminder. Reminders survive
+	// deactivation, silo crashes and cluster restarts.
+	RegisterReminder(ctx context.Context, name string, due, period time.Duration) error
+	// UnregisterReminder deletes the reminder; deleting a missing one
+	// fails with an error matching ErrNotFound.
+	UnregisterReminder(ctx context.Context, name string) error
+	// Reminders lists this grain's reminders, sorted by name.
+	Reminders(ctx context.Context) ([]Reminder, error)
+}
+
+// Timer is a registered timer; Stop cancels it. A callback already queued
+// may still run once.
+type Timer interface {
+	Stop()
+}
+
+// TimerOption configures a timer.
+type TimerOption interface {
+	applyTimer(*TimerConfig)
+}
+
+// TimerConfig is assembled from TimerOptions.
+type TimerConfig struct {
+	// KeepAlive makes the timer's callbacks count as activity, so the
+	// activation is not collected while the timer runs.
+	KeepAlive bool
+}
+
+type timerOptionFunc func(*TimerConfig)
+
+func (f timerOptionFunc) applyTimer(c *TimerConfig) { f(c) }
+
+// KeepAlive makes the timer's callbacks count as activity: the activation
+// is not deactivated for idleness while the timer keeps firing.
+func KeepAlive() TimerOption { return timerOptionFunc(func(c *TimerConfig) { c.KeepAlive = true }) }
+
+// NewTimerConfig applies opts to a zero TimerConfig.
+func NewTimerConfig(opts ...TimerOption) TimerConfig {
+	var c TimerConfig
+	for _, o := range opts {
+		o.applyTimer(&c)
+	}
+	return c
+}
+
+// Reminder describes a registered durable reminder.
+type Reminder struct {
+	Name string
+	// Start is the first due time; ticks are due at Start + k*Period.
+	Start  time.Time
+	Period time.Duration
+}
+
+// Remindable is implemented by grains that register reminders.
+type Remindable interface {
+	// ReceiveReminder is called, as a turn, for every tick of one of the
+	// grain's reminders. An error is logged; the reminder keeps ticking.
+	ReceiveReminder(ctx context.Context, tick Tick) error
+}
+
+// Tick is one firing of a reminder.
+type Tick struct {
+	Name string
+	// Due is when the tick was due. A tick fires at or after Due.
+	Due time.Time
+	// Period is the reminder's period.
+	Period time.Duration
+	// Missed counts the ticks due before this one that did not fire (the
+	// silo that owned the reminder crashed, or the cluster was down):
+	// they are folded into this tick, which fires late. 0 normally.
+	Missed int
 }
 
 // Activator is implemented by grains that need to run code when activated,

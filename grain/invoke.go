@@ -1,6 +1,9 @@
 package grain
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // SupportPackageIsVersion1 is referenced by generated code. Code generated
 // for an incompatible invocation surface refers to a constant that does not
@@ -55,11 +58,31 @@ type TypeDesc struct {
 }
 
 // Method returns the method with index i, or nil and ErrUnknownMethod.
+// ReminderMethod is every type's method: it delivers a reminder tick.
 func (t *TypeDesc) Method(i int) (*MethodDesc, error) {
+	if i == ReminderMethod {
+		return &reminderMethod, nil
+	}
 	if i < 0 || i >= len(t.Methods) {
 		return nil, ErrUnknownMethod
 	}
 	return &t.Methods[i], nil
+}
+
+// ReminderMethod is the method index the runtime uses to deliver a
+// reminder Tick to any grain type: it calls Remindable.ReceiveReminder.
+const ReminderMethod = 1<<31 - 1
+
+var reminderMethod = MethodDesc{
+	Name:    "ReceiveReminder",
+	NewArgs: func() any { return new(Tick) },
+	Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+		r, ok := impl.(Remindable)
+		if !ok {
+			return nil, fmt.Errorf("%w: %T has reminders but does not implement grain.Remindable", ErrUnknownMethod, impl)
+		}
+		return nil, r.ReceiveReminder(ctx, *args.(*Tick))
+	},
 }
 
 // Call is one invocation, as built by a generated reference.

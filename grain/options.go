@@ -88,6 +88,54 @@ func NewTypeConfig(opts ...TypeOption) TypeConfig {
 type StateConfig struct {
 	// Storage names the storage provider; "" is the silo's default.
 	Storage string
+	// Policy says when the runtime writes the state.
+	Policy WritePolicy
+	// MaxDelay is the longest a change waits under WriteBehind.
+	MaxDelay time.Duration
+}
+
+// WritePolicy says when the runtime writes a state without being asked.
+// Whatever the policy, State.Write writes at once, and changed state is
+// written when the activation is deactivated.
+type WritePolicy uint8
+
+const (
+	// WriteOnDeactivate (the default): changes are written when the
+	// activation is deactivated (idle, DeactivateOnIdle, silo shutdown).
+	// A crash loses the changes since the last write.
+	WriteOnDeactivate WritePolicy = iota
+	// WriteThrough: after every call that changed the state, the state is
+	// written before the call returns; a failed write fails the call.
+	// What a call changed is durable when it returns successfully.
+	WriteThrough
+	// WriteBehind: a change is written at most MaxDelay after the call
+	// that made it, in a turn of its own, batching the changes of the
+	// calls in between. A crash loses at most MaxDelay of changes.
+	WriteBehind
+)
+
+func (p WritePolicy) String() string {
+	switch p {
+	case WriteOnDeactivate:
+		return "write-on-deactivate"
+	case WriteThrough:
+		return "write-through"
+	case WriteBehind:
+		return "write-behind"
+	}
+	return "unknown"
+}
+
+// WithWriteThrough writes the state after every call that changed it,
+// before the call returns. See WriteThrough.
+func WithWriteThrough() StateOption {
+	return stateOptionFunc(func(c *StateConfig) { c.Policy = WriteThrough })
+}
+
+// WithWriteBehind writes a changed state at most maxDelay after the change.
+// See WriteBehind. maxDelay must be positive.
+func WithWriteBehind(maxDelay time.Duration) StateOption {
+	return stateOptionFunc(func(c *StateConfig) { c.Policy, c.MaxDelay = WriteBehind, maxDelay })
 }
 
 // StateOption configures one persistent state.

@@ -59,9 +59,26 @@ type activation struct {
 	// one must go without writing.
 	conflict atomic.Bool
 
+	// timers registered by the grain and the write-behind flush timer;
+	// both guarded by mu, stopped when the activation dies.
+	timers     map[*grainTimer]struct{}
+	flushTimer *time.Timer
+
 	// Owned by the goroutine that holds running.
-	impl   any
-	states []grain.Persistent
+	impl          any
+	states        []attachedState
+	through       bool          // some state is write-through
+	behind        time.Duration // smallest write-behind delay; 0: none
+	flushArmed    bool          // a write-behind flush is scheduled
+	flushFailures int           // consecutive failed flushes
+	writeFailures int           // consecutive failed deactivation writes
+	counted       bool          // a turn that counts as activity ran since the mailbox was last empty
+}
+
+// attachedState is one declared state with its configuration.
+type attachedState struct {
+	p   grain.Persistent
+	cfg grain.StateConfig
 }
 
 // entry is the directory entry that names this activation.
@@ -115,7 +132,17 @@ func (c *grainContext) Invoke(ctx context.Context, call *grain.Call) (any, error
 func (c *grainContext) AttachState(name string, cfg grain.StateConfig, p grain.Persistent) grain.StateStore {
 	a := c.act()
 	st := a.silo.stateStore(a, name, cfg)
-	a.states = append(a.states, p)
+	switch cfg.Policy {
+	case grain.WriteThrough:
+		a.through = true
+	case grain.WriteBehind:
+		if cfg.MaxDelay <= 0 {
+			st.err = fmt.Errorf("runtime: state %q of %s: WithWriteBehind needs a positive delay, got %v", name, a.id, cfg.MaxDelay)
+		} else if a.behind == 0 || cfg.MaxDelay < a.behind {
+			a.behind = cfg.MaxDelay
+		}
+	}
+	a.states = append(a.states, attachedState{p: p, cfg: cfg})
 	return st
 }
 
@@ -211,7 +238,7 @@ func (a *activation) build(ctx context.Context) (err error) {
 		return errors.New("factory returned nil")
 	}
 	for _, st := range a.states {
-		if err := st.Reload(ctx); err != nil {
+		if err := st.p.Reload(ctx); err != nil {
 			return fmt.Errorf("load state: %w", err)
 		}
 	}
@@ -243,6 +270,7 @@ func (a *activation) kill() []*message {
 	defer a.mu.Unlock()
 	a.status = statusDead
 	a.running = false
+	a.stopTimersLocked()
 	// impl and states stay: a turn may still be running (the silo fenced
 	// itself), and they belong to that goroutine.
 	return a.queue.drain()
@@ -259,8 +287,14 @@ func (a *activation) run() {
 			return
 		}
 		m := a.queue.pop()
+		if m != nil && !m.idle {
+			a.counted = true
+		}
 		if m == nil {
-			a.lastActive = a.silo.nanotime()
+			if a.counted {
+				a.lastActive = a.silo.nanotime()
+				a.counted = false
+			}
 			if reason := a.deactivate; reason != 0 && a.status == statusValid {
 				a.status = statusDeactivating
 				a.mu.Unlock()
@@ -290,6 +324,9 @@ func (a *activation) run() {
 // without writing state: a panic, or a storage conflict that shows another
 // activation wrote since this one read.
 func (a *activation) turn(m *message) (failed bool) {
+	if m.sys != nil {
+		return a.sysTurn(m)
+	}
 	if m.abandoned.Load() {
 		// The caller gave up before the turn started: skip it. Its
 		// message is not released; the caller may still hold it.
@@ -308,6 +345,11 @@ func (a *activation) turn(m *message) (failed bool) {
 	if panicked {
 		m.complete(nil, err)
 		return true
+	}
+	if !m.method.Flags.Has(grain.ReadOnly) && (a.through || a.behind > 0) && !a.fenced() {
+		if werr := a.afterTurn(); werr != nil {
+			reply, err = nil, werr
+		}
 	}
 	if err == nil && reply != nil && m.done != nil && !m.method.Flags.Has(grain.CopyFree) {
 		// A local caller: give it a copy. A remote reply is encoded.
@@ -359,32 +401,45 @@ func (a *activation) tryDeactivate(now, minIdle int64) bool {
 	return true
 }
 
-// retryDelay is how long an activation whose state failed to write waits
-// before the collector tries to deactivate it again.
-const retryDelay = time.Second
-
 // deactivateNow runs OnDeactivate, writes changed state, unregisters the
 // activation and routes any calls that arrived meanwhile to a new
 // activation. The caller set status to deactivating and holds running.
 // With reason DeactivateFailed, or on a fenced silo, neither OnDeactivate
 // nor the state writes run: the in-memory state is suspect, or another
 // activation may already own the grain.
+//
+// A state write that fails keeps the activation: it returns to service and
+// the collector tries again after a backoff. When the silo is stopping,
+// the writes are retried here, with backoff, until parent (the shutdown
+// deadline) ends.
 func (a *activation) deactivateNow(parent context.Context, reason grain.DeactivationReason) {
 	s := a.silo
-	ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
-	defer cancel()
-	if reason != grain.DeactivateFailed && !a.fenced() && !a.conflict.Load() {
-		if err := a.persist(ctx, reason); err != nil {
-			retry := reason != grain.DeactivateSiloStopping && !a.conflict.Load() &&
-				!errors.Is(err, grain.ErrPanic) && !a.fenced()
-			if retry {
-				s.log.Error("writing state on deactivation failed; keeping the activation to retry",
-					zap.Stringer("grain", a.id), zap.Duration("retry_in", retryDelay), zap.Error(err))
-				a.keepForRetry()
-				return
-			}
+	for reason != grain.DeactivateFailed && !a.fenced() && !a.conflict.Load() {
+		ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
+		err := a.persist(ctx, reason)
+		cancel()
+		if err == nil {
+			break
+		}
+		a.writeFailures++
+		if a.conflict.Load() || errors.Is(err, grain.ErrPanic) || a.fenced() {
 			s.log.Error("writing state on deactivation failed; state changes are lost",
 				zap.Stringer("grain", a.id), zap.Stringer("reason", reason), zap.Error(err))
+			break
+		}
+		delay := backoff(a.writeFailures, 0)
+		if reason != grain.DeactivateSiloStopping {
+			s.log.Error("writing state on deactivation failed; keeping the activation to retry",
+				zap.Stringer("grain", a.id), zap.Int("failures", a.writeFailures), zap.Duration("retry_in", delay), zap.Error(err))
+			a.keepForRetry(delay)
+			return
+		}
+		s.log.Error("writing state at shutdown failed; retrying until the shutdown deadline",
+			zap.Stringer("grain", a.id), zap.Int("failures", a.writeFailures), zap.Duration("retry_in", delay), zap.Error(err))
+		if !sleepCtx(parent, delay) {
+			s.log.Error("shutdown deadline passed; state changes are lost",
+				zap.Stringer("grain", a.id), zap.Error(err))
+			break
 		}
 	}
 	s.unregister(a)
@@ -396,9 +451,22 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 	}
 }
 
+// sleepCtx waits d, or until ctx ends; it reports whether it waited d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // keepForRetry returns a deactivating activation to service after its state
-// failed to write; the collector tries again after retryDelay.
-func (a *activation) keepForRetry() {
+// failed to write; the collector tries again once it has been idle for
+// delay (at the collector's next pass after that).
+func (a *activation) keepForRetry(delay time.Duration) {
 	s := a.silo
 	a.mu.Lock()
 	if a.status == statusDead {
@@ -407,7 +475,7 @@ func (a *activation) keepForRetry() {
 	}
 	a.status = statusValid
 	a.deactivate = 0
-	a.lastActive = s.nanotime() - int64(a.typ.collectionAge) + int64(min(retryDelay, a.typ.collectionAge))
+	a.lastActive = s.nanotime() - int64(a.typ.collectionAge) + int64(min(delay, a.typ.collectionAge))
 	start := a.queue.len() > 0
 	a.running = start
 	a.mu.Unlock()
@@ -433,7 +501,7 @@ func (a *activation) persist(ctx context.Context, reason grain.DeactivationReaso
 	}
 	var errs []error
 	for _, st := range a.states {
-		if _, err := st.WriteIfChanged(ctx); err != nil {
+		if _, err := st.p.WriteIfChanged(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

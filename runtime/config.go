@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/storage"
 )
 
@@ -47,6 +48,21 @@ type Config struct {
 	// named DefaultStorage unless they select another. Default: an etcd
 	// provider on the cluster's etcd, for small states.
 	Storage map[string]storage.Provider
+	// Reminders is the table durable reminders are stored in. Default: an
+	// etcd table on the cluster's etcd (runtime/reminder.NewEtcd); use
+	// runtime/storage/postgres.NewReminderTable for PostgreSQL.
+	Reminders reminder.Table
+	// ReminderMinPeriod is the shortest reminder period accepted. Default
+	// 1s; tests may lower it.
+	ReminderMinPeriod time.Duration
+	// ReminderProgressInterval is how often a silo records which reminder
+	// ticks it delivered; a silo taking over a crashed silo's reminders
+	// fires the ticks due since then. Default 1s.
+	ReminderProgressInterval time.Duration
+	// ReminderRefreshInterval is how often a silo reloads the reminders it
+	// owns from the table, which picks up changes whose notice was lost.
+	// Default 1 minute.
+	ReminderRefreshInterval time.Duration
 	// Directory overrides the grain directory. Default: the etcd
 	// directory, entries bound to this silo's lease.
 	Directory directory.Directory
@@ -107,6 +123,15 @@ func (c *Config) validate() error {
 	}
 	if c.MailboxLimit == 0 {
 		c.MailboxLimit = DefaultMailboxLimit
+	}
+	if c.ReminderMinPeriod == 0 {
+		c.ReminderMinPeriod = time.Second
+	}
+	if c.ReminderProgressInterval == 0 {
+		c.ReminderProgressInterval = time.Second
+	}
+	if c.ReminderRefreshInterval == 0 {
+		c.ReminderRefreshInterval = time.Minute
 	}
 	if c.ResponseTimeout == 0 {
 		c.ResponseTimeout = DefaultResponseTimeout

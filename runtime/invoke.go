@@ -185,6 +185,9 @@ func (s *Silo) activationFor(m *message) (*activation, error) {
 // redispatch queues a message again after the activation holding it went
 // away, failing it if it cannot be queued.
 func (s *Silo) redispatch(m *message) {
+	if m.sys != nil {
+		return // a system turn belongs to the activation that went away
+	}
 	m.forwards++
 	if m.forwards > maxForwards {
 		m.complete(nil, fmt.Errorf("%w: call to %s re-queued %d times without reaching an activation",
@@ -265,6 +268,10 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 	}
 	if !s.serving.Load() {
 		fail(&notHereError{id: req.Target, why: "silo " + s.id + " is not serving"})
+		return
+	}
+	if req.Target.Type == reminderServiceType && reply != nil {
+		reply(s.reminders.handleNotice(ctx, req))
 		return
 	}
 	t := s.types[req.Target.Type]

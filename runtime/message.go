@@ -40,6 +40,12 @@ type message struct {
 	forwards int
 	// next links the message into a mailbox queue.
 	next *message
+
+	// sys, when set, makes this a system turn (a timer callback, a
+	// write-behind flush) with no method, caller or reply.
+	sys func(ctx context.Context)
+	// idle says the turn does not count as activity for idle collection.
+	idle bool
 }
 
 var messagePool = sync.Pool{New: func() any {

@@ -16,6 +16,7 @@ import (
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/etcdembed"
+	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/storage"
 	"github.com/granary-rt/granary/runtime/storage/etcdstore"
 	"github.com/granary-rt/granary/runtime/transport"
@@ -69,6 +70,8 @@ type Silo struct {
 	// life serialises Start and Stop.
 	life   sync.Mutex
 	stopCh chan struct{} // closed when Stop begins
+
+	reminders *reminderService
 
 	turnWork    chan *activation // unbuffered: hands an activation to an idle turn worker
 	idleWorkers atomic.Int32
@@ -220,6 +223,13 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("runtime: transport client: %w", err)
 	}
 	inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc}
+	table := s.cfg.Reminders
+	if table == nil {
+		if table, err = reminder.NewEtcd(s.etcd, reminder.EtcdConfig{Prefix: s.cfg.prefix(), Logger: s.log}); err != nil {
+			return fmt.Errorf("runtime: reminder table: %w", err)
+		}
+	}
+	s.reminders = newReminderService(s, table)
 	s.server, err = transport.NewServer(transport.ServerConfig{Logger: s.log}, s)
 	if err != nil {
 		return fmt.Errorf("runtime: transport server: %w", err)
@@ -234,6 +244,11 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	go s.collectLoop()
 	go s.watchLease()
 	s.serving.Store(true)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.reminders.run(s.stopCh)
+	}()
 	s.log.Info("silo started", zap.String("cluster", s.cfg.Cluster), zap.Int("grain_types", len(s.types)),
 		zap.Duration("collection_quantum", s.quantum))
 	return nil

@@ -53,6 +53,7 @@ func registerTestGrains(obs *testgrains.Observer, opts ...grain.TypeOption) func
 	return func(s *runtime.Silo) {
 		testgrains.RegisterCounter(s, testgrains.NewCounter(obs), opts...)
 		testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
+		testgrains.RegisterClock(s, testgrains.NewClock(obs), opts...)
 	}
 }
 

@@ -19,7 +19,7 @@ type stateStore struct {
 	err error // set when the state names an unknown provider
 }
 
-func (s *Silo) stateStore(a *activation, name string, cfg grain.StateConfig) grain.StateStore {
+func (s *Silo) stateStore(a *activation, name string, cfg grain.StateConfig) *stateStore {
 	pname := cfg.Storage
 	if pname == "" {
 		pname = DefaultStorage

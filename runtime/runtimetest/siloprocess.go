@@ -19,8 +19,17 @@ import (
 	"github.com/granary-rt/granary/runtime"
 )
 
-// EnvCollectionAge sets the default collection age of a silo child.
-const EnvCollectionAge = "GRANARY_TEST_COLLECTION_AGE"
+// Environment of silo children beyond runtime.BindFlags' GRANARY_* ones.
+const (
+	// EnvCollectionAge sets the default collection age of a silo child.
+	EnvCollectionAge = "GRANARY_TEST_COLLECTION_AGE"
+	// EnvReminderMinPeriod sets runtime.Config.ReminderMinPeriod.
+	EnvReminderMinPeriod = "GRANARY_TEST_REMINDER_MIN_PERIOD"
+)
+
+// ChildConfig, when set before ChildMain, adjusts the configuration of
+// every silo child (say, to plug in a storage provider) before it starts.
+var ChildConfig func(*runtime.Config) error
 
 // runSiloChild runs a silo configured from the GRANARY_* environment (see
 // runtime.Config.BindFlags), prints "READY <silo-id> <address>" once it
@@ -34,6 +43,15 @@ func runSiloChild(register func(*runtime.Silo)) int {
 	cfg.BindFlags(flag.NewFlagSet("silo", flag.ContinueOnError))
 	if d, err := time.ParseDuration(os.Getenv(EnvCollectionAge)); err == nil {
 		cfg.CollectionAge = d
+	}
+	if d, err := time.ParseDuration(os.Getenv(EnvReminderMinPeriod)); err == nil {
+		cfg.ReminderMinPeriod = d
+	}
+	if ChildConfig != nil {
+		if err := ChildConfig(&cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "runtimetest: silo child config:", err)
+			return 1
+		}
 	}
 	if os.Getenv("GRANARY_TEST_VERBOSE") != "" {
 		cfg.Logger, _ = zap.NewDevelopment()

@@ -34,6 +34,22 @@ type Observer struct {
 	Cancelled atomic.Int64
 	// Notes receives the messages of one-way Notify calls.
 	Notes chan string
+	// Ticks receives every reminder tick a Clock received.
+	Ticks chan TickRecord
+}
+
+// TickRecord is one reminder tick a Clock received, and when.
+type TickRecord struct {
+	Grain grain.ID
+	Tick  grain.Tick
+	At    time.Time
+}
+
+func (o *Observer) tick(id grain.ID, t grain.Tick) {
+	select {
+	case o.Ticks <- TickRecord{Grain: id, Tick: t, At: time.Now()}:
+	default:
+	}
 }
 
 // NewObserver returns an empty observer.
@@ -45,6 +61,7 @@ func NewObserver() *Observer {
 		barriers:      map[string]chan struct{}{},
 		failActivate:  map[string]int{},
 		Notes:         make(chan string, 1024),
+		Ticks:         make(chan TickRecord, 1<<16),
 	}
 }
 
@@ -250,5 +267,129 @@ func (g *probe) Notify(ctx context.Context, msg string) error {
 	case g.obs.Notes <- msg:
 	default:
 	}
+	return nil
+}
+
+// ClockBehindDelay is the write-behind delay of Clock's "behind" state.
+const ClockBehindDelay = 200 * time.Millisecond
+
+type clock struct {
+	c       grain.Context
+	obs     *Observer
+	through *grain.State[ClockCounts]
+	behind  *grain.State[int64]
+	lazy    *grain.State[int64]
+	timer   grain.Timer
+	ticks   int
+	inTurn  atomic.Bool
+}
+
+// NewClock returns a Clock factory reporting to obs.
+func NewClock(obs *Observer) func(grain.Context) Clock {
+	return func(c grain.Context) Clock {
+		return &clock{c: c, obs: obs,
+			through: grain.NewState[ClockCounts](c, "through", grain.WithWriteThrough()),
+			behind:  grain.NewState[int64](c, "behind", grain.WithWriteBehind(ClockBehindDelay)),
+			lazy:    grain.NewState[int64](c, "lazy"),
+		}
+	}
+}
+
+func (g *clock) OnActivate(ctx context.Context) error { return g.obs.activated(g.c.ID()) }
+
+func (g *clock) OnDeactivate(ctx context.Context, reason grain.DeactivationReason) error {
+	g.obs.deactivated(g.c.ID())
+	return nil
+}
+
+// turn marks a turn running and counts an overlap as a violation.
+func (g *clock) turn() func() {
+	if !g.inTurn.CompareAndSwap(false, true) {
+		g.obs.Violations.Add(1)
+		return func() {}
+	}
+	return func() { g.inTurn.Store(false) }
+}
+
+func (g *clock) StartTimer(ctx context.Context, spec TimerSpec) error {
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	var opts []grain.TimerOption
+	if spec.KeepAlive {
+		opts = append(opts, grain.KeepAlive())
+	}
+	g.timer = g.c.RegisterTimer(spec.Due, spec.Period, func(ctx context.Context) {
+		defer g.turn()()
+		g.ticks++
+		if spec.SetBehind != 0 {
+			g.behind.Value = spec.SetBehind
+		}
+		time.Sleep(spec.Hold)
+	}, opts...)
+	return nil
+}
+
+func (g *clock) StopTimer(ctx context.Context) error {
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	return nil
+}
+
+func (g *clock) TimerTicks(ctx context.Context) (int, error) { return g.ticks, nil }
+
+func (g *clock) Hold(ctx context.Context, d time.Duration) error {
+	defer g.turn()()
+	time.Sleep(d)
+	return nil
+}
+
+func (g *clock) Remind(ctx context.Context, name string, due, period time.Duration) error {
+	return g.c.RegisterReminder(ctx, name, due, period)
+}
+
+func (g *clock) Forget(ctx context.Context, name string) error {
+	return g.c.UnregisterReminder(ctx, name)
+}
+
+func (g *clock) ReminderNames(ctx context.Context) ([]string, error) {
+	rs, err := g.c.Reminders(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(rs))
+	for i, r := range rs {
+		names[i] = r.Name
+	}
+	return names, nil
+}
+
+// ReceiveReminder counts the tick in the write-through state.
+func (g *clock) ReceiveReminder(ctx context.Context, t grain.Tick) error {
+	defer g.turn()()
+	if g.through.Value.Ticks == nil {
+		g.through.Value.Ticks = map[string]int{}
+	}
+	g.through.Value.Ticks[t.Name]++
+	g.through.Value.Missed += t.Missed
+	g.obs.tick(g.c.ID(), t)
+	return nil
+}
+
+func (g *clock) Counts(ctx context.Context) (ClockCounts, error) { return g.through.Value, nil }
+
+func (g *clock) SetThrough(ctx context.Context, v int64) error {
+	g.through.Value.Value = v
+	return nil
+}
+
+func (g *clock) SetBehind(ctx context.Context, v int64) error {
+	g.behind.Value = v
+	return nil
+}
+
+func (g *clock) SetLazy(ctx context.Context, v int64) error {
+	g.lazy.Value = v
 	return nil
 }

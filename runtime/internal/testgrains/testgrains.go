@@ -45,3 +45,51 @@ type Probe interface {
 	// Notify is a one-way call that records msg.
 	Notify(ctx context.Context, msg string) error //granary:oneway
 }
+
+// Clock is a grain with timers, reminders and states under each write
+// policy.
+//
+//granary:grain name=test.Clock
+type Clock interface {
+	// StartTimer registers the grain's timer.
+	StartTimer(ctx context.Context, spec TimerSpec) error
+	// StopTimer stops it.
+	StopTimer(ctx context.Context) error
+	// TimerTicks returns how often the timer fired in this activation.
+	TimerTicks(ctx context.Context) (int, error)
+	// Hold holds the turn for d, recording overlaps with timer callbacks.
+	Hold(ctx context.Context, d time.Duration) error
+	// Remind registers (or updates) a reminder.
+	Remind(ctx context.Context, name string, due, period time.Duration) error
+	// Forget unregisters a reminder.
+	Forget(ctx context.Context, name string) error
+	// ReminderNames lists the grain's reminders.
+	ReminderNames(ctx context.Context) ([]string, error)
+	// Counts returns the write-through state: reminder ticks per name,
+	// missed ticks reported, and the last SetThrough value.
+	Counts(ctx context.Context) (ClockCounts, error)
+	// SetThrough sets the write-through state's value.
+	SetThrough(ctx context.Context, v int64) error
+	// SetBehind sets the write-behind state's value.
+	SetBehind(ctx context.Context, v int64) error
+	// SetLazy sets the write-on-deactivate state's value.
+	SetLazy(ctx context.Context, v int64) error
+}
+
+// TimerSpec configures Clock.StartTimer.
+type TimerSpec struct {
+	Due, Period time.Duration
+	// Hold is how long each callback runs.
+	Hold      time.Duration
+	KeepAlive bool
+	// SetBehind, if not 0, is stored in the write-behind state by each
+	// callback.
+	SetBehind int64
+}
+
+// ClockCounts is Clock's write-through state.
+type ClockCounts struct {
+	Ticks  map[string]int `msgpack:"ticks"`
+	Missed int            `msgpack:"missed"`
+	Value  int64          `msgpack:"value"`
+}

@@ -417,3 +417,306 @@ func (r ProbeRef) Notify(ctx context.Context, msg string) error {
 func RegisterProbe(r grain.Registry, f func(grain.Context) Probe, opts ...grain.TypeOption) {
 	r.RegisterGrainType(ProbeType, func(c grain.Context) any { return f(c) }, opts...)
 }
+
+// ClockType describes the Clock grain type: its registered name and
+// methods. A method's index is its position in Methods, which follows the
+// interface's source order: reordering, inserting or removing methods
+// changes the indexes, so callers and silos must run code generated from
+// the same interface.
+var ClockType = &grain.TypeDesc{
+	Name: "test.Clock",
+	Methods: []grain.MethodDesc{
+		{ // 0
+			Name:    "StartTimer",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(clockStartTimerArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*clockStartTimerArgs)
+				return nil, impl.(Clock).StartTimer(ctx, a.A0)
+			},
+		},
+		{ // 1
+			Name:    "StopTimer",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(clockStopTimerArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				return nil, impl.(Clock).StopTimer(ctx)
+			},
+		},
+		{ // 2
+			Name:     "TimerTicks",
+			Flags:    grain.CopyFree,
+			NewArgs:  func() any { return new(clockTimerTicksArgs) },
+			NewReply: func() any { return new(clockTimerTicksReply) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				r0, err := impl.(Clock).TimerTicks(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return &clockTimerTicksReply{R0: r0}, nil
+			},
+		},
+		{ // 3
+			Name:    "Hold",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(clockHoldArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*clockHoldArgs)
+				return nil, impl.(Clock).Hold(ctx, a.A0)
+			},
+		},
+		{ // 4
+			Name:    "Remind",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(clockRemindArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*clockRemindArgs)
+				return nil, impl.(Clock).Remind(ctx, a.A0, a.A1, a.A2)
+			},
+		},
+		{ // 5
+			Name:    "Forget",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(clockForgetArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*clockForgetArgs)
+				return nil, impl.(Clock).Forget(ctx, a.A0)
+			},
+		},
+		{ // 6
+			Name:     "ReminderNames",
+			Flags:    0,
+			NewArgs:  func() any { return new(clockReminderNamesArgs) },
+			NewReply: func() any { return new(clockReminderNamesReply) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				r0, err := impl.(Clock).ReminderNames(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return &clockReminderNamesReply{R0: r0}, nil
+			},
+		},
+		{ // 7
+			Name:     "Counts",
+			Flags:    0,
+			NewArgs:  func() any { return new(clockCountsArgs) },
+			NewReply: func() any { return new(clockCountsReply) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				r0, err := impl.(Clock).Counts(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return &clockCountsReply{R0: r0}, nil
+			},
+		},
+		{ // 8
+			Name:    "SetThrough",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(clockSetThroughArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*clockSetThroughArgs)
+				return nil, impl.(Clock).SetThrough(ctx, a.A0)
+			},
+		},
+		{ // 9
+			Name:    "SetBehind",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(clockSetBehindArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*clockSetBehindArgs)
+				return nil, impl.(Clock).SetBehind(ctx, a.A0)
+			},
+		},
+		{ // 10
+			Name:    "SetLazy",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(clockSetLazyArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*clockSetLazyArgs)
+				return nil, impl.(Clock).SetLazy(ctx, a.A0)
+			},
+		},
+	},
+}
+
+// clockStartTimerArgs holds the arguments of Clock.StartTimer, encoded as a msgpack array.
+type clockStartTimerArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       TimerSpec
+}
+
+// clockStopTimerArgs holds the arguments of Clock.StopTimer, encoded as a msgpack array.
+type clockStopTimerArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+}
+
+// clockTimerTicksArgs holds the arguments of Clock.TimerTicks, encoded as a msgpack array.
+type clockTimerTicksArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+}
+
+// clockTimerTicksReply holds the result of Clock.TimerTicks, encoded as a msgpack array.
+type clockTimerTicksReply struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	R0       int
+}
+
+// clockHoldArgs holds the arguments of Clock.Hold, encoded as a msgpack array.
+type clockHoldArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       time.Duration
+}
+
+// clockRemindArgs holds the arguments of Clock.Remind, encoded as a msgpack array.
+type clockRemindArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       string
+	A1       time.Duration
+	A2       time.Duration
+}
+
+// clockForgetArgs holds the arguments of Clock.Forget, encoded as a msgpack array.
+type clockForgetArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       string
+}
+
+// clockReminderNamesArgs holds the arguments of Clock.ReminderNames, encoded as a msgpack array.
+type clockReminderNamesArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+}
+
+// clockReminderNamesReply holds the result of Clock.ReminderNames, encoded as a msgpack array.
+type clockReminderNamesReply struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	R0       []string
+}
+
+// clockCountsArgs holds the arguments of Clock.Counts, encoded as a msgpack array.
+type clockCountsArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+}
+
+// clockCountsReply holds the result of Clock.Counts, encoded as a msgpack array.
+type clockCountsReply struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	R0       ClockCounts
+}
+
+// clockSetThroughArgs holds the arguments of Clock.SetThrough, encoded as a msgpack array.
+type clockSetThroughArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       int64
+}
+
+// clockSetBehindArgs holds the arguments of Clock.SetBehind, encoded as a msgpack array.
+type clockSetBehindArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       int64
+}
+
+// clockSetLazyArgs holds the arguments of Clock.SetLazy, encoded as a msgpack array.
+type clockSetLazyArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       int64
+}
+
+// ClockRef is a typed reference to a Clock grain. It implements Clock by
+// calling the grain through a grain.Caller. Refs are small values; copy them
+// freely.
+type ClockRef struct{ ref grain.Ref }
+
+var _ Clock = ClockRef{}
+
+// NewClockRef returns a reference to the Clock grain with the given key,
+// calling through c.
+func NewClockRef(c grain.Caller, key string) ClockRef {
+	return ClockRef{ref: grain.NewRef(c, ClockType, key)}
+}
+
+// ID returns the identity of the referenced grain.
+func (r ClockRef) ID() grain.ID { return r.ref.ID() }
+
+// StartTimer calls Clock.StartTimer on the referenced grain.
+func (r ClockRef) StartTimer(ctx context.Context, spec TimerSpec) error {
+	_, err := r.ref.Invoke(ctx, 0, &clockStartTimerArgs{A0: spec})
+	return err
+}
+
+// StopTimer calls Clock.StopTimer on the referenced grain.
+func (r ClockRef) StopTimer(ctx context.Context) error {
+	_, err := r.ref.Invoke(ctx, 1, &clockStopTimerArgs{})
+	return err
+}
+
+// TimerTicks calls Clock.TimerTicks on the referenced grain.
+func (r ClockRef) TimerTicks(ctx context.Context) (int, error) {
+	res, err := r.ref.Invoke(ctx, 2, &clockTimerTicksArgs{})
+	if err != nil {
+		var zero int
+		return zero, err
+	}
+	return res.(*clockTimerTicksReply).R0, nil
+}
+
+// Hold calls Clock.Hold on the referenced grain.
+func (r ClockRef) Hold(ctx context.Context, d time.Duration) error {
+	_, err := r.ref.Invoke(ctx, 3, &clockHoldArgs{A0: d})
+	return err
+}
+
+// Remind calls Clock.Remind on the referenced grain.
+func (r ClockRef) Remind(ctx context.Context, name string, due time.Duration, period time.Duration) error {
+	_, err := r.ref.Invoke(ctx, 4, &clockRemindArgs{A0: name, A1: due, A2: period})
+	return err
+}
+
+// Forget calls Clock.Forget on the referenced grain.
+func (r ClockRef) Forget(ctx context.Context, name string) error {
+	_, err := r.ref.Invoke(ctx, 5, &clockForgetArgs{A0: name})
+	return err
+}
+
+// ReminderNames calls Clock.ReminderNames on the referenced grain.
+func (r ClockRef) ReminderNames(ctx context.Context) ([]string, error) {
+	res, err := r.ref.Invoke(ctx, 6, &clockReminderNamesArgs{})
+	if err != nil {
+		var zero []string
+		return zero, err
+	}
+	return res.(*clockReminderNamesReply).R0, nil
+}
+
+// Counts calls Clock.Counts on the referenced grain.
+func (r ClockRef) Counts(ctx context.Context) (ClockCounts, error) {
+	res, err := r.ref.Invoke(ctx, 7, &clockCountsArgs{})
+	if err != nil {
+		var zero ClockCounts
+		return zero, err
+	}
+	return res.(*clockCountsReply).R0, nil
+}
+
+// SetThrough calls Clock.SetThrough on the referenced grain.
+func (r ClockRef) SetThrough(ctx context.Context, v int64) error {
+	_, err := r.ref.Invoke(ctx, 8, &clockSetThroughArgs{A0: v})
+	return err
+}
+
+// SetBehind calls Clock.SetBehind on the referenced grain.
+func (r ClockRef) SetBehind(ctx context.Context, v int64) error {
+	_, err := r.ref.Invoke(ctx, 9, &clockSetBehindArgs{A0: v})
+	return err
+}
+
+// SetLazy calls Clock.SetLazy on the referenced grain.
+func (r ClockRef) SetLazy(ctx context.Context, v int64) error {
+	_, err := r.ref.Invoke(ctx, 10, &clockSetLazyArgs{A0: v})
+	return err
+}
+
+// RegisterClock registers the Clock grain type with r; f builds the
+// implementation for each activation.
+func RegisterClock(r grain.Registry, f func(grain.Context) Clock, opts ...grain.TypeOption) {
+	r.RegisterGrainType(ClockType, func(c grain.Context) any { return f(c) }, opts...)
+}

@@ -165,6 +165,16 @@ func (c *grainContext) DeactivateOnIdle()   {}
 func (c *grainContext) AttachState(string, grain.StateConfig, grain.Persistent) grain.StateStore {
 	panic("no state in this test")
 }
+func (c *grainContext) RegisterTimer(time.Duration, time.Duration, func(context.Context), ...grain.TimerOption) grain.Timer {
+	panic("no timers in this test")
+}
+func (c *grainContext) RegisterReminder(context.Context, string, time.Duration, time.Duration) error {
+	return errors.New("no reminders in this test")
+}
+func (c *grainContext) UnregisterReminder(context.Context, string) error {
+	return errors.New("no reminders in this test")
+}
+func (c *grainContext) Reminders(context.Context) ([]grain.Reminder, error) { return nil, nil }
 
 type account struct {
 	id      grain.ID
