@@ -124,9 +124,26 @@ func (c *cache) fill(id grain.ID, e Entry, epoch uint64) {
 	s := c.shard(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.epoch != epoch {
+	if s.epoch == epoch {
+		c.putLocked(s, id, e)
+	}
+}
+
+// fillIfAbsent caches e for id unless an entry for id is cached.
+func (c *cache) fillIfAbsent(id grain.ID, e Entry) {
+	if c == nil {
 		return
 	}
+	s := c.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m[id] == nil {
+		c.putLocked(s, id, e)
+	}
+}
+
+// putLocked caches e for id in s, whose mutex the caller holds.
+func (c *cache) putLocked(s *cacheShard, id grain.ID, e Entry) {
 	n := &cacheNode{e: e}
 	if old := s.m[id]; old != nil {
 		if old.e == e {

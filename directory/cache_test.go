@@ -160,3 +160,20 @@ func TestCacheConcurrent(t *testing.T) {
 		t.Errorf("maps hold %d entries, rings %d", mapped, ringed)
 	}
 }
+
+func TestCacheFillIfAbsentKeepsAnEntry(t *testing.T) {
+	c := newCache(100)
+	id := grain.ID{Type: "t", Key: "k"}
+	real := Entry{SiloID: "a", Address: "a:1", Incarnation: 1, ActivationID: 7}
+	c.fill(id, real, c.epoch(id))
+	c.fillIfAbsent(id, Entry{SiloID: "b", Address: "b:1", Incarnation: 1})
+	if got, _ := c.get(id); got != real {
+		t.Fatalf("a hint replaced the cached entry: %+v", got)
+	}
+	c.drop(id)
+	hint := Entry{SiloID: "b", Address: "b:1", Incarnation: 1}
+	c.fillIfAbsent(id, hint)
+	if got, ok := c.get(id); !ok || got != hint {
+		t.Fatalf("hint for a missing entry not cached: %+v, %v", got, ok)
+	}
+}

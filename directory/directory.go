@@ -56,4 +56,6 @@ type Cacher interface {
 var (
 	_ Cacher = (*Etcd)(nil)
 	_ Cacher = (*Memory)(nil)
+
+	_ Rememberer = (*Etcd)(nil)
 )

@@ -209,12 +209,7 @@ func (d *Etcd) Cached(id grain.ID) (Entry, bool) { return d.cache.get(id) }
 
 // Remember implements Rememberer: it caches e as id's entry, as a routing
 // hint, unless the cache already holds one.
-func (d *Etcd) Remember(id grain.ID, e Entry) {
-	if _, ok := d.cache.get(id); ok {
-		return
-	}
-	d.cache.fill(id, e, d.cache.epoch(id))
-}
+func (d *Etcd) Remember(id grain.ID, e Entry) { d.cache.fillIfAbsent(id, e) }
 
 // CacheLen returns the number of cached entries.
 func (d *Etcd) CacheLen() int { return d.cache.len() }

@@ -2,8 +2,12 @@ package grain
 
 import (
 	"bytes"
+	"encoding"
 	"fmt"
+	"reflect"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -77,4 +81,53 @@ func canonicalValue(dec *msgpack.Decoder, enc *msgpack.Encoder, out *bytes.Buffe
 		out.Write(raw)
 		return nil
 	}
+}
+
+// orderedTypes caches encodesInOrder per type.
+var orderedTypes sync.Map // reflect.Type -> bool
+
+var (
+	customEncoderType   = reflect.TypeFor[msgpack.CustomEncoder]()
+	marshalerType       = reflect.TypeFor[msgpack.Marshaler]()
+	binaryMarshalerType = reflect.TypeFor[encoding.BinaryMarshaler]()
+	textMarshalerType   = reflect.TypeFor[encoding.TextMarshaler]()
+	timeType            = reflect.TypeFor[time.Time]()
+)
+
+// encodesInOrder reports whether msgpack encodes every value of t the same
+// way each time: no Go map (whose iteration order is random) and nothing
+// whose encoding is up to user code (interfaces, custom encoders) can occur
+// in it. Such encodings need no canonical form to be compared.
+func encodesInOrder(t reflect.Type) bool {
+	if v, ok := orderedTypes.Load(t); ok {
+		return v.(bool)
+	}
+	ok := inOrder(t, map[reflect.Type]bool{})
+	orderedTypes.Store(t, ok)
+	return ok
+}
+
+func inOrder(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if t == timeType || seen[t] {
+		return true
+	}
+	seen[t] = true
+	for _, it := range []reflect.Type{customEncoderType, marshalerType, binaryMarshalerType, textMarshalerType} {
+		if t.Implements(it) || reflect.PointerTo(t).Implements(it) {
+			return false
+		}
+	}
+	switch t.Kind() {
+	case reflect.Map, reflect.Interface, reflect.Func, reflect.Chan, reflect.UnsafePointer:
+		return false
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return inOrder(t.Elem(), seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !inOrder(t.Field(i).Type, seen) {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"reflect"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -59,6 +60,13 @@ type State[T any] struct {
 	etag   string
 	exists bool
 	sum    uint64 // hash of the encoding last loaded or written
+	// ordered: T's msgpack encoding is a function of its value (no Go map
+	// can occur in it), so raw encodings compare without canonicalising.
+	ordered bool
+	// stale: the stored record differs from the encoding of the value it
+	// loaded as (an older version's record): a write is due even if Value
+	// does not change.
+	stale bool
 }
 
 // NewState declares a persistent state named name for the grain of c. Call it
@@ -68,7 +76,7 @@ func NewState[T any](c Context, name string, opts ...StateOption) *State[T] {
 	for _, o := range opts {
 		o.applyState(&cfg)
 	}
-	s := &State[T]{name: name}
+	s := &State[T]{name: name, ordered: encodesInOrder(reflect.TypeFor[T]())}
 	s.store = c.AttachState(name, cfg, s)
 	return s
 }
@@ -104,7 +112,18 @@ func (s *State[T]) Reload(ctx context.Context) error {
 		}
 	}
 	s.Value, s.etag, s.exists = v, etag, etag != ""
-	s.sum = hashOf(data)
+	s.sum, s.stale = hashOf(data), false
+	if s.ordered {
+		// Hash this version's encoding of the loaded value, so that later
+		// checks hash raw bytes; the stored record is stale if it is not
+		// that encoding up to map order.
+		enc, err := encodeState(&v)
+		if err != nil {
+			return fmt.Errorf("grain: encode state %q: %w", s.name, err)
+		}
+		s.stale = !bytes.Equal(enc, data) && hashOf(enc) != s.sum
+		s.sum = s.hash(enc)
+	}
 	return nil
 }
 
@@ -116,7 +135,7 @@ func (s *State[T]) Write(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("grain: encode state %q: %w", s.name, err)
 	}
-	return s.write(ctx, data, hashOf(data))
+	return s.write(ctx, data, s.hash(data))
 }
 
 func (s *State[T]) write(ctx context.Context, data []byte, sum uint64) error {
@@ -124,7 +143,7 @@ func (s *State[T]) write(ctx context.Context, data []byte, sum uint64) error {
 	if err != nil {
 		return fmt.Errorf("grain: write state %q: %w", s.name, err)
 	}
-	s.etag, s.exists, s.sum = etag, true, sum
+	s.etag, s.exists, s.sum, s.stale = etag, true, sum, false
 	return nil
 }
 
@@ -135,8 +154,8 @@ func (s *State[T]) WriteIfChanged(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("grain: encode state %q: %w", s.name, err)
 	}
-	sum := hashOf(data)
-	if sum == s.sum {
+	sum := s.hash(data)
+	if sum == s.sum && !s.stale {
 		return false, nil
 	}
 	return true, s.write(ctx, data, sum)
@@ -153,8 +172,17 @@ func (s *State[T]) Clear(ctx context.Context) error {
 		return fmt.Errorf("grain: encode state %q: %w", s.name, err)
 	}
 	s.Value, s.etag, s.exists = zero, "", false
-	s.sum = hashOf(data)
+	s.sum, s.stale = s.hash(data), false
 	return nil
+}
+
+// hash hashes an encoding of Value: the raw bytes when T encodes in a fixed
+// order, else the canonical form.
+func (s *State[T]) hash(data []byte) uint64 {
+	if s.ordered {
+		return maphash.Bytes(seed, data)
+	}
+	return hashOf(data)
 }
 
 var seed = maphash.MakeSeed()

@@ -346,7 +346,7 @@ func (a *activation) turn(m *message) (failed bool) {
 		m.complete(nil, err)
 		return true
 	}
-	if !m.method.Flags.Has(grain.ReadOnly) && (a.through || a.behind > 0) && !a.fenced() {
+	if !m.method.Flags.Has(grain.ReadOnly) {
 		if werr := a.afterTurn(); werr != nil {
 			reply, err = nil, werr
 		}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
@@ -109,15 +108,7 @@ func BenchmarkPostgresWrites(b *testing.B) {
 func BenchmarkReminders(b *testing.B) {
 	const reminders, period = 100_000, 10 * time.Second
 	name := fmt.Sprintf("bench-rem-%d", time.Now().UnixNano())
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	table, err := reminder.NewEtcd(cli, reminder.EtcdConfig{Prefix: "/granary/" + name + "/"})
-	if err != nil {
-		b.Fatal(err)
-	}
+	table := etcdReminders(b, name)
 	ctx := context.Background()
 	// Each reminder's first tick is due 15 s after its registration, plus
 	// an offset spreading the reminders over the period; every reminder

@@ -330,15 +330,7 @@ func TestRemindersFireActivateAndStop(t *testing.T) {
 // starts: a silo loads the buckets it owns.
 func TestRemindersRegisteredBeforeStartFire(t *testing.T) {
 	name := fmt.Sprintf("rem-before-%d", time.Now().UnixNano())
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	table, err := reminder.NewEtcd(cli, reminder.EtcdConfig{Prefix: "/granary/" + name + "/"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	table := etcdReminders(t, name)
 	ctx := ctxT(t)
 	const n = 20
 	for i := range n {
@@ -378,4 +370,20 @@ func TestTimerChangesAreWrittenByPolicy(t *testing.T) {
 	var v int64
 	runtimetest.Eventually(t, 10*testgrains.ClockBehindDelay, func() bool { return stored(t, st, c.ID(), "behind", &v) && v == 77 },
 		"a write-behind change made by a timer callback was not written")
+}
+
+// etcdReminders returns the etcd reminder table of cluster on the tests'
+// etcd; its client is closed when the test ends.
+func etcdReminders(tb testing.TB, cluster string) *reminder.Etcd {
+	tb.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cli.Close() })
+	table, err := reminder.NewEtcd(cli, reminder.EtcdConfig{Prefix: "/granary/" + cluster + "/"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return table
 }

@@ -39,19 +39,28 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s has no method %d", err, call.Target.Type, call.Method)
 	}
-	if _, ok := ctx.Deadline(); !ok && !md.Flags.Has(grain.OneWay) {
-		// No timer unless the call waits here: the transport enforces
-		// the deadline of remote calls.
-		var release func()
-		ctx, release = transport.WithTimeout(ctx, s.cfg.ResponseTimeout)
-		defer release()
-	}
-	// The common case: the grain is active here.
+	_, hasDeadline := ctx.Deadline()
+	needDeadline := !hasDeadline && !md.Flags.Has(grain.OneWay)
+	// The common case: the grain is active here, and the caller waits on
+	// the context's Done, so a plain timer context is the cheapest.
 	if t != nil && s.table.get(call.Target) != nil {
-		reply, err := s.invokeLocal(ctx, call, t, md)
+		lctx := ctx
+		if needDeadline {
+			var cancel context.CancelFunc
+			lctx, cancel = context.WithTimeout(ctx, s.cfg.ResponseTimeout)
+			defer cancel()
+		}
+		reply, err := s.invokeLocal(lctx, call, t, md)
 		if _, notHere := redirectOf(err); !notHere {
 			return reply, err
 		}
+	}
+	if needDeadline {
+		// No timer unless something waits on Done: the transport enforces
+		// the deadline of remote calls itself.
+		var release func()
+		ctx, release = transport.WithTimeout(ctx, s.cfg.ResponseTimeout)
+		defer release()
 	}
 	placement := grain.PlaceRandom
 	if t != nil {
@@ -258,10 +267,10 @@ func (s *Silo) rerouteOneWay(m *message, err error) {
 // a client. It decodes the arguments and queues the call; the reply is sent
 // when the turn ends. It never blocks on the network: a request that needs
 // a directory lookup is routed on its own goroutine.
-func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply transport.ReplyFunc) {
+func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
 	fail := func(err error) {
 		if reply != nil {
-			reply(encodeResponse(nil, err))
+			reply.Reply(encodeResponse(nil, err))
 		} else {
 			s.log.Debug("one-way call rejected", zap.Stringer("grain", req.Target), zap.Error(err))
 		}
@@ -271,7 +280,7 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 		return
 	}
 	if req.Target.Type == reminderServiceType && reply != nil {
-		reply(s.reminders.handleNotice(ctx, req))
+		reply.Reply(s.reminders.handleNotice(ctx, req))
 		return
 	}
 	t := s.types[req.Target.Type]

@@ -24,7 +24,7 @@ type message struct {
 	done  chan struct{} // buffered(1); nil for one-way and remote calls
 	// replyFn answers a call that came from another process; nil for
 	// local calls and remote one-way calls.
-	replyFn transport.ReplyFunc
+	replyFn transport.Replier
 	// hops is how often the call was forwarded between processes; 0 for
 	// a call from a client that did not know the host.
 	hops uint8
@@ -70,7 +70,7 @@ func (m *message) release() {
 // message.
 func (m *message) complete(reply any, err error) {
 	if m.replyFn != nil {
-		m.replyFn(encodeResponse(reply, err))
+		m.replyFn.Reply(encodeResponse(reply, err))
 		return
 	}
 	if m.done == nil && err != nil && m.oneWayFailed != nil {

@@ -155,10 +155,13 @@ func (r *reminderService) run(stop <-chan struct{}) {
 	}
 }
 
-// rebalance takes the buckets snap assigns to this silo and drops the
-// others. A silo that is fenced or not yet in the view owns nothing.
-func (r *reminderService) rebalance(snap *cluster.Snapshot) {
-	var gained []int
+// rebalance takes (and loads) the buckets snap assigns to this silo and
+// drops the others; it returns the buckets it took. A silo that is fenced
+// or not yet in the view owns nothing.
+func (r *reminderService) rebalance(snap *cluster.Snapshot) (gained []bool) {
+	gained = make([]bool, reminder.Buckets)
+	var taken []int
+	lost := false
 	r.mu.Lock()
 	for b := range reminder.Buckets {
 		owner, ok := bucketOwner(snap, b)
@@ -169,22 +172,31 @@ func (r *reminderService) rebalance(snap *cluster.Snapshot) {
 			// registration notice that arrives meanwhile is applied,
 			// not refused (the listing then keeps it as it is).
 			r.owned[b] = true
-			gained = append(gained, b)
+			gained[b] = true
+			taken = append(taken, b)
 		case !mine && r.owned[b]:
 			r.owned[b] = false
-			r.dropBucketLocked(b)
+			lost = true
+		}
+	}
+	if lost {
+		// One pass over the schedule for every bucket given up.
+		for _, it := range r.items {
+			if !r.owned[it.bucket] {
+				r.removeLocked(it)
+			}
 		}
 	}
 	r.mu.Unlock()
-	r.log.Debug("reminder buckets rebalanced", zap.Int("active_silos", len(snap.Active())), zap.Int("gained", len(gained)))
-	if len(gained) > 0 {
-		r.log.Info("taking reminder buckets", zap.Int("buckets", len(gained)))
+	if len(taken) > 0 {
+		r.log.Info("taking reminder buckets", zap.Int("buckets", len(taken)), zap.Int("active_silos", len(snap.Active())))
 	}
-	for _, b := range gained {
+	for _, b := range taken {
 		if err := r.loadBucket(b); err != nil {
 			r.log.Warn("loading reminder bucket failed; retrying at the next refresh", zap.Int("bucket", b), zap.Error(err))
 		}
 	}
+	return gained
 }
 
 // loadBucket reads bucket b's progress and reminders and schedules them.
@@ -219,12 +231,11 @@ func (r *reminderService) loadBucket(b int) error {
 // reloadAll loads owned buckets again (picking up registrations whose
 // notice was lost) and retries buckets whose load failed.
 func (r *reminderService) reloadAll() {
-	snap := r.s.view.Current()
-	r.rebalance(snap)
+	gained := r.rebalance(r.s.view.Current()) // loaded just now
 	var owned []int
 	r.mu.Lock()
 	for b := range reminder.Buckets {
-		if r.owned[b] {
+		if r.owned[b] && !gained[b] {
 			owned = append(owned, b)
 		}
 	}
@@ -264,14 +275,6 @@ func (r *reminderService) removeLocked(it *remItem) {
 	}
 	if it.firing {
 		it.gone = true
-	}
-}
-
-func (r *reminderService) dropBucketLocked(b int) {
-	for _, it := range r.items {
-		if it.bucket == b {
-			r.removeLocked(it)
-		}
 	}
 }
 

@@ -122,10 +122,7 @@ func (t *grainTimer) run(ctx context.Context) {
 	// What the callback changed is written by the states' policies, as
 	// after a call; nobody waits for a write-through error, so it is
 	// logged (by afterTurn).
-	a := t.a
-	if (a.through || a.behind > 0) && !a.fenced() {
-		_ = a.afterTurn()
-	}
+	_ = t.a.afterTurn()
 }
 
 // next schedules the next firing, or ends a one-shot timer.
@@ -139,32 +136,35 @@ func (t *grainTimer) next() {
 
 // Stop cancels the timer.
 func (t *grainTimer) Stop() {
-	t.mu.Lock()
-	if t.stopped {
-		t.mu.Unlock()
+	if !t.halt() {
 		return
 	}
-	t.stopped = true
-	if t.t != nil {
-		t.t.Stop()
-	}
-	t.mu.Unlock()
 	a := t.a
 	a.mu.Lock()
 	delete(a.timers, t)
 	a.mu.Unlock()
 }
 
-// stopTimers stops every timer of the activation and its write-behind
-// flush. The caller holds a.mu.
+// halt marks the timer stopped and stops its time.Timer; it reports
+// whether the timer was running.
+func (t *grainTimer) halt() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return false
+	}
+	t.stopped = true
+	if t.t != nil {
+		t.t.Stop()
+	}
+	return true
+}
+
+// stopTimersLocked stops every timer of the activation and its
+// write-behind flush. The caller holds a.mu.
 func (a *activation) stopTimersLocked() {
 	for t := range a.timers {
-		t.mu.Lock()
-		t.stopped = true
-		if t.t != nil {
-			t.t.Stop()
-		}
-		t.mu.Unlock()
+		t.halt()
 	}
 	a.timers = nil
 	if a.flushTimer != nil {
@@ -176,6 +176,9 @@ func (a *activation) stopTimersLocked() {
 // call that may have changed them: write-through states are written now
 // (the error fails the call), a write-behind flush is scheduled.
 func (a *activation) afterTurn() error {
+	if (!a.through && a.behind == 0) || a.fenced() {
+		return nil
+	}
 	if a.behind > 0 && !a.flushArmed {
 		a.armFlush(a.behind)
 	}

@@ -420,32 +420,27 @@ func (m *Member) SetStatus(ctx context.Context, status Status) error {
 	if status < StatusJoining || status > StatusShuttingDown {
 		return fmt.Errorf("cluster: set status %s: only joining, active and shutting-down can be published", status)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.Err(); err != nil {
-		return fmt.Errorf("cluster: set status %s: %w", status, err)
-	}
-	info := m.info
-	info.Status = status
-	if err := m.put(ctx, info); err != nil {
-		return fmt.Errorf("cluster: set status %s: %w", status, err)
-	}
-	m.info = info
-	return nil
+	return m.update(ctx, "set status "+status.String(), func(info *SiloInfo) { info.Status = status })
 }
 
 // SetLoad publishes the silo's activation count, for placement by other
 // silos and clients. It writes only if the member is live.
 func (m *Member) SetLoad(ctx context.Context, activations int64) error {
+	return m.update(ctx, "set load", func(info *SiloInfo) { info.Activations = activations })
+}
+
+// update publishes the silo's record changed by change, if the member is
+// live; op names the change in errors.
+func (m *Member) update(ctx context.Context, op string, change func(*SiloInfo)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.Err(); err != nil {
-		return fmt.Errorf("cluster: set load: %w", err)
+		return fmt.Errorf("cluster: %s: %w", op, err)
 	}
 	info := m.info
-	info.Activations = activations
+	change(&info)
 	if err := m.put(ctx, info); err != nil {
-		return fmt.Errorf("cluster: set load: %w", err)
+		return fmt.Errorf("cluster: %s: %w", op, err)
 	}
 	m.info = info
 	return nil

@@ -260,7 +260,7 @@ func (t *Etcd) ListGrain(ctx context.Context, id grain.ID) ([]Entry, error) {
 // for the whole call is returned exactly once; one upserted or removed
 // meanwhile may or may not be.
 func (t *Etcd) ListBucket(ctx context.Context, b int) ([]Entry, error) {
-	if err := checkBucket(b); err != nil {
+	if err := CheckBucket(b); err != nil {
 		return nil, err
 	}
 	return t.list(ctx, "list", fmt.Sprintf("bucket %d", b), t.bucketPrefix(b))
@@ -307,7 +307,7 @@ func (t *Etcd) list(ctx context.Context, op, what, prefix string) ([]Entry, erro
 func (t *Etcd) SaveProgress(ctx context.Context, buckets []int, through time.Time) error {
 	const op = "save progress"
 	for _, b := range buckets {
-		if err := checkBucket(b); err != nil {
+		if err := CheckBucket(b); err != nil {
 			return err
 		}
 	}
@@ -351,7 +351,7 @@ func (t *Etcd) SaveProgress(ctx context.Context, buckets []int, through time.Tim
 
 // LoadProgress reads bucket b's progress.
 func (t *Etcd) LoadProgress(ctx context.Context, b int) (time.Time, error) {
-	if err := checkBucket(b); err != nil {
+	if err := CheckBucket(b); err != nil {
 		return time.Time{}, err
 	}
 	const op = "load progress"

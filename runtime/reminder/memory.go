@@ -111,7 +111,7 @@ func (m *Memory) ListGrain(ctx context.Context, id grain.ID) ([]Entry, error) {
 
 // ListBucket returns the reminders of bucket b.
 func (m *Memory) ListBucket(ctx context.Context, b int) ([]Entry, error) {
-	if err := checkBucket(b); err != nil {
+	if err := CheckBucket(b); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -129,7 +129,7 @@ func (m *Memory) ListBucket(ctx context.Context, b int) ([]Entry, error) {
 // SaveProgress raises the progress of each bucket to through, atomically.
 func (m *Memory) SaveProgress(ctx context.Context, buckets []int, through time.Time) error {
 	for _, b := range buckets {
-		if err := checkBucket(b); err != nil {
+		if err := CheckBucket(b); err != nil {
 			return err
 		}
 	}
@@ -149,7 +149,7 @@ func (m *Memory) SaveProgress(ctx context.Context, buckets []int, through time.T
 
 // LoadProgress returns bucket b's progress.
 func (m *Memory) LoadProgress(ctx context.Context, b int) (time.Time, error) {
-	if err := checkBucket(b); err != nil {
+	if err := CheckBucket(b); err != nil {
 		return time.Time{}, err
 	}
 	if err := ctx.Err(); err != nil {

@@ -95,12 +95,21 @@ type Table interface {
 // the errors of calls naming a bucket outside [0, Buckets). errors.Is-checkable.
 var ErrInvalid = errors.New("reminder: invalid entry")
 
+// MaxIDBytes bounds the grain type, key and reminder name of an entry
+// together, so that every table can index them (PostgreSQL's B-tree rows
+// hold at most ~2.7 KB).
+const MaxIDBytes = 2048
+
 // Validate rejects entries a Table must not store: empty grain type, key or
-// name, or a period that is not positive.
+// name, an identity longer than MaxIDBytes, or a period that is not
+// positive.
 func (e Entry) Validate() error {
 	switch {
 	case e.Grain.Type == "" || e.Grain.Key == "":
 		return fmt.Errorf("%w: grain id %q must have a type and a key", ErrInvalid, e.Grain.String())
+	case len(e.Grain.Type)+len(e.Grain.Key)+len(e.Name) > MaxIDBytes:
+		return fmt.Errorf("%w: grain type, key and reminder name are %d bytes together; at most %d",
+			ErrInvalid, len(e.Grain.Type)+len(e.Grain.Key)+len(e.Name), MaxIDBytes)
 	case e.Name == "":
 		return fmt.Errorf("%w: name must not be empty", ErrInvalid)
 	case e.Period <= 0:
@@ -109,8 +118,8 @@ func (e Entry) Validate() error {
 	return nil
 }
 
-// checkBucket returns an error wrapping ErrInvalid if b is not a bucket.
-func checkBucket(b int) error {
+// CheckBucket returns an error wrapping ErrInvalid if b is not a bucket.
+func CheckBucket(b int) error {
 	if b < 0 || b >= Buckets {
 		return fmt.Errorf("%w: bucket %d is outside [0, %d)", ErrInvalid, b, Buckets)
 	}

@@ -27,10 +27,6 @@ const (
 	EnvReminderMinPeriod = "GRANARY_TEST_REMINDER_MIN_PERIOD"
 )
 
-// ChildConfig, when set before ChildMain, adjusts the configuration of
-// every silo child (say, to plug in a storage provider) before it starts.
-var ChildConfig func(*runtime.Config) error
-
 // runSiloChild runs a silo configured from the GRANARY_* environment (see
 // runtime.Config.BindFlags), prints "READY <silo-id> <address>" once it
 // serves, and stops it gracefully when stdin closes or on SIGTERM/SIGINT.
@@ -46,12 +42,6 @@ func runSiloChild(register func(*runtime.Silo)) int {
 	}
 	if d, err := time.ParseDuration(os.Getenv(EnvReminderMinPeriod)); err == nil {
 		cfg.ReminderMinPeriod = d
-	}
-	if ChildConfig != nil {
-		if err := ChildConfig(&cfg); err != nil {
-			fmt.Fprintln(os.Stderr, "runtimetest: silo child config:", err)
-			return 1
-		}
 	}
 	if os.Getenv("GRANARY_TEST_VERBOSE") != "" {
 		cfg.Logger, _ = zap.NewDevelopment()

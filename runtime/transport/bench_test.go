@@ -20,8 +20,8 @@ import (
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, callers := range []int{1, 64} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
-			echo := HandlerFunc(func(ctx context.Context, req *Envelope, reply ReplyFunc) {
-				reply(NewResponse(req.Body))
+			echo := HandlerFunc(func(ctx context.Context, req *Envelope, reply Replier) {
+				reply.Reply(NewResponse(req.Body))
 			})
 			_, addr := startServer(b, ServerConfig{Logger: zap.NewNop()}, echo)
 			c := newTestClient(b, ClientConfig{Logger: zap.NewNop()})
@@ -86,7 +86,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkOneWay measures one-way sends with 64 concurrent senders.
 func BenchmarkOneWay(b *testing.B) {
 	var wg sync.WaitGroup
-	h := HandlerFunc(func(ctx context.Context, req *Envelope, reply ReplyFunc) { wg.Done() })
+	h := HandlerFunc(func(ctx context.Context, req *Envelope, reply Replier) { wg.Done() })
 	_, addr := startServer(b, ServerConfig{Logger: zap.NewNop()}, h)
 	c := newTestClient(b, ClientConfig{Logger: zap.NewNop()})
 	ctx := context.Background()

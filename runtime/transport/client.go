@@ -137,15 +137,12 @@ func (c *Client) Stats() Stats { return c.stats.snapshot() }
 //     as the loss is noticed. The request may or may not have run.
 func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelope, error) {
 	req.Kind = KindRequest
-	s, err := c.prepare(ctx, addr, req)
+	s, expires, err := c.prepare(ctx, addr, req)
 	if err != nil {
 		return nil, err
 	}
 	p := pendingPool.Get().(*pendingCall)
-	p.expires = monoNow() + int64(req.Timeout)
-	if req.Timeout <= 0 {
-		p.expires = math.MaxInt64
-	}
+	p.expires = expires
 	id := s.nextID.Add(1)
 	req.setID(id)
 	s.mu.Lock()
@@ -204,7 +201,7 @@ func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelop
 // sent.
 func (c *Client) Send(ctx context.Context, addr string, req *Envelope) error {
 	req.Kind = KindOneWay
-	s, err := c.prepare(ctx, addr, req)
+	s, _, err := c.prepare(ctx, addr, req)
 	if err != nil {
 		return err
 	}
@@ -218,21 +215,33 @@ func (c *Client) Send(ctx context.Context, addr string, req *Envelope) error {
 	return nil
 }
 
-// prepare sets req's timeout, checks it and returns the stream to addr.
-func (c *Client) prepare(ctx context.Context, addr string, req *Envelope) (*clientStream, error) {
+// prepare sets req's timeout, checks it and returns the stream to addr and
+// the monoNow() reading past which the call has expired (math.MaxInt64: no
+// timeout). It reads the clock once.
+func (c *Client) prepare(ctx context.Context, addr string, req *Envelope) (*clientStream, int64, error) {
+	var now time.Time
 	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
+		now = time.Now()
+		left := dl.Sub(now)
 		if left <= 0 {
-			return nil, c.ctxError(ctx, addr, req)
+			return nil, 0, c.ctxError(ctx, addr, req)
 		}
 		if req.Timeout == 0 || left < req.Timeout {
 			req.Timeout = left
 		}
 	}
-	if err := checkEnvelope(req, &c.cfg.Limits); err != nil {
-		return nil, fmt.Errorf("transport: %s to %s method %d at %s: %w", req.Kind, req.Target, req.Method, addr, err)
+	expires := int64(math.MaxInt64)
+	if req.Timeout > 0 {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		expires = int64(now.Sub(monoEpoch) + req.Timeout)
 	}
-	return c.stream(ctx, addr)
+	if err := checkEnvelope(req, &c.cfg.Limits); err != nil {
+		return nil, 0, fmt.Errorf("transport: %s to %s method %d at %s: %w", req.Kind, req.Target, req.Method, addr, err)
+	}
+	s, err := c.stream(ctx, addr)
+	return s, expires, err
 }
 
 // ctxError is the error of a call whose ctx ended.

@@ -5,7 +5,7 @@
 // types beyond their names.
 //
 // A Server accepts connections and hands each request to a Handler, which
-// replies later through a ReplyFunc; a Client calls servers by address:
+// replies later through a Replier; a Client calls servers by address:
 //
 //	srv, err := transport.NewServer(transport.ServerConfig{Logger: log}, handler)
 //	go srv.Serve(lis)

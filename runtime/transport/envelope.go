@@ -70,7 +70,7 @@ type Redirect struct {
 // response. The transport reads only Kind, ID, Body and the size of the
 // other fields; everything else is carried for the runtime as is.
 //
-// Ownership: Client.Call, Client.Send and a ReplyFunc take ownership of the
+// Ownership: Client.Call, Client.Send and Replier.Reply take ownership of the
 // envelope they are given; the caller must not modify it afterwards.
 // Envelopes the transport hands out (requests to a Handler, responses from
 // Call) belong to the receiver; their Body does not alias any buffer.

@@ -17,14 +17,14 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	h := transport.HandlerFunc(func(ctx context.Context, req *transport.Envelope, reply transport.ReplyFunc) {
+	h := transport.HandlerFunc(func(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
 		// A runtime would queue the call and reply later, from the
 		// activation's goroutine.
 		switch req.Method {
 		case 0:
-			reply(transport.NewResponse([]byte("hello, " + req.Target.Key)))
+			reply.Reply(transport.NewResponse([]byte("hello, " + req.Target.Key)))
 		default:
-			reply(transport.NewErrorResponse(fmt.Errorf("mailbox full: %w", grain.ErrOverloaded)))
+			reply.Reply(transport.NewErrorResponse(fmt.Errorf("mailbox full: %w", grain.ErrOverloaded)))
 		}
 	})
 	srv, err := transport.NewServer(transport.ServerConfig{}, h)

@@ -87,7 +87,9 @@ func (c *requestCtx) Done() <-chan struct{} {
 		return c.done
 	}
 	c.timer = time.AfterFunc(left, func() { c.end(context.DeadlineExceeded) })
-	c.stopPar = context.AfterFunc(c.Context, func() { c.end(c.Context.Err()) })
+	if c.Context.Done() != nil { // a parent that can be cancelled
+		c.stopPar = context.AfterFunc(c.Context, func() { c.end(c.Context.Err()) })
+	}
 	return c.done
 }
 
@@ -148,14 +150,35 @@ func (c *requestCtx) endLocked(err error) {
 }
 
 // Value answers for the stream's context; requestCtx adds no values. It
-// hides the context package's own lookup key (an *int): answering it with
-// the stream's cancelCtx would make context.Cause report the stream's
-// cause, not this context's.
+// hides the context package's own lookup key: answering it with the
+// stream's cancelCtx would make context.Cause report the stream's cause,
+// not this context's.
 func (c *requestCtx) Value(key any) any {
-	if _, ok := key.(*int); ok {
+	if key == cancelCtxKey {
 		return nil
 	}
 	return c.Context.Value(key)
+}
+
+// cancelCtxKey is the key the context package looks its cancelCtx up by,
+// learnt once by watching what context.Cause asks a context for.
+var cancelCtxKey = func() any {
+	p := &keyProbe{Context: context.Background()}
+	_ = context.Cause(p)
+	return p.key
+}()
+
+// keyProbe records the first key its Value is asked for.
+type keyProbe struct {
+	context.Context
+	key any
+}
+
+func (p *keyProbe) Value(key any) any {
+	if p.key == nil {
+		p.key = key
+	}
+	return nil
 }
 
 // String names the context in debug output.

@@ -57,6 +57,10 @@ func TestRequestCtxFinishAndParent(t *testing.T) {
 	if c.Value(ctxKey{}) != "v" {
 		t.Fatal("values of the stream's context are lost")
 	}
+	var intKey int // a user's *int key is not the context package's
+	if v := newRequestCtx(context.WithValue(parent, &intKey, "i"), time.Hour).Value(&intKey); v != "i" {
+		t.Fatalf("value under a user's *int key = %v, want i", v)
+	}
 	child, cancel := context.WithTimeout(c, time.Hour)
 	defer cancel()
 	cancelParent()

@@ -28,30 +28,34 @@ type Handler interface {
 	// For a KindRequest, ctx has the request's timeout as its deadline
 	// (none if req.Timeout is 0); it is cancelled when the stream dies or
 	// the server stops hard, and is not to be used after reply. reply is
-	// non-nil and must be
-	// called exactly once, from any goroutine, with the response (see
-	// NewResponse, NewErrorResponse, NewNotHereResponse); the transport sets
-	// its Kind and ID and ignores further calls. reply may block while the
-	// stream's send queue is full, at most until ctx ends.
+	// non-nil and reply.Reply must be called exactly once, from any
+	// goroutine, with the response (see NewResponse, NewErrorResponse,
+	// NewNotHereResponse); the transport sets its Kind and ID and ignores
+	// further calls. Reply may block while the stream's send queue is full,
+	// at most until the stream ends.
 	//
 	// For a KindOneWay request, reply is nil, and ctx is only cancelled when
 	// the stream dies: nothing tells the transport when the runtime is done
 	// with the request, so it sets no timer; req.Timeout still says how long
 	// the sender meant to wait, for the runtime to drop stale requests or
 	// set its own deadline.
-	HandleRequest(ctx context.Context, req *Envelope, reply ReplyFunc)
+	HandleRequest(ctx context.Context, req *Envelope, reply Replier)
 }
 
-// ReplyFunc sends the response to one request. It takes ownership of resp.
-// A response over the limits is replaced by an error response wrapping
-// grain.ErrTooLarge.
-type ReplyFunc func(resp *Envelope)
+// Replier sends the response to one request, once. Reply takes ownership
+// of resp. A response over the limits is replaced by an error response
+// wrapping grain.ErrTooLarge. (An interface rather than a func, so that
+// the server hands out its per-request state without allocating a
+// closure.)
+type Replier interface {
+	Reply(resp *Envelope)
+}
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, req *Envelope, reply ReplyFunc)
+type HandlerFunc func(ctx context.Context, req *Envelope, reply Replier)
 
 // HandleRequest calls f.
-func (f HandlerFunc) HandleRequest(ctx context.Context, req *Envelope, reply ReplyFunc) {
+func (f HandlerFunc) HandleRequest(ctx context.Context, req *Envelope, reply Replier) {
 	f(ctx, req, reply)
 }
 
@@ -64,9 +68,6 @@ type Server struct {
 
 	stopping chan struct{} // closed when Stop starts: streams drain
 	stopOnce sync.Once
-
-	mu   sync.Mutex
-	addr string
 
 	wg    sync.WaitGroup // stream readers and writers
 	stats counters
@@ -98,20 +99,10 @@ func NewServer(cfg ServerConfig, h Handler) (*Server, error) {
 // Serve accepts connections on lis until Stop. It returns nil after Stop,
 // and an error if lis fails or Serve is called after Stop.
 func (s *Server) Serve(lis net.Listener) error {
-	s.mu.Lock()
-	s.addr = lis.Addr().String()
-	s.mu.Unlock()
 	if err := s.gs.Serve(lis); err != nil {
 		return fmt.Errorf("transport: serve %s: %w", lis.Addr(), err)
 	}
 	return nil
-}
-
-// Addr returns the address of the listener passed to Serve, "" before.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addr
 }
 
 // Stats returns the server's traffic counts.
@@ -269,16 +260,13 @@ func (ss *serverStream) reject(b badEnvelope) {
 	if !b.known || b.kind == KindOneWay || b.kind == KindResponse {
 		return
 	}
-	ss.send(b.id, NewErrorResponse(b.err))
+	ss.queue(b.id, NewErrorResponse(b.err))
 }
 
-// send queues a response the transport itself produces.
-func (ss *serverStream) send(id uint64, resp *Envelope) { ss.queue(ss.ctx, id, resp) }
-
 // queue checks resp, replacing it with an error response if it is over the
-// limits, and queues it as the response to request id, blocking at most
-// until ctx ends.
-func (ss *serverStream) queue(ctx context.Context, id uint64, resp *Envelope) {
+// limits, and queues it as the response to request id, blocking while the
+// stream's queue is full, at most until the stream ends.
+func (ss *serverStream) queue(id uint64, resp *Envelope) {
 	lim := &ss.srv.cfg.Limits
 	resp.Kind = KindResponse
 	if err := checkEnvelope(resp, lim); err != nil {
@@ -291,7 +279,7 @@ func (ss *serverStream) queue(ctx context.Context, id uint64, resp *Envelope) {
 		}
 	}
 	resp.setID(id)
-	if err := ss.w.enqueue(ctx, resp); err != nil {
+	if err := ss.w.enqueue(ss.ctx, resp); err != nil {
 		ss.log.Debug("transport: response dropped", zap.Uint64("id", id), zap.Error(err))
 	}
 }
@@ -310,7 +298,7 @@ func (ss *serverStream) dispatch(e *Envelope) {
 		ss.inflight.Add(1)
 		if ss.draining.Load() {
 			ss.done()
-			ss.send(e.ID, NewErrorResponse(errStopping))
+			ss.queue(e.ID, NewErrorResponse(errStopping))
 			return
 		}
 		r := &replier{ss: ss, id: e.ID}
@@ -320,7 +308,7 @@ func (ss *serverStream) dispatch(e *Envelope) {
 			r.rctx.deadline = time.Now().Add(e.Timeout)
 			ctx = &r.rctx
 		}
-		ss.srv.h.HandleRequest(ctx, e, r.reply)
+		ss.srv.h.HandleRequest(ctx, e, r)
 	default:
 		ss.srv.stats.rejected.Add(1)
 		ss.log.Warn("transport: unexpected envelope from client", zap.Stringer("kind", e.Kind), zap.Uint64("id", e.ID))
@@ -335,8 +323,8 @@ type replier struct {
 	replied atomic.Bool
 }
 
-// reply queues the handler's response, once.
-func (r *replier) reply(resp *Envelope) {
+// Reply queues the handler's response, once.
+func (r *replier) Reply(resp *Envelope) {
 	if r.replied.Swap(true) {
 		r.ss.log.Error("transport: reply called more than once; response dropped", zap.Uint64("id", r.id))
 		return
@@ -344,7 +332,7 @@ func (r *replier) reply(resp *Envelope) {
 	if resp == nil {
 		resp = NewErrorResponse(errors.New("transport: handler replied with a nil envelope"))
 	}
-	r.ss.queue(r.ss.ctx, r.id, resp)
+	r.ss.queue(r.id, resp)
 	r.rctx.finish()
 	r.ss.done()
 }

@@ -38,7 +38,7 @@ const (
 type heldCall struct {
 	ctx   context.Context
 	req   *Envelope
-	reply ReplyFunc
+	reply Replier
 }
 
 // testHandler implements the methods above; one-way requests go to oneWay.
@@ -52,7 +52,7 @@ func newTestHandler() *testHandler {
 	return &testHandler{held: make(chan heldCall, 1024), oneWay: make(chan *Envelope, 1024)}
 }
 
-func (h *testHandler) HandleRequest(ctx context.Context, req *Envelope, reply ReplyFunc) {
+func (h *testHandler) HandleRequest(ctx context.Context, req *Envelope, reply Replier) {
 	if req.Kind == KindOneWay {
 		if reply != nil {
 			panic("reply for a one-way request")
@@ -62,30 +62,30 @@ func (h *testHandler) HandleRequest(ctx context.Context, req *Envelope, reply Re
 	}
 	switch req.Method {
 	case mEcho:
-		reply(NewResponse(req.Body))
+		reply.Reply(NewResponse(req.Body))
 	case mOverloaded:
-		reply(NewErrorResponse(fmt.Errorf("mailbox full: %w", grain.ErrOverloaded)))
+		reply.Reply(NewErrorResponse(fmt.Errorf("mailbox full: %w", grain.ErrOverloaded)))
 	case mCustom:
-		reply(NewErrorResponse(fmt.Errorf("withdraw 100: %w", errCustom)))
+		reply.Reply(NewErrorResponse(fmt.Errorf("withdraw 100: %w", errCustom)))
 	case mNotHere:
-		reply(NewNotHereResponse("silo-2", "10.0.0.2:7000"))
+		reply.Reply(NewNotHereResponse("silo-2", "10.0.0.2:7000"))
 	case mHold:
 		h.held <- heldCall{ctx, req, reply}
 	case mDeadline:
 		dl, ok := ctx.Deadline()
 		if !ok {
-			reply(NewResponse([]byte("none")))
+			reply.Reply(NewResponse([]byte("none")))
 			return
 		}
-		reply(NewResponse([]byte(strconv.FormatInt(int64(time.Until(dl)), 10))))
+		reply.Reply(NewResponse([]byte(strconv.FormatInt(int64(time.Until(dl)), 10))))
 	case mAsync:
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
-			reply(NewResponse(req.Body))
+			reply.Reply(NewResponse(req.Body))
 		}()
 	default:
-		reply(NewErrorResponse(grain.ErrUnknownMethod))
+		reply.Reply(NewErrorResponse(grain.ErrUnknownMethod))
 	}
 }
 
@@ -358,7 +358,7 @@ func TestPeerLossFailsInFlightCallsPromptly(t *testing.T) {
 				t.Errorf("calls failed after %v; want promptly", d)
 			}
 			for _, hc := range held { // late replies are dropped quietly
-				hc.reply(NewResponse(nil))
+				hc.reply.Reply(NewResponse(nil))
 			}
 			if how == "hard stop" {
 				// A new server on the same address: the next call re-dials.
@@ -392,7 +392,7 @@ func TestGracefulStopFinishesInFlightCalls(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	for _, hc := range held {
-		hc.reply(NewResponse(hc.req.Body))
+		hc.reply.Reply(NewResponse(hc.req.Body))
 	}
 	wg.Wait()
 	close(errs)
@@ -455,8 +455,8 @@ func TestTooLarge(t *testing.T) {
 		t.Fatalf("call over the server's limit: %v, want ErrTooLarge", err)
 	}
 	// A response over the limit is replaced by an error.
-	h2 := HandlerFunc(func(ctx context.Context, req *Envelope, reply ReplyFunc) {
-		reply(NewResponse(make([]byte, 1<<10+1)))
+	h2 := HandlerFunc(func(ctx context.Context, req *Envelope, reply Replier) {
+		reply.Reply(NewResponse(make([]byte, 1<<10+1)))
 	})
 	_, addr2 := startServer(t, ServerConfig{Limits: Limits{MaxBodySize: 1 << 10}}, h2)
 	if _, err := c.Call(ctx, addr2, request(mEcho, "")); !errors.Is(err, grain.ErrTooLarge) {
@@ -606,7 +606,7 @@ func TestTimeouts(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("handler ctx not done after the deadline")
 		}
-		hc.reply(NewResponse(nil)) // a late response is dropped
+		hc.reply.Reply(NewResponse(nil)) // a late response is dropped
 		// Expired before sending.
 		if _, err := c.Call(ctx, addr, request(mEcho, "")); !errors.Is(err, grain.ErrTimeout) {
 			t.Fatalf("call with an expired ctx: %v", err)
@@ -644,43 +644,39 @@ func TestTimeouts(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("handler ctx not done after the deadline")
 			}
-			hc.reply(NewResponse(nil))
+			hc.reply.Reply(NewResponse(nil))
 		})
 	}
 
-	t.Run("cancel the parent of WithTimeout", func(t *testing.T) {
-		parent, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		ctx, release := WithTimeout(parent, time.Hour)
-		defer release()
-		errc := make(chan error, 1)
-		go func() {
-			_, err := c.Call(ctx, addr, request(mHold, ""))
-			errc <- err
-		}()
-		hc := waitHeld(t, h, 1)[0]
-		cancel()
-		if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, grain.ErrTimeout) {
-			t.Fatalf("got %v, want context.Canceled", err)
-		}
-		hc.reply(NewResponse(nil))
-	})
-
-	t.Run("cancel", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		errc := make(chan error, 1)
-		go func() {
-			_, err := c.Call(ctx, addr, request(mHold, ""))
-			errc <- err
-		}()
-		hc := waitHeld(t, h, 1)[0]
-		cancel()
-		if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, grain.ErrTimeout) {
-			t.Fatalf("got %v, want context.Canceled", err)
-		}
-		hc.reply(NewResponse(nil))
-	})
+	// Cancellation, of ctx itself or of the parent of a WithTimeout
+	// context (whose own deadline needs no timer).
+	for _, tc := range []struct {
+		name string
+		ctx  func(parent context.Context) (context.Context, func())
+	}{
+		{"cancel", func(parent context.Context) (context.Context, func()) { return parent, func() {} }},
+		{"cancel the parent of WithTimeout", func(parent context.Context) (context.Context, func()) {
+			return WithTimeout(parent, time.Hour)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parent, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ctx, release := tc.ctx(parent)
+			defer release()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.Call(ctx, addr, request(mHold, ""))
+				errc <- err
+			}()
+			hc := waitHeld(t, h, 1)[0]
+			cancel()
+			if err := <-errc; !errors.Is(err, context.Canceled) || errors.Is(err, grain.ErrTimeout) {
+				t.Fatalf("got %v, want context.Canceled", err)
+			}
+			hc.reply.Reply(NewResponse(nil))
+		})
+	}
 }
 
 func TestClientClose(t *testing.T) {
@@ -703,7 +699,7 @@ func TestClientClose(t *testing.T) {
 		}
 	}
 	for _, hc := range held {
-		hc.reply(NewResponse(nil))
+		hc.reply.Reply(NewResponse(nil))
 	}
 	if _, err := c.Call(ctx, addr, request(mEcho, "")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("call after Close: %v", err)
@@ -820,9 +816,9 @@ func TestWriterFrameSizeLimit(t *testing.T) {
 }
 
 func TestReplyTwiceIsIgnored(t *testing.T) {
-	h := HandlerFunc(func(ctx context.Context, req *Envelope, reply ReplyFunc) {
-		reply(NewResponse([]byte("first")))
-		reply(NewResponse([]byte("second")))
+	h := HandlerFunc(func(ctx context.Context, req *Envelope, reply Replier) {
+		reply.Reply(NewResponse([]byte("first")))
+		reply.Reply(NewResponse([]byte("second")))
 	})
 	srv, addr := startServer(t, ServerConfig{Logger: zaptest.NewLogger(t, zaptest.Level(zapcore.DPanicLevel))}, h)
 	c := newTestClient(t, ClientConfig{})

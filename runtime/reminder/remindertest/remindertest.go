@@ -619,6 +619,7 @@ func testInvalid(t *testing.T, tb reminder.Table) {
 		{"no name", entry(id, "", base, time.Minute)},
 		{"zero period", entry(id, "r", base, 0)},
 		{"negative period", entry(id, "r", base, -time.Second)},
+		{"an identity over MaxIDBytes", entry(id, strings.Repeat("n", reminder.MaxIDBytes), base, time.Minute)},
 	} {
 		etag, err := tb.Upsert(ctxT(t), c.e)
 		if !errors.Is(err, reminder.ErrInvalid) {

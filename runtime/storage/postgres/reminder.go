@@ -393,13 +393,7 @@ func (r row) entry(id grain.ID, name string) reminder.Entry {
 // seconds and nanoseconds. Times come back in UTC.
 func splitTime(t time.Time) (int64, int32) { return t.Unix(), int32(t.Nanosecond()) }
 
-func joinTime(s int64, ns int32) time.Time {
-	t := time.Unix(s, int64(ns)).UTC()
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return t
-}
+func joinTime(s int64, ns int32) time.Time { return time.Unix(s, int64(ns)).UTC() }
 
 // reminderKey returns the key columns as bytea: grain ids and names are Go
 // strings, which PostgreSQL text cannot always hold, and bytea compares
@@ -411,8 +405,8 @@ func reminderKey(id grain.ID, name string) (grainType, grainKey, n []byte) {
 func describeReminder(id grain.ID, name string) string { return "reminder " + id.String() + "#" + name }
 
 func checkBucket(op string, b int) error {
-	if b < 0 || b >= reminder.Buckets {
-		return fmt.Errorf("postgres: %s: %w: bucket %d is outside [0, %d)", op, reminder.ErrInvalid, b, reminder.Buckets)
+	if err := reminder.CheckBucket(b); err != nil {
+		return fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	return nil
 }
@@ -432,6 +426,9 @@ func (t *ReminderTable) conflict(op string, id grain.ID, name, etag string) erro
 
 func (t *ReminderTable) callError(ctx context.Context, op, what string, err error) error {
 	err = callError(ctx, err)
+	if isProgramLimit(err) {
+		err = fmt.Errorf("%w: %w", reminder.ErrInvalid, err)
+	}
 	t.log.Debug("call failed", zap.String("op", op), zap.String("what", what), zap.String("server", t.c.where), zap.Error(err))
 	return fmt.Errorf("postgres: %s %s (table %s, cluster %q, on %s): %w", op, what, t.sql.table, t.cluster, t.c.where, err)
 }
