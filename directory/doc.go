@@ -30,6 +30,13 @@
 // A directory made with no lease is read-only, as a client's is: its
 // Register fails with ErrNoLease.
 //
+// Concurrent calls share transactions, group-commit style: registrations
+// and unregistrations that arrive while a transaction is in etcd go out
+// together in the next one (each as a nested transaction with its own
+// comparison, so each still wins or loses alone), and so do the lookups
+// that miss the cache. A lone call is sent at once. EtcdConfig.MaxBatch
+// bounds a transaction (128 operations, etcd's default --max-txn-ops).
+//
 // Memory implements the same contract in process, for tests and
 // single-process setups. ForgetSilo removes a silo's entries the way a
 // lease expiry does.

@@ -33,6 +33,12 @@ type EtcdConfig struct {
 	// CacheSize bounds the number of cached entries. 0 means
 	// DefaultCacheSize; a negative value disables the cache.
 	CacheSize int
+	// MaxBatch is the most operations sent in one etcd transaction:
+	// concurrent registrations, unregistrations and lookups (cache misses)
+	// are grouped, so that etcd commits many in one round. 0 means
+	// DefaultMaxBatch (etcd's default --max-txn-ops); 1 sends each alone.
+	// Etcd halves it by itself if the server refuses a batch as too large.
+	MaxBatch int
 	// Logger receives debug logs. Default: no logs.
 	Logger *zap.Logger
 }
@@ -50,6 +56,12 @@ func (c *EtcdConfig) validate() error {
 	if c.CacheSize == 0 {
 		c.CacheSize = DefaultCacheSize
 	}
+	if c.MaxBatch < 0 {
+		return fmt.Errorf("directory: EtcdConfig.MaxBatch %d is negative", c.MaxBatch)
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -61,6 +73,9 @@ func (c *EtcdConfig) validate() error {
 // msgpack-encoded Entry and attached to the registering silo's lease.
 // Lookups are served from a bounded local cache when possible.
 //
+// Concurrent operations are grouped into one etcd transaction each (see
+// EtcdConfig.MaxBatch); a lone operation is sent at once.
+//
 // Etcd is safe for concurrent use and starts no goroutines.
 type Etcd struct {
 	cli    *clientv3.Client
@@ -68,7 +83,13 @@ type Etcd struct {
 	lease  clientv3.LeaseID
 	cache  *cache
 	log    *zap.Logger
+	writes *batcher // Register, Unregister
+	reads  *batcher // Lookup
 }
+
+// Transactions in flight at once per batcher: while one is in etcd, the
+// next batch builds up; two keep etcd busy without waiting on each other.
+const batchesInflight = 2
 
 var _ Directory = (*Etcd)(nil)
 
@@ -86,6 +107,8 @@ func NewEtcd(cli *clientv3.Client, cfg EtcdConfig) (*Etcd, error) {
 		lease:  cfg.Lease,
 		cache:  newCache(cfg.CacheSize),
 		log:    cfg.Logger,
+		writes: newBatcher(cli, cfg.MaxBatch, batchesInflight),
+		reads:  newBatcher(cli, cfg.MaxBatch, batchesInflight),
 	}, nil
 }
 
@@ -110,13 +133,17 @@ func (d *Etcd) Register(ctx context.Context, id grain.ID, e Entry) (Entry, error
 	}
 	key := d.Key(id)
 	epoch := d.cache.epoch(id)
-	resp, err := d.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(val), clientv3.WithLease(d.lease))).
-		Else(clientv3.OpGet(key)).
-		Commit()
+	op := clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, string(val), clientv3.WithLease(d.lease))},
+		[]clientv3.Op{clientv3.OpGet(key)})
+	r, err := d.writes.do(ctx, key, op, len(key)+len(val))
 	if err != nil {
 		return Entry{}, fmt.Errorf("directory: register %s: %w", id, err)
+	}
+	resp := r.GetResponseTxn()
+	if resp == nil {
+		return Entry{}, fmt.Errorf("directory: register %s: etcd answered %T to a transaction", id, r.GetResponse())
 	}
 	winner := e
 	if !resp.Succeeded {
@@ -141,9 +168,14 @@ func (d *Etcd) Lookup(ctx context.Context, id grain.ID) (Entry, bool, error) {
 		return e, true, nil
 	}
 	epoch := d.cache.epoch(id)
-	resp, err := d.cli.Get(ctx, d.Key(id))
+	key := d.Key(id)
+	r, err := d.reads.do(ctx, key, clientv3.OpGet(key), len(key))
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("directory: lookup %s: %w", id, err)
+	}
+	resp := r.GetResponseRange()
+	if resp == nil {
+		return Entry{}, false, fmt.Errorf("directory: lookup %s: etcd answered %T to a read", id, r.GetResponse())
 	}
 	if len(resp.Kvs) == 0 {
 		return Entry{}, false, nil
@@ -169,13 +201,17 @@ func (d *Etcd) Unregister(ctx context.Context, id grain.ID, e Entry) error {
 		return fmt.Errorf("directory: unregister %s: %w", id, err)
 	}
 	key := d.Key(id)
-	resp, err := d.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(key), "=", string(val))).
-		Then(clientv3.OpDelete(key)).
-		Else(clientv3.OpGet(key)).
-		Commit()
+	op := clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(key), "=", string(val))},
+		[]clientv3.Op{clientv3.OpDelete(key)},
+		[]clientv3.Op{clientv3.OpGet(key)})
+	r, err := d.writes.do(ctx, key, op, len(key)+len(val))
 	if err != nil {
 		return fmt.Errorf("directory: unregister %s: %w", id, err)
+	}
+	resp := r.GetResponseTxn()
+	if resp == nil {
+		return fmt.Errorf("directory: unregister %s: etcd answered %T to a transaction", id, r.GetResponse())
 	}
 	if resp.Succeeded {
 		return nil

@@ -3,6 +3,7 @@ package runtime
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"sort"
@@ -28,13 +29,19 @@ import (
 // in a heap ordered by next due time, and fires each due tick by calling
 // the grain (which activates it wherever the directory places it).
 //
-// Progress: every ProgressInterval the owner records in the table that
-// every tick due before the earliest tick it has not yet delivered was
-// delivered. A silo that takes a bucket over (its owner died or left)
-// starts from that record: a tick due after it that is already past fires
-// once, at once, with Tick.Missed counting the ticks folded into it. Around
-// an ownership change a tick can fire twice (at least once, not exactly
-// once); it is never silently lost.
+// Progress: every ProgressInterval the owner records in the table, per
+// bucket, that every tick due before the earliest tick it has not yet
+// delivered was delivered. A silo that takes a bucket over (its owner died,
+// left, or a silo joined) starts from that record: a tick due after it that
+// is already past fires once, at once, with Tick.Missed counting the ticks
+// folded into it. Ticks delivered after the record was written fire again
+// (at least once, not exactly once); none is silently lost.
+//
+// A delivery that fails before the grain handled it is retried with
+// backoff as the same tick; only its bucket's record waits for it. A silo
+// that stops gracefully delivers what is due, waits for it and records its
+// progress before it announces the shutdown, so the silos taking over
+// deliver nothing twice.
 
 // reminderServiceType addresses the reminder service of a silo in
 // envelopes: a registration tells the owner of the bucket to reload one
@@ -55,16 +62,28 @@ type remKey struct {
 type remItem struct {
 	e      reminder.Entry
 	bucket int
-	next   time.Time // due time of the next tick to fire
-	idx    int       // in the heap; -1 while firing or removed
-	firing bool
-	gone   bool // removed while firing
+	next   time.Time // due time of the earliest tick not yet delivered
+	// retry is when to try a failed delivery again (zero: no failure);
+	// failures counts the failures in a row.
+	retry    time.Time
+	failures int
+	idx      int // in the heap; -1 while firing or removed
+	firing   bool
+	gone     bool // removed while firing
+}
+
+// at is when the item fires next.
+func (it *remItem) at() time.Time {
+	if it.retry.After(it.next) {
+		return it.retry
+	}
+	return it.next
 }
 
 type remHeap []*remItem
 
 func (h remHeap) Len() int           { return len(h) }
-func (h remHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h remHeap) Less(i, j int) bool { return h[i].at().Before(h[j].at()) }
 func (h remHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].idx = i; h[j].idx = j }
 func (h *remHeap) Push(x any)        { it := x.(*remItem); it.idx = len(*h); *h = append(*h, it) }
 func (h *remHeap) Pop() any {
@@ -86,19 +105,25 @@ type reminderService struct {
 	owned  [reminder.Buckets]bool
 	items  map[remKey]*remItem
 	heap   remHeap
-	firing map[*remItem]time.Time // due time of the tick being delivered
-	wake   chan struct{}
-	sem    chan struct{} // bounds concurrent deliveries
-	wg     sync.WaitGroup
+	firing map[*remItem]time.Time // earliest due time the delivery in flight covers
+	// retrying holds the items waiting to retry a failed delivery: their
+	// next due time is not delivered, whatever their place in the heap.
+	retrying map[*remItem]struct{}
+	wake     chan struct{}
+	sem      chan struct{}  // bounds concurrent deliveries
+	wg       sync.WaitGroup // deliveries
+	done     chan struct{}  // closed when run has returned
 }
 
 func newReminderService(s *Silo, table reminder.Table) *reminderService {
 	return &reminderService{
 		s: s, table: table, log: s.log.Named("reminders"), now: time.Now,
-		items:  make(map[remKey]*remItem),
-		firing: make(map[*remItem]time.Time),
-		wake:   make(chan struct{}, 1),
-		sem:    make(chan struct{}, maxConcurrentTicks),
+		items:    make(map[remKey]*remItem),
+		firing:   make(map[*remItem]time.Time),
+		retrying: make(map[*remItem]struct{}),
+		wake:     make(chan struct{}, 1),
+		sem:      make(chan struct{}, maxConcurrentTicks),
+		done:     make(chan struct{}),
 	}
 }
 
@@ -108,14 +133,18 @@ const maxConcurrentTicks = 256
 // bucketOwner returns the silo that owns bucket b in snap: the active silo
 // with the highest rendezvous score.
 func bucketOwner(snap *cluster.Snapshot, b int) (cluster.SiloInfo, bool) {
+	return ownerAmong(snap.Active(), b)
+}
+
+func ownerAmong(active []cluster.SiloInfo, b int) (cluster.SiloInfo, bool) {
 	var best cluster.SiloInfo
 	var bestScore uint64
 	found := false
-	for _, si := range snap.Active() {
+	for _, si := range active {
 		h := fnv.New64a()
 		_, _ = h.Write([]byte(si.SiloID))
-		_, _ = h.Write([]byte{byte(b)})
-		score := h.Sum64()
+		_, _ = h.Write([]byte{0, byte(b)})
+		score := mix64(h.Sum64()) // FNV alone gives one silo every bucket
 		if !found || score > bestScore || (score == bestScore && si.SiloID < best.SiloID) {
 			best, bestScore, found = si, score, true
 		}
@@ -125,8 +154,14 @@ func bucketOwner(snap *cluster.Snapshot, b int) (cluster.SiloInfo, bool) {
 
 // run is the service's goroutine: it follows the view, fires due ticks and
 // saves progress, until stop closes.
+//
+// At stop it delivers the ticks already due (and no later ones), waits for
+// them, and records its progress, so that the silos taking its buckets
+// over start exactly where it stopped: nothing it delivered is delivered
+// again. Silo.stop waits for that (done), within its deadline, before
+// announcing the shutdown.
 func (r *reminderService) run(stop <-chan struct{}) {
-	defer r.wg.Wait()
+	defer close(r.done)
 	snap := r.s.view.Current()
 	r.rebalance(snap)
 	progress := time.NewTicker(r.s.cfg.ReminderProgressInterval)
@@ -136,10 +171,12 @@ func (r *reminderService) run(stop <-chan struct{}) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		wait := r.fireDue()
+		wait := r.fireDue(time.Time{})
 		timer.Reset(wait)
 		select {
 		case <-stop:
+			r.drain(r.s.stopCtx)
+			r.wg.Wait()
 			r.saveProgress()
 			return
 		case <-snap.Changed():
@@ -270,6 +307,7 @@ func (r *reminderService) upsertLocked(e reminder.Entry, progress time.Time) {
 
 func (r *reminderService) removeLocked(it *remItem) {
 	delete(r.items, remKey{it.e.Grain, it.e.Name})
+	delete(r.retrying, it)
 	if it.idx >= 0 {
 		heap.Remove(&r.heap, it.idx)
 	}
@@ -285,9 +323,30 @@ func (r *reminderService) poke() {
 	}
 }
 
-// fireDue starts delivering every due tick and returns how long to wait
-// for the next one.
-func (r *reminderService) fireDue() time.Duration {
+// drain delivers the ticks due by now, and waits for them, until ctx ends.
+// Then the progress record covers every tick this silo delivered.
+func (r *reminderService) drain(ctx context.Context) {
+	until := r.now()
+	for {
+		r.fireDue(until)
+		r.mu.Lock()
+		idle := len(r.firing) == 0 && (len(r.heap) == 0 || r.heap[0].at().After(until))
+		r.mu.Unlock()
+		if idle {
+			return
+		}
+		select {
+		case <-r.wake:
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// fireDue starts delivering every due tick (due by until, if not zero)
+// and returns how long to wait for the next one.
+func (r *reminderService) fireDue(until time.Time) time.Duration {
 	for {
 		r.mu.Lock()
 		if len(r.heap) == 0 {
@@ -295,8 +354,12 @@ func (r *reminderService) fireDue() time.Duration {
 			return time.Hour
 		}
 		now := r.now()
+		horizon := now
+		if !until.IsZero() && until.Before(now) {
+			horizon = until
+		}
 		it := r.heap[0]
-		if wait := it.next.Sub(now); wait > 0 {
+		if wait := it.at().Sub(horizon); wait > 0 {
 			r.mu.Unlock()
 			return wait
 		}
@@ -307,11 +370,12 @@ func (r *reminderService) fireDue() time.Duration {
 			return 10 * time.Millisecond // every delivery slot is busy
 		}
 		heap.Pop(&r.heap)
-		// Fold the ticks that are already past into one late tick.
+		// Fold the ticks that are already past into one late tick (a
+		// retried tick folds the ticks that came due meanwhile).
 		missed := int(now.Sub(it.next) / it.e.Period)
 		due := it.next.Add(time.Duration(missed) * it.e.Period)
 		it.firing = true
-		r.firing[it] = due
+		r.firing[it] = it.next // the earliest tick this delivery accounts for
 		r.mu.Unlock()
 		if missed > 0 {
 			r.log.Warn("reminder ticks missed; firing once, late",
@@ -331,19 +395,50 @@ func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 	defer cancel()
 	_, err := r.s.Invoke(ctx, &grain.Call{Target: it.e.Grain, Type: &grain.TypeDesc{Name: it.e.Grain.Type},
 		Method: grain.ReminderMethod, Args: &tick})
-	if err != nil {
-		r.log.Warn("reminder tick failed", zap.Stringer("grain", it.e.Grain), zap.String("reminder", tick.Name),
-			zap.Time("due", tick.Due), zap.Error(err))
-	}
+	retry := err != nil && undelivered(err)
 	r.mu.Lock()
 	delete(r.firing, it)
 	it.firing = false
-	if !it.gone && r.owned[it.bucket] {
+	if retry {
+		it.failures++
+		it.retry = r.now().Add(backoff(it.failures, 10*time.Second))
+	} else {
+		it.failures, it.retry = 0, time.Time{}
 		it.next = tick.Due.Add(it.e.Period)
+	}
+	failures := it.failures
+	if !it.gone && r.owned[it.bucket] {
 		heap.Push(&r.heap, it)
+		if retry {
+			r.retrying[it] = struct{}{}
+		} else {
+			delete(r.retrying, it)
+		}
 	}
 	r.mu.Unlock()
+	switch {
+	case retry:
+		r.log.Warn("reminder tick not delivered; retrying", zap.Stringer("grain", it.e.Grain),
+			zap.String("reminder", tick.Name), zap.Time("due", tick.Due), zap.Int("failures", failures), zap.Error(err))
+	case err != nil:
+		r.log.Error("reminder tick delivered; the grain failed it", zap.Stringer("grain", it.e.Grain),
+			zap.String("reminder", tick.Name), zap.Time("due", tick.Due), zap.Error(err))
+	}
 	r.poke()
+}
+
+// undelivered reports whether a tick's delivery failed before the grain
+// handled it (or may have), so that the tick must be tried again: no silo,
+// activation failed, overload, timeout. An error the grain returned, a
+// panic, or a grain that takes no reminders counts as delivered.
+func undelivered(err error) bool {
+	for _, e := range []error{grain.ErrSiloUnavailable, grain.ErrActivationFailed, grain.ErrOverloaded,
+		grain.ErrTimeout, grain.ErrConflict, grain.ErrUnknownGrainType, context.DeadlineExceeded, context.Canceled} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // saveProgress records for the owned buckets that every tick due before the
@@ -353,30 +448,51 @@ func (r *reminderService) saveProgress() {
 		return
 	}
 	r.mu.Lock()
+	// The heap's first item fires first, so nothing before it is
+	// undelivered but the ticks in flight and the items retrying a failed
+	// delivery. A retrying item holds back only its own bucket: the
+	// others' progress passes it, so that a silo taking them over does not
+	// deliver again what this one delivered since.
 	through := r.now()
-	if len(r.heap) > 0 && r.heap[0].next.Before(through) {
-		through = r.heap[0].next
+	if len(r.heap) > 0 && r.heap[0].at().Before(through) {
+		through = r.heap[0].at()
 	}
 	for _, due := range r.firing {
 		if due.Before(through) {
 			through = due
 		}
 	}
-	through = through.Add(-time.Nanosecond)
+	held := map[int]time.Time{} // bucket -> its earliest retrying tick
+	for it := range r.retrying {
+		if t, ok := held[it.bucket]; !ok || it.next.Before(t) {
+			held[it.bucket] = it.next
+		}
+	}
 	var owned []int
 	for b := range reminder.Buckets {
-		if r.owned[b] {
+		t, ok := held[b]
+		switch {
+		case !r.owned[b]:
+			delete(held, b)
+		case !ok:
 			owned = append(owned, b)
+		case t.After(through):
+			held[b] = through
 		}
 	}
 	r.mu.Unlock()
-	if len(owned) == 0 {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.ReminderProgressInterval*5)
 	defer cancel()
-	if err := r.table.SaveProgress(ctx, owned, through); err != nil {
-		r.log.Warn("saving reminder progress failed", zap.Error(err))
+	save := func(buckets []int, through time.Time) {
+		if err := r.table.SaveProgress(ctx, buckets, through.Add(-time.Nanosecond)); err != nil {
+			r.log.Warn("saving reminder progress failed", zap.Ints("buckets", buckets), zap.Error(err))
+		}
+	}
+	if len(owned) > 0 {
+		save(owned, through)
+	}
+	for b, t := range held {
+		save([]int{b}, t)
 	}
 }
 

@@ -323,6 +323,13 @@ func (s *Silo) Stop(ctx context.Context) error {
 func (s *Silo) stop(ctx context.Context) error {
 	s.stopCtx = ctx
 	close(s.stopCh)
+	// The reminder service hands its buckets over first: it stops firing,
+	// finishes the ticks in flight (grains still serve) and records its
+	// progress before the others see this silo leave and take them.
+	select {
+	case <-s.reminders.done:
+	case <-ctx.Done():
+	}
 	inc := s.inc.Load()
 	if !inc.member.Fenced() {
 		if err := inc.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {

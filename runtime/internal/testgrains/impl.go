@@ -34,8 +34,13 @@ type Observer struct {
 	Cancelled atomic.Int64
 	// Notes receives the messages of one-way Notify calls.
 	Notes chan string
-	// Ticks receives every reminder tick a Clock received.
-	Ticks chan TickRecord
+	// Ticks receives every reminder tick a Clock received, unless it is
+	// full: then TicksDropped counts the tick.
+	Ticks        chan TickRecord
+	TicksDropped atomic.Int64
+	// TickDelay (a time.Duration) is how long a Clock takes to handle a
+	// reminder tick.
+	TickDelay atomic.Int64
 }
 
 // TickRecord is one reminder tick a Clock received, and when.
@@ -49,6 +54,7 @@ func (o *Observer) tick(id grain.ID, t grain.Tick) {
 	select {
 	case o.Ticks <- TickRecord{Grain: id, Tick: t, At: time.Now()}:
 	default:
+		o.TicksDropped.Add(1)
 	}
 }
 
@@ -373,6 +379,9 @@ func (g *clock) ReceiveReminder(ctx context.Context, t grain.Tick) error {
 	}
 	g.through.Value.Ticks[t.Name]++
 	g.through.Value.Missed += t.Missed
+	if d := time.Duration(g.obs.TickDelay.Load()); d > 0 {
+		time.Sleep(d)
+	}
 	g.obs.tick(g.c.ID(), t)
 	return nil
 }

@@ -110,21 +110,19 @@ func newReminderSQL(table string) reminderSQL {
 	return reminderSQL{
 		schema: []string{
 			"CREATE SEQUENCE IF NOT EXISTS " + seq + " AS bigint",
-			// Start is kept exactly, as Unix seconds and nanoseconds. hash
-			// is reminder.Hash of the grain, bucket its top 8 bits.
+			// Start is kept exactly, as Unix seconds and nanoseconds.
+			// bucket is reminder.BucketOf(reminder.Hash(grain)).
 			`CREATE TABLE IF NOT EXISTS ` + t + ` (
 	cluster text NOT NULL,
 	grain_type bytea NOT NULL,
 	grain_key bytea NOT NULL,
 	name bytea NOT NULL,
-	hash bigint NOT NULL,
-	bucket smallint NOT NULL,
+	bucket smallint NOT NULL CHECK (bucket >= 0 AND bucket < 256),
 	start_s bigint NOT NULL,
 	start_ns integer NOT NULL,
 	period_ns bigint NOT NULL,
 	version bigint NOT NULL,
-	PRIMARY KEY (cluster, grain_type, grain_key, name),
-	CHECK (bucket = hash >> 24)
+	PRIMARY KEY (cluster, grain_type, grain_key, name)
 )`,
 			"CREATE INDEX IF NOT EXISTS " + idx + " ON " + t + " (cluster, bucket)",
 			`CREATE TABLE IF NOT EXISTS ` + prog + ` (
@@ -135,8 +133,8 @@ func newReminderSQL(table string) reminderSQL {
 	PRIMARY KEY (cluster, bucket)
 )`,
 		},
-		upsert: "INSERT INTO " + t + " (cluster, grain_type, grain_key, name, hash, bucket, " + cols + ") " +
-			"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nextval('" + seq + "')) " +
+		upsert: "INSERT INTO " + t + " (cluster, grain_type, grain_key, name, bucket, " + cols + ") " +
+			"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, nextval('" + seq + "')) " +
 			"ON CONFLICT (cluster, grain_type, grain_key, name) DO UPDATE SET " +
 			"start_s = EXCLUDED.start_s, start_ns = EXCLUDED.start_ns, period_ns = EXCLUDED.period_ns, version = EXCLUDED.version " +
 			"RETURNING version",
@@ -206,9 +204,8 @@ func (t *ReminderTable) Upsert(ctx context.Context, e reminder.Entry) (string, e
 		err     error
 	)
 	if e.Etag == "" {
-		hash := reminder.Hash(e.Grain)
 		err = t.c.pool.QueryRow(ctx, t.sql.upsert, t.cluster, gt, gk, name,
-			int64(hash), int16(reminder.BucketOf(hash)), s, ns, int64(e.Period)).Scan(&version)
+			int16(reminder.BucketOf(reminder.Hash(e.Grain))), s, ns, int64(e.Period)).Scan(&version)
 	} else {
 		v, ok := parseEtag(e.Etag)
 		if !ok {
