@@ -185,6 +185,12 @@ func (b *batcher) takeLocked(self *batchOp) []*batchOp {
 func (b *batcher) send(batch []*batchOp) {
 	ctx, cancel := batchContext(batch)
 	defer cancel()
+	if len(batch) == 1 {
+		// Alone: sent as itself, not nested in a transaction, which etcd
+		// serves a little faster.
+		batch[0].resp, batch[0].err = do(ctx, b.cli, batch[0].op)
+		return
+	}
 	ops := make([]clientv3.Op, len(batch))
 	for i, o := range batch {
 		ops[i] = o.op
@@ -210,6 +216,23 @@ func (b *batcher) send(batch []*batchOp) {
 			o.err = errors.New("etcd returned fewer responses than operations")
 		}
 	}
+}
+
+// do sends op alone and returns its response as a transaction would.
+func do(ctx context.Context, cli *clientv3.Client, op clientv3.Op) (*etcdserverpb.ResponseOp, error) {
+	r, err := cli.Do(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Get() != nil:
+		return &etcdserverpb.ResponseOp{Response: &etcdserverpb.ResponseOp_ResponseRange{
+			ResponseRange: (*etcdserverpb.RangeResponse)(r.Get())}}, nil
+	case r.Txn() != nil:
+		return &etcdserverpb.ResponseOp{Response: &etcdserverpb.ResponseOp_ResponseTxn{
+			ResponseTxn: (*etcdserverpb.TxnResponse)(r.Txn())}}, nil
+	}
+	return nil, errors.New("etcd answered an operation the directory does not send")
 }
 
 // batchContext is the context of one transaction: not cancelled by any one

@@ -377,7 +377,7 @@ func (r *reminderService) fireDue(until time.Time) time.Duration {
 		it.firing = true
 		r.firing[it] = it.next // the earliest tick this delivery accounts for
 		r.mu.Unlock()
-		if missed > 0 {
+		if missed > 0 && it.failures == 0 { // a retry logs its failures
 			r.log.Warn("reminder ticks missed; firing once, late",
 				zap.Stringer("grain", it.e.Grain), zap.String("reminder", it.e.Name),
 				zap.Int("missed", missed), zap.Time("due", due))
@@ -417,7 +417,10 @@ func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 	}
 	r.mu.Unlock()
 	switch {
-	case retry:
+	case retry && failures&(failures-1) == 0:
+		// Logged at the 1st, 2nd, 4th, 8th... failure in a row: a
+		// reminder of a grain type no silo hosts any more retries every
+		// 10 s for good, and must not flood the log.
 		r.log.Warn("reminder tick not delivered; retrying", zap.Stringer("grain", it.e.Grain),
 			zap.String("reminder", tick.Name), zap.Time("due", tick.Due), zap.Int("failures", failures), zap.Error(err))
 	case err != nil:
