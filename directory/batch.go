@@ -13,8 +13,10 @@ import (
 )
 
 // DefaultMaxBatch is the default number of operations Etcd sends in one
-// transaction: etcd's default --max-txn-ops.
-const DefaultMaxBatch = 128
+// transaction: one under etcd's default --max-txn-ops (128), because etcd
+// counts a nested transaction's operations against what the outer one
+// leaves of that budget.
+const DefaultMaxBatch = 127
 
 // maxBatchBytes bounds the keys and values of one batch, well under etcd's
 // default 1.5 MiB request limit.
@@ -25,16 +27,20 @@ const batchTimeout = 30 * time.Second
 
 // A batcher sends concurrent etcd operations in one transaction, group
 // commit style. A caller that finds fewer than maxInflight transactions in
-// flight sends at once (a lone caller pays no added latency); the others
-// queue, and when a transaction returns, the first waiting caller sends
-// the queue that has built up meanwhile. No goroutine of its own.
+// flight starts a sender at once (a lone caller pays no added latency);
+// the others queue, and a sender whose transaction returns sends next
+// whatever queued up meanwhile, then ends when the queue is empty. Every
+// caller waits for its own answer or its own context, whichever comes
+// first; a caller that gives up before its operation is sent is dropped
+// from the queue.
 //
-// Operations of one transaction touch distinct keys (etcd refuses a
-// transaction that writes a key twice); a second operation on a key waits
-// for the next transaction.
+// With distinct set, the operations of one transaction touch distinct keys
+// (etcd refuses a transaction that writes a key twice): a second operation
+// on a key waits for the next transaction. Reads need not.
 type batcher struct {
 	cli         *clientv3.Client
 	maxInflight int
+	distinct    bool
 
 	mu       sync.Mutex
 	queue    []*batchOp
@@ -42,12 +48,11 @@ type batcher struct {
 	max      int // operations per transaction; halved if etcd refuses
 }
 
-// Op states. The owner of a queued op may abandon it (its context ended);
-// a sender takes it; the sender that finishes hands the lead to one.
+// Op states: a queued op is taken by a sender or abandoned by its caller,
+// whichever comes first.
 const (
 	opQueued int32 = iota
 	opTaken
-	opLead
 	opAbandoned
 )
 
@@ -57,15 +62,13 @@ type batchOp struct {
 	op    clientv3.Op
 	size  int
 	state atomic.Int32
-	// wake receives true when the op's owner must send the next batch,
-	// false when the op is done (resp or err set).
-	wake chan bool
-	resp *etcdserverpb.ResponseOp
-	err  error
+	done  chan struct{} // closed when resp or err is set
+	resp  *etcdserverpb.ResponseOp
+	err   error
 }
 
-func newBatcher(cli *clientv3.Client, max, maxInflight int) *batcher {
-	return &batcher{cli: cli, max: max, maxInflight: maxInflight}
+func newBatcher(cli *clientv3.Client, max, maxInflight int, distinct bool) *batcher {
+	return &batcher{cli: cli, max: max, maxInflight: maxInflight, distinct: distinct}
 }
 
 // do runs op on key as part of a transaction and returns op's response.
@@ -73,108 +76,72 @@ func (b *batcher) do(ctx context.Context, key string, op clientv3.Op, size int) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	o := &batchOp{ctx: ctx, key: key, op: op, size: size, wake: make(chan bool, 1)}
+	o := &batchOp{ctx: ctx, key: key, op: op, size: size, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, o)
 	if b.inflight < b.maxInflight {
 		b.inflight++
-		o.state.Store(opLead)
+		batch := b.takeLocked()
 		b.mu.Unlock()
-		b.lead(o)
-		return o.resp, o.err
+		go b.sendAll(batch)
+	} else {
+		b.mu.Unlock()
 	}
-	b.mu.Unlock()
 	select {
-	case lead := <-o.wake:
-		if lead {
-			b.lead(o)
-		}
+	case <-o.done:
 		return o.resp, o.err
 	case <-ctx.Done():
-		if o.state.CompareAndSwap(opQueued, opAbandoned) {
-			return nil, ctx.Err()
-		}
-		if o.state.Load() == opLead {
-			// Handed the lead as our context ended: the queue still
-			// needs a sender.
-			<-o.wake
-			b.lead(o)
-			return o.resp, o.err
-		}
-		// Taken: the result, when it comes, is dropped.
+		// Still queued: dropped. Taken: its answer, when it comes, is.
+		o.state.CompareAndSwap(opQueued, opAbandoned)
 		return nil, ctx.Err()
 	}
 }
 
-// lead sends batches until self is done, then hands the lead to the first
-// queued op, or leaves the in-flight slot if none is queued.
-func (b *batcher) lead(self *batchOp) {
-	for {
-		b.mu.Lock()
-		batch := b.takeLocked(self)
-		b.mu.Unlock()
-		if len(batch) > 0 {
-			b.send(batch)
-		}
+// sendAll sends batch, then the batches that queued up meanwhile, until
+// the queue is empty.
+func (b *batcher) sendAll(batch []*batchOp) {
+	for len(batch) > 0 {
+		b.send(batch)
 		for _, o := range batch {
-			if o != self {
-				o.wake <- false
-			}
+			close(o.done)
 		}
-		if self.resp != nil || self.err != nil || len(batch) == 0 {
-			break
+		b.mu.Lock()
+		batch = b.takeLocked()
+		if len(batch) == 0 {
+			b.inflight--
 		}
+		b.mu.Unlock()
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i, o := range b.queue {
-		if o.state.CompareAndSwap(opQueued, opLead) {
-			o.wake <- true
-			return
-		}
-		if i == 0 && o.state.Load() == opAbandoned {
-			b.queue[0] = nil
-			b.queue = b.queue[1:]
-		}
-		// Else it leads already (handed the lead, not yet sending).
-	}
-	b.inflight--
 }
 
-// takeLocked removes up to b.max ops on distinct keys from the queue,
-// self first; abandoned ops are dropped on the way.
-func (b *batcher) takeLocked(self *batchOp) []*batchOp {
+// takeLocked removes up to b.max queued ops (on distinct keys, if
+// b.distinct) from the queue, oldest first; abandoned ops are dropped on
+// the way. It takes at least one op if any is queued.
+func (b *batcher) takeLocked() []*batchOp {
 	var batch []*batchOp
-	keys := make(map[string]struct{}, min(len(b.queue), b.max))
+	var keys map[string]struct{}
+	if b.distinct {
+		keys = make(map[string]struct{}, min(len(b.queue), b.max))
+	}
 	bytes := 0
-	add := func(o *batchOp) {
-		batch = append(batch, o)
-		keys[o.key] = struct{}{}
-		bytes += o.size
-	}
-	rest := b.queue[:0]
+	kept := b.queue[:0]
 	for _, o := range b.queue {
-		if o == self && self.resp == nil && self.err == nil {
-			add(o)
-		} else if o != self {
-			rest = append(rest, o)
-		}
-	}
-	kept := rest[:0]
-	for _, o := range rest {
-		st := o.state.Load()
-		if st == opAbandoned {
+		if o.state.Load() == opAbandoned {
 			continue
 		}
 		_, dup := keys[o.key]
-		if dup || st != opQueued || len(batch) >= b.max || (len(batch) > 0 && bytes+o.size > maxBatchBytes) ||
+		if dup || len(batch) >= b.max || (len(batch) > 0 && bytes+o.size > maxBatchBytes) ||
 			!o.state.CompareAndSwap(opQueued, opTaken) {
-			if o.state.Load() != opAbandoned {
+			if o.state.Load() == opQueued {
 				kept = append(kept, o)
 			}
 			continue
 		}
-		add(o)
+		batch = append(batch, o)
+		if keys != nil {
+			keys[o.key] = struct{}{}
+		}
+		bytes += o.size
 	}
 	clear(b.queue[len(kept):])
 	b.queue = kept
@@ -237,14 +204,13 @@ func do(ctx context.Context, cli *clientv3.Client, op clientv3.Op) (*etcdserverp
 
 // batchContext is the context of one transaction: not cancelled by any one
 // caller (the others still wait for it), ending at the latest deadline
-// among the callers', or after batchTimeout if one has none.
+// among the callers' (batchTimeout from now for a caller without one).
 func batchContext(batch []*batchOp) (context.Context, context.CancelFunc) {
 	var latest time.Time
 	for _, o := range batch {
 		d, ok := o.ctx.Deadline()
 		if !ok {
-			latest = time.Now().Add(batchTimeout)
-			break
+			d = time.Now().Add(batchTimeout)
 		}
 		if d.After(latest) {
 			latest = d

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,8 +45,9 @@ func TestEtcdBatching(t *testing.T) {
 	const n = 512
 	ctx := testCtx(t)
 	var rpcs rpcCounter
+	var refused atomic.Int64 // transactions etcd refused (too many operations)
 	prefix := testPrefix(t)
-	d, err := directory.NewEtcd(newClient(t, rpcs.option()), directory.EtcdConfig{Prefix: prefix, Lease: grantLease(t, newClient(t))})
+	d, err := directory.NewEtcd(newClient(t, rpcs.option(), countRefusals(&refused)), directory.EtcdConfig{Prefix: prefix, Lease: grantLease(t, newClient(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +66,7 @@ func TestEtcdBatching(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	refused.Store(0)
 	concurrently(t, n, func(i int) error {
 		got, err := d.Register(ctx, ids[i], entry("a", uint64(i)))
 		want := entry("a", uint64(i))
@@ -77,6 +80,26 @@ func TestEtcdBatching(t *testing.T) {
 	})
 	if got := rpcs.load(); got > n/4 {
 		t.Errorf("%d concurrent registrations took %d etcd requests, want at most %d", n, got, n/4)
+	}
+	if got := refused.Load(); got > 0 {
+		t.Errorf("etcd refused %d transactions of the default size as too large", got)
+	}
+
+	// Lookups of one key by many callers share transactions too.
+	var hotRPCs rpcCounter
+	hot, err := directory.NewEtcd(newClient(t, hotRPCs.option()), directory.EtcdConfig{Prefix: prefix, CacheSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	concurrently(t, n, func(int) error {
+		_, ok, err := hot.Lookup(ctx, ids[1])
+		if err == nil && !ok {
+			err = errors.New("registered entry not found")
+		}
+		return err
+	})
+	if got := hotRPCs.load(); got > n/4 {
+		t.Errorf("%d concurrent lookups of one key took %d etcd requests, want at most %d", n, got, n/4)
 	}
 
 	// Lookups of entries this process never cached.
@@ -175,6 +198,38 @@ func TestEtcdBatchAbandoned(t *testing.T) {
 	if _, err := d.Register(ctx, id(999), entry("a", 1)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestEtcdBatchCallerDeadline: a caller whose operation is in a slow
+// transaction returns at its own deadline, not the transaction's.
+func TestEtcdBatchCallerDeadline(t *testing.T) {
+	d, err := directory.NewEtcd(newClient(t, delayTxns(2*time.Second)), directory.EtcdConfig{
+		Prefix: testPrefix(t), Lease: grantLease(t, newClient(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	_, err = d.Register(ctx, grain.ID{Type: "test.Batch", Key: "slow"}, entry("a", 1))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Register = %v, want a deadline error", err)
+	}
+	if waited := time.Since(began); waited > time.Second {
+		t.Fatalf("a caller with a 100 ms deadline waited %v", waited)
+	}
+}
+
+// countRefusals is a dial option counting the etcd requests refused with
+// "too many operations in txn request".
+func countRefusals(n *atomic.Int64) grpc.DialOption {
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if err != nil && strings.Contains(err.Error(), "too many operations") {
+			n.Add(1)
+		}
+		return err
+	})
 }
 
 // delayTxns is a dial option that holds every etcd transaction for d

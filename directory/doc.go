@@ -35,7 +35,8 @@
 // together in the next one (each as a nested transaction with its own
 // comparison, so each still wins or loses alone), and so do the lookups
 // that miss the cache. A lone call is sent at once. EtcdConfig.MaxBatch
-// bounds a transaction (128 operations, etcd's default --max-txn-ops).
+// bounds a transaction (127 operations: etcd's default --max-txn-ops is
+// 128, and nested transactions count against it).
 //
 // Memory implements the same contract in process, for tests and
 // single-process setups. ForgetSilo removes a silo's entries the way a

@@ -36,7 +36,8 @@ type EtcdConfig struct {
 	// MaxBatch is the most operations sent in one etcd transaction:
 	// concurrent registrations, unregistrations and lookups (cache misses)
 	// are grouped, so that etcd commits many in one round. 0 means
-	// DefaultMaxBatch (etcd's default --max-txn-ops); 1 sends each alone.
+	// DefaultMaxBatch (127: etcd's default --max-txn-ops is 128, and a
+	// registration is a nested transaction); 1 sends each alone.
 	// Etcd halves it by itself if the server refuses a batch as too large.
 	MaxBatch int
 	// Logger receives debug logs. Default: no logs.
@@ -76,7 +77,8 @@ func (c *EtcdConfig) validate() error {
 // Concurrent operations are grouped into one etcd transaction each (see
 // EtcdConfig.MaxBatch); a lone operation is sent at once.
 //
-// Etcd is safe for concurrent use and starts no goroutines.
+// Etcd is safe for concurrent use. It runs a goroutine per transaction in
+// flight (at most two for writes and two for lookups), none while idle.
 type Etcd struct {
 	cli    *clientv3.Client
 	prefix string // Prefix + "dir/"
@@ -107,8 +109,8 @@ func NewEtcd(cli *clientv3.Client, cfg EtcdConfig) (*Etcd, error) {
 		lease:  cfg.Lease,
 		cache:  newCache(cfg.CacheSize),
 		log:    cfg.Logger,
-		writes: newBatcher(cli, cfg.MaxBatch, batchesInflight),
-		reads:  newBatcher(cli, cfg.MaxBatch, batchesInflight),
+		writes: newBatcher(cli, cfg.MaxBatch, batchesInflight, true),
+		reads:  newBatcher(cli, cfg.MaxBatch, batchesInflight, false),
 	}, nil
 }
 
