@@ -477,3 +477,43 @@ func TestRemindersHandedOverOnStop(t *testing.T) {
 		}
 	}
 }
+
+// flakyListing is a reminder table whose first listings fail.
+type flakyListing struct {
+	*reminder.Memory
+	failures atomic.Int32
+}
+
+func (f *flakyListing) ListBucket(ctx context.Context, b int) ([]reminder.Entry, error) {
+	if f.failures.Add(-1) >= 0 {
+		return nil, errors.New("listing refused by the test")
+	}
+	return f.Memory.ListBucket(ctx, b)
+}
+
+// A bucket whose listing failed records no progress until it is listed:
+// its reminders fire once listed (late, at the next refresh), instead of
+// being skipped as "delivered through now".
+func TestReminderBucketNotListedRecordsNoProgress(t *testing.T) {
+	table := &flakyListing{Memory: reminder.NewMemory()}
+	table.failures.Store(reminder.Buckets) // every bucket's first listing
+	due := time.Now().Add(100 * time.Millisecond)
+	id := grain.ID{Type: testgrains.ClockType.Name, Key: "unlisted"}
+	if _, err := table.Upsert(ctxT(t), reminder.Entry{Grain: id, Name: "once", Start: due, Period: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	obs := testgrains.NewObserver()
+	runtimetest.NewCluster(t, 1, runtimetest.Options{
+		Config: runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}, Reminders: table,
+			ReminderProgressInterval: 50 * time.Millisecond, ReminderRefreshInterval: time.Second},
+		Register: registerTestGrains(obs),
+	})
+	select {
+	case r := <-obs.Ticks:
+		if !r.Tick.Due.Equal(due) {
+			t.Fatalf("tick due %v, want %v", r.Tick.Due, due)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reminder of a bucket whose first listing failed never fired")
+	}
+}

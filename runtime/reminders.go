@@ -39,9 +39,9 @@ import (
 //
 // A delivery that fails before the grain handled it is retried with
 // backoff as the same tick; only its bucket's record waits for it. A silo
-// that stops gracefully delivers what is due, waits for it and records its
-// progress before it announces the shutdown, so the silos taking over
-// deliver nothing twice.
+// that stops gracefully keeps its buckets while it shuts down, then
+// delivers what is due, waits for it and records its progress before it
+// leaves, so the silos taking over deliver nothing twice.
 
 // reminderServiceType addresses the reminder service of a silo in
 // envelopes: a registration tells the owner of the bucket to reload one
@@ -103,6 +103,11 @@ type reminderService struct {
 
 	mu     sync.Mutex
 	owned  [reminder.Buckets]bool
+	// loaded marks the owned buckets listed since they were taken: only
+	// those have a progress to record (a bucket whose listing failed has
+	// no items, and recording "delivered through now" would skip its
+	// ticks).
+	loaded [reminder.Buckets]bool
 	items  map[remKey]*remItem
 	heap   remHeap
 	firing map[*remItem]time.Time // earliest due time the delivery in flight covers
@@ -132,8 +137,21 @@ const maxConcurrentTicks = 256
 
 // bucketOwner returns the silo that owns bucket b in snap: the active silo
 // with the highest rendezvous score.
+//
+// A silo shutting down keeps its buckets (and fires their ticks) until it
+// leaves: it hands them over with its progress recorded, after its grains
+// are deactivated, instead of when it announces the shutdown.
 func bucketOwner(snap *cluster.Snapshot, b int) (cluster.SiloInfo, bool) {
-	return ownerAmong(snap.Active(), b)
+	owners := snap.Active()
+	if len(owners) != len(snap.Silos) {
+		owners = make([]cluster.SiloInfo, 0, len(snap.Silos))
+		for _, si := range snap.Silos {
+			if si.Status == cluster.StatusActive || si.Status == cluster.StatusShuttingDown {
+				owners = append(owners, si)
+			}
+		}
+	}
+	return ownerAmong(owners, b)
 }
 
 func ownerAmong(active []cluster.SiloInfo, b int) (cluster.SiloInfo, bool) {
@@ -158,8 +176,8 @@ func ownerAmong(active []cluster.SiloInfo, b int) (cluster.SiloInfo, bool) {
 // At stop it delivers the ticks already due (and no later ones), waits for
 // them, and records its progress, so that the silos taking its buckets
 // over start exactly where it stopped: nothing it delivered is delivered
-// again. Silo.stop waits for that (done), within its deadline, before
-// announcing the shutdown.
+// again. Silo.stop stops it after the grains are deactivated and waits for
+// it (done), within its deadline, before leaving the cluster.
 func (r *reminderService) run(stop <-chan struct{}) {
 	defer close(r.done)
 	snap := r.s.view.Current()
@@ -212,7 +230,7 @@ func (r *reminderService) rebalance(snap *cluster.Snapshot) (gained []bool) {
 			gained[b] = true
 			taken = append(taken, b)
 		case !mine && r.owned[b]:
-			r.owned[b] = false
+			r.owned[b], r.loaded[b] = false, false
 			lost = true
 		}
 	}
@@ -250,7 +268,13 @@ func (r *reminderService) loadBucket(b int) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.owned[b] = true
+	if r.loaded[b] {
+		// Listed again: an entry found new or changed now was
+		// registered after the last listing (its notice was lost);
+		// progress recorded since covers none of its ticks.
+		progress = time.Time{}
+	}
+	r.owned[b], r.loaded[b] = true, true
 	listed := make(map[remKey]bool, len(entries))
 	for _, e := range entries {
 		listed[remKey{e.Grain, e.Name}] = true
@@ -444,8 +468,8 @@ func undelivered(err error) bool {
 	return false
 }
 
-// saveProgress records for the owned buckets that every tick due before the
-// earliest undelivered one was delivered.
+// saveProgress records for each loaded bucket that every tick due before
+// its earliest undelivered one was delivered.
 func (r *reminderService) saveProgress() {
 	if r.s.isFenced() {
 		return
@@ -453,51 +477,49 @@ func (r *reminderService) saveProgress() {
 	r.mu.Lock()
 	// The heap's first item fires first, so nothing before it is
 	// undelivered but the ticks in flight and the items retrying a failed
-	// delivery. A retrying item holds back only its own bucket: the
-	// others' progress passes it, so that a silo taking them over does not
-	// deliver again what this one delivered since.
+	// delivery. Those hold back only their own bucket's record (rounded
+	// down to progressGrain, so that the buckets share a few records):
+	// the other buckets' records pass them, so that a silo taking those
+	// over does not deliver again what this one delivered since.
 	through := r.now()
 	if len(r.heap) > 0 && r.heap[0].at().Before(through) {
 		through = r.heap[0].at()
 	}
-	for _, due := range r.firing {
-		if due.Before(through) {
-			through = due
+	held := map[int]time.Time{}
+	hold := func(b int, t time.Time) {
+		if cur, ok := held[b]; !ok || t.Before(cur) {
+			held[b] = t
 		}
 	}
-	held := map[int]time.Time{} // bucket -> its earliest retrying tick
+	for it, t := range r.firing {
+		hold(it.bucket, t)
+	}
 	for it := range r.retrying {
-		if t, ok := held[it.bucket]; !ok || it.next.Before(t) {
-			held[it.bucket] = it.next
-		}
+		hold(it.bucket, it.next)
 	}
-	var owned []int
+	groups := map[int64][]int{} // through (Unix ns) -> buckets
 	for b := range reminder.Buckets {
-		t, ok := held[b]
-		switch {
-		case !r.owned[b]:
-			delete(held, b)
-		case !ok:
-			owned = append(owned, b)
-		case t.After(through):
-			held[b] = through
+		if !r.owned[b] || !r.loaded[b] {
+			continue
 		}
+		t := through
+		if h, ok := held[b]; ok && h.Before(t) {
+			t = h.Truncate(progressGrain)
+		}
+		groups[t.UnixNano()] = append(groups[t.UnixNano()], b)
 	}
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.ReminderProgressInterval*5)
 	defer cancel()
-	save := func(buckets []int, through time.Time) {
-		if err := r.table.SaveProgress(ctx, buckets, through.Add(-time.Nanosecond)); err != nil {
+	for t, buckets := range groups {
+		if err := r.table.SaveProgress(ctx, buckets, time.Unix(0, t-1)); err != nil {
 			r.log.Warn("saving reminder progress failed", zap.Ints("buckets", buckets), zap.Error(err))
 		}
 	}
-	if len(owned) > 0 {
-		save(owned, through)
-	}
-	for b, t := range held {
-		save([]int{b}, t)
-	}
 }
+
+// progressGrain rounds the progress of buckets with ticks in flight.
+const progressGrain = 100 * time.Millisecond
 
 // refreshOne reloads one reminder after a registration changed it.
 func (r *reminderService) refreshOne(ctx context.Context, id grain.ID, name string) error {

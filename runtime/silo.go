@@ -70,6 +70,9 @@ type Silo struct {
 	// life serialises Start and Stop.
 	life   sync.Mutex
 	stopCh chan struct{} // closed when Stop begins
+	// remindersStop is closed when Stop has deactivated the grains: the
+	// reminder service fires until then.
+	remindersStop chan struct{}
 
 	reminders *reminderService
 
@@ -96,15 +99,16 @@ func NewSilo(cfg Config) (*Silo, error) {
 		return nil, err
 	}
 	return &Silo{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		types:     make(map[string]*grainType),
-		table:     newTable(),
-		epoch:     time.Now(),
-		stopCh:    make(chan struct{}),
-		turnWork:  make(chan *activation),
-		leaseDone: make(chan struct{}),
-		stopCtx:   context.Background(),
+		cfg:           cfg,
+		log:           cfg.Logger,
+		types:         make(map[string]*grainType),
+		table:         newTable(),
+		epoch:         time.Now(),
+		stopCh:        make(chan struct{}),
+		remindersStop: make(chan struct{}),
+		turnWork:      make(chan *activation),
+		leaseDone:     make(chan struct{}),
+		stopCtx:       context.Background(),
 	}, nil
 }
 
@@ -247,7 +251,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.reminders.run(s.stopCh)
+		s.reminders.run(s.remindersStop)
 	}()
 	s.log.Info("silo started", zap.String("cluster", s.cfg.Cluster), zap.Int("grain_types", len(s.types)),
 		zap.Duration("collection_quantum", s.quantum))
@@ -323,13 +327,6 @@ func (s *Silo) Stop(ctx context.Context) error {
 func (s *Silo) stop(ctx context.Context) error {
 	s.stopCtx = ctx
 	close(s.stopCh)
-	// The reminder service hands its buckets over first: it stops firing,
-	// finishes the ticks in flight (grains still serve) and records its
-	// progress before the others see this silo leave and take them.
-	select {
-	case <-s.reminders.done:
-	case <-ctx.Done():
-	}
 	inc := s.inc.Load()
 	if !inc.member.Fenced() {
 		if err := inc.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {
@@ -344,6 +341,15 @@ func (s *Silo) stop(ctx context.Context) error {
 	// has drained.
 	if err := s.server.Stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("runtime: stop transport server: %w", err))
+	}
+	// The reminder service keeps its buckets while this silo is shutting
+	// down (its ticks go to grains on other silos now); it hands them
+	// over when this silo leaves, its last ticks delivered and its
+	// progress recorded.
+	close(s.remindersStop)
+	select {
+	case <-s.reminders.done:
+	case <-ctx.Done():
 	}
 	close(s.leaseDone)
 	if err := waitGroup(ctx, &s.wg); err != nil {
