@@ -101,8 +101,8 @@ type reminderService struct {
 	log   *zap.Logger
 	now   func() time.Time
 
-	mu     sync.Mutex
-	owned  [reminder.Buckets]bool
+	mu    sync.Mutex
+	owned [reminder.Buckets]bool
 	// loaded marks the owned buckets listed since they were taken: only
 	// those have a progress to record (a bucket whose listing failed has
 	// no items, and recording "delivered through now" would skip its
