@@ -196,7 +196,7 @@ func (bc *benchProcs) directoryEntries(b *testing.B, grainType string) int64 {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, "/granary/"+bc.name+"/dir/"+url.PathEscape(grainType)+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := cli.Get(ctx, runtime.ClusterPrefix(bc.name)+"dir/"+url.PathEscape(grainType)+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		b.Fatal(err)
 	}

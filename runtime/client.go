@@ -93,7 +93,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 		c.router = &router{tc: c.tc}
 		return c, nil
 	}
-	prefix := "/granary/" + cfg.Cluster + "/"
+	prefix := ClusterPrefix(cfg.Cluster)
 	c.etcd, err = clientv3.New(clientv3.Config{
 		Endpoints:   cfg.Etcd.Endpoints,
 		DialTimeout: cfg.Etcd.DialTimeout,

@@ -167,4 +167,21 @@ func (c *Config) validate() error {
 	return nil
 }
 
-func (c *Config) prefix() string { return "/granary/" + c.Cluster + "/" }
+func (c *Config) prefix() string { return ClusterPrefix(c.Cluster) }
+
+// ClusterPrefix returns the etcd key prefix of cluster, "/granary/<cluster>/",
+// under which its silos keep their membership, grain directory, state and
+// reminders. An empty cluster means DefaultCluster, as in Config. It is for
+// tools and tests that open a cluster's tables directly on the same etcd,
+// for example reminder.NewEtcd or directory.NewEtcd:
+//
+//	table, err := reminder.NewEtcd(cli, reminder.EtcdConfig{Prefix: runtime.ClusterPrefix("prod")})
+//
+// It does not check the name; Config rejects names containing '/' or
+// control characters.
+func ClusterPrefix(cluster string) string {
+	if cluster == "" {
+		cluster = DefaultCluster
+	}
+	return "/granary/" + cluster + "/"
+}

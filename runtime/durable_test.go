@@ -381,7 +381,7 @@ func etcdReminders(tb testing.TB, cluster string) *reminder.Etcd {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { cli.Close() })
-	table, err := reminder.NewEtcd(cli, reminder.EtcdConfig{Prefix: "/granary/" + cluster + "/"})
+	table, err := reminder.NewEtcd(cli, reminder.EtcdConfig{Prefix: runtime.ClusterPrefix(cluster)})
 	if err != nil {
 		tb.Fatal(err)
 	}

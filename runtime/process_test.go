@@ -77,7 +77,7 @@ func (pc *procCluster) hosts(t *testing.T, grainType string) map[string]string {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	prefix := "/granary/" + pc.name + "/dir/" + grainType + "/"
+	prefix := runtime.ClusterPrefix(pc.name) + "dir/" + grainType + "/"
 	resp, err := cli.Get(ctxT(t), prefix, clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)

@@ -13,11 +13,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
-	"github.com/granary-rt/granary/runtime/etcdembed"
+	"github.com/granary-rt/granary/runtime/etcdembed/etcdembedtest"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
 	"github.com/granary-rt/granary/runtime/runtimetest"
 	"github.com/granary-rt/granary/runtime/storage"
@@ -29,23 +28,7 @@ var endpoints []string
 
 func TestMain(m *testing.M) {
 	runtimetest.ChildMain(registerTestGrains(testgrains.NewObserver()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	srv, err := etcdembed.Start(ctx, etcdembed.Config{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start etcd:", err)
-		os.Exit(1)
-	}
-	endpoints = srv.Endpoints()
-	code := m.Run()
-	srv.Close()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(etcdembedtest.Main(m, &endpoints))
 }
 
 // registerTestGrains registers the test grain types, reporting to obs.
@@ -532,7 +515,7 @@ func TestLostLeaseFencesWithoutWritingState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	resp, err := cli.Get(ctx, "/granary/"+f.Name+"/silos/"+s.ID())
+	resp, err := cli.Get(ctx, runtime.ClusterPrefix(f.Name)+"silos/"+s.ID())
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("silo key: %v, %v", resp, err)
 	}
@@ -546,7 +529,7 @@ func TestLostLeaseFencesWithoutWritingState(t *testing.T) {
 		n, err := c.Get(ctx)
 		return err == nil && n == 0
 	}, "the fenced activation kept serving, or the silo did not rejoin")
-	st, err := cli.Get(ctx, "/granary/"+f.Name+"/state/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	st, err := cli.Get(ctx, runtime.ClusterPrefix(f.Name)+"state/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,18 +2,16 @@ package cluster_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/granary-rt/granary/runtime/etcdembed"
+	"github.com/granary-rt/granary/runtime/etcdembed/etcdembedtest"
 )
 
 // endpoints are the client URLs of the package's embedded etcd, started
@@ -21,30 +19,7 @@ import (
 var endpoints []string
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	srv, err := etcdembed.Start(ctx, etcdembed.Config{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	endpoints = srv.Endpoints()
-	code := m.Run()
-	if err := srv.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	return code
+	os.Exit(etcdembedtest.Main(m, &endpoints))
 }
 
 func newClient(tb testing.TB, opts ...grpc.DialOption) *clientv3.Client {

@@ -22,8 +22,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/etcdembed"
+	"github.com/granary-rt/granary/runtime/storage"
+	"github.com/granary-rt/granary/runtime/storage/etcdstore"
 )
 
 // DemoOptions configure Demo.
@@ -109,7 +112,9 @@ type demo struct {
 
 	etcd   *etcdembed.Server
 	cli    *clientv3.Client
-	prefix string // the cluster's etcd prefix
+	prefix string              // the cluster's etcd prefix
+	dir    *directory.Etcd     // the cluster's grain directory, read-only
+	store  *etcdstore.Provider // the cluster's default state storage
 	silos  []*demoProc
 	web    *demoProc
 	api    *demoAPI
@@ -123,7 +128,7 @@ type demo struct {
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.w, format+"\n", args...) }
 
 func (d *demo) run(ctx context.Context) error {
-	d.prefix = "/granary/" + demoCluster + "/"
+	d.prefix = runtime.ClusterPrefix(demoCluster)
 	d.ledger = make(map[string]int64, len(demoAccounts))
 	d.unsure = make(map[string]int64)
 	d.say("Granary bank demo: %d silos and a web frontend, each a separate process.", d.opts.Silos)
@@ -173,6 +178,14 @@ func (d *demo) start(ctx context.Context) (err error) {
 		Logger: d.opts.Logger.Named("etcd-client")})
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
+	}
+	// The cluster's tables, opened on the same etcd to look at what the
+	// silos wrote: the directory read-only (no lease) and uncached.
+	if d.dir, err = directory.NewEtcd(d.cli, directory.EtcdConfig{Prefix: d.prefix, CacheSize: -1}); err != nil {
+		return fmt.Errorf("grain directory: %w", err)
+	}
+	if d.store, err = etcdstore.New(d.cli, etcdstore.Config{Prefix: d.prefix}); err != nil {
+		return fmt.Errorf("state storage: %w", err)
 	}
 
 	env := []string{
@@ -562,7 +575,9 @@ func (d *demo) shutdown(ctx context.Context, total int64) error {
 
 // hosts reads the grain directory: account -> silo id.
 func (d *demo) hosts(ctx context.Context) (map[string]string, error) {
-	prefix := d.prefix + "dir/" + url.PathEscape(AccountType.Name) + "/"
+	// The key of an account with an empty name is the prefix of every
+	// account's key: Key escapes the name and appends it.
+	prefix := d.dir.Key(grain.ID{Type: AccountType.Name})
 	resp, err := d.cli.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read the grain directory: %w", err)
@@ -582,25 +597,20 @@ func (d *demo) hosts(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
-// storedBalances reads the accounts' persisted state straight from etcd.
+// storedBalances reads the accounts' persisted state straight from etcd,
+// through the storage provider the silos use.
 func (d *demo) storedBalances(ctx context.Context) (map[string]int64, error) {
-	prefix := d.prefix + "state/" + url.PathEscape(AccountType.Name) + "/"
-	resp, err := d.cli.Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read the stored accounts: %w", err)
-	}
-	out := make(map[string]int64, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		key, state, _ := strings.Cut(string(kv.Key[len(prefix):]), "/")
-		if state != "account" {
-			continue
-		}
-		name, err := url.PathUnescape(key)
+	out := make(map[string]int64, len(demoAccounts))
+	for _, name := range demoAccounts {
+		data, _, err := d.store.Read(ctx, storage.Key{GrainType: AccountType.Name, GrainKey: name, State: "account"})
 		if err != nil {
-			return nil, fmt.Errorf("state key %q: %w", kv.Key, err)
+			return nil, fmt.Errorf("read the stored accounts: %w", err)
+		}
+		if data == nil {
+			continue // never written
 		}
 		var s accountState
-		if err := msgpack.Unmarshal(kv.Value, &s); err != nil {
+		if err := msgpack.Unmarshal(data, &s); err != nil {
 			return nil, fmt.Errorf("stored state of %s: %w", name, err)
 		}
 		out[name] = s.Balance

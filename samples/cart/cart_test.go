@@ -77,7 +77,7 @@ func newEnv(t *testing.T, rc runtime.Config, cc cart.Config, opts ...grain.TypeO
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	if e.reminders, err = reminder.NewEtcd(cli, reminder.EtcdConfig{Prefix: "/granary/" + e.Name + "/"}); err != nil {
+	if e.reminders, err = reminder.NewEtcd(cli, reminder.EtcdConfig{Prefix: runtime.ClusterPrefix(e.Name)}); err != nil {
 		t.Fatal(err)
 	}
 	return e
