@@ -465,7 +465,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // keepForRetry returns a deactivating activation to service after its state
 // failed to write; the collector tries again once it has been idle for
-// delay (at the collector's next pass after that).
+// delay (it wakes for that, whatever its quantum).
 func (a *activation) keepForRetry(delay time.Duration) {
 	s := a.silo
 	a.mu.Lock()
@@ -479,6 +479,7 @@ func (a *activation) keepForRetry(delay time.Duration) {
 	start := a.queue.len() > 0
 	a.running = start
 	a.mu.Unlock()
+	s.collectAfter(min(delay, a.typ.collectionAge))
 	if start {
 		s.goTurns(a)
 	}

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -76,6 +77,13 @@ type Silo struct {
 
 	reminders *reminderService
 
+	// retries holds when activations kept after a failed deactivation
+	// write are due to be tried again (monotonic nanotime): the collector
+	// wakes for them instead of waiting for its next pass.
+	retryMu   sync.Mutex
+	retries   []int64 // a min-heap
+	retryWake chan struct{}
+
 	turnWork    chan *activation // unbuffered: hands an activation to an idle turn worker
 	idleWorkers atomic.Int32
 	leaseDone   chan struct{} // closed when the lease watcher may exit
@@ -106,6 +114,7 @@ func NewSilo(cfg Config) (*Silo, error) {
 		epoch:         time.Now(),
 		stopCh:        make(chan struct{}),
 		remindersStop: make(chan struct{}),
+		retryWake:     make(chan struct{}, 1),
 		turnWork:      make(chan *activation),
 		leaseDone:     make(chan struct{}),
 		stopCtx:       context.Background(),
@@ -552,14 +561,62 @@ func (s *Silo) collectLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.quantum)
 	defer t.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	for {
 		select {
 		case <-s.stopCh:
 			return
 		case <-t.C:
 			s.collectOnce()
+		case <-s.retryWake:
+		case <-retry.C:
+			s.collectOnce()
+		}
+		if next, ok := s.nextRetry(); ok {
+			retry.Reset(time.Duration(next - s.nanotime()))
 		}
 	}
+}
+
+// collectAfter makes the collector pass again after d (a deactivation to
+// retry), however long its quantum.
+func (s *Silo) collectAfter(d time.Duration) {
+	s.retryMu.Lock()
+	heap.Push((*int64Heap)(&s.retries), s.nanotime()+int64(d))
+	s.retryMu.Unlock()
+	select {
+	case s.retryWake <- struct{}{}:
+	default:
+	}
+}
+
+// nextRetry drops the retry times that are past and returns the earliest
+// one still ahead, if any.
+func (s *Silo) nextRetry() (int64, bool) {
+	s.retryMu.Lock()
+	defer s.retryMu.Unlock()
+	now := s.nanotime()
+	for len(s.retries) > 0 && s.retries[0] <= now {
+		heap.Pop((*int64Heap)(&s.retries))
+	}
+	if len(s.retries) == 0 {
+		return 0, false
+	}
+	return s.retries[0], true
+}
+
+type int64Heap []int64
+
+func (h int64Heap) Len() int           { return len(h) }
+func (h int64Heap) Less(i, j int) bool { return h[i] < h[j] }
+func (h int64Heap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *int64Heap) Push(x any)        { *h = append(*h, x.(int64)) }
+func (h *int64Heap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 func (s *Silo) collectOnce() {

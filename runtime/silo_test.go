@@ -634,3 +634,28 @@ func TestCallsMoveOffAStoppedSilo(t *testing.T) {
 		t.Fatalf("after b stopped: Get through a = %d, %v; want 3", n, err)
 	}
 }
+
+// A failed write on deactivation is retried after its backoff (100 ms,
+// then 200 ms...), not at the idle collector's next pass, which with a
+// long collection age is a minute away.
+func TestDeactivationRetryDoesNotWaitForTheCollector(t *testing.T) {
+	st := &flakyStorage{Memory: storage.NewMemory()}
+	f := start(t, 1, runtime.Config{Storage: map[string]storage.Provider{runtime.DefaultStorage: st}},
+		grain.WithCollectionAge(4*time.Minute)) // quantum: 1 minute
+	ctx := ctxT(t)
+	c := testgrains.NewCounterRef(f.Client(), "retried")
+	if _, err := c.Add(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	st.failing.Store(true)
+	if err := c.Deactivate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return st.writes.Load() >= 2 }, "no retry")
+	st.failing.Store(false)
+	runtimetest.Eventually(t, 10*time.Second, func() bool { return f.Silos[0].ActivationCount() == 0 },
+		"the activation was not deactivated by a retry once storage recovered")
+	if n, err := c.Get(ctx); err != nil || n != 5 {
+		t.Fatalf("after the retried deactivation: Get = %d, %v; want 5", n, err)
+	}
+}
