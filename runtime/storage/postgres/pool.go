@@ -84,8 +84,10 @@ type conn struct {
 // statement (and drops the connection only if the server has not answered
 // within a second). pgx's default drops the connection at once, and a
 // statement the server goes on with (one waiting for a lock, say) then
-// still commits after the call returned its error. Use it to build a pool
-// to share between a Provider and a ReminderTable:
+// still commits after the call returned its error. Unless the DSN sets
+// pool_max_conns, the pool holds up to DefaultMaxConns connections (pgx's
+// own default, 4 on a small machine, queues a silo's concurrent writes).
+// Use it to build a pool to share between a Provider and a ReminderTable:
 //
 //	cfg, err := postgres.ParsePoolConfig(dsn)
 //	...
@@ -100,8 +102,17 @@ func ParsePoolConfig(dsn string) (*pgxpool.Config, error) {
 	cfg.ConnConfig.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, DeadlineDelay: cancelGrace}
 	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = max(cfg.MaxConns, DefaultMaxConns)
+	}
 	return cfg, nil
 }
+
+// DefaultMaxConns is the size of the pools this package creates when the
+// DSN does not say (pool_max_conns=N): a silo writes the states of many
+// grains at once, one statement each. Three silos with the default stay
+// well under PostgreSQL's default max_connections (100).
+const DefaultMaxConns = 16
 
 // openPool returns pool if it is not nil (the caller keeps owning it), else
 // a new pool for dsn, configured by ParsePoolConfig. Creating a pool does

@@ -518,3 +518,22 @@ func TestOneStatementPerCall(t *testing.T) {
 		}
 	}
 }
+
+// A pool from a DSN that does not size it holds DefaultMaxConns
+// connections (at least pgx's own default); a DSN that does is obeyed.
+func TestParsePoolConfigSize(t *testing.T) {
+	cfg, err := postgres.ParsePoolConfig("host=db dbname=granary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxConns < postgres.DefaultMaxConns {
+		t.Errorf("MaxConns = %d, want at least %d", cfg.MaxConns, postgres.DefaultMaxConns)
+	}
+	cfg, err = postgres.ParsePoolConfig("host=db dbname=granary pool_max_conns=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxConns != 3 {
+		t.Errorf("MaxConns = %d with pool_max_conns=3", cfg.MaxConns)
+	}
+}
