@@ -237,7 +237,11 @@ func countRefusals(n *atomic.Int64) grpc.DialOption {
 func delayTxns(d time.Duration) grpc.DialOption {
 	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		if strings.HasSuffix(method, "/Txn") {
-			time.Sleep(d)
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	})

@@ -108,9 +108,12 @@ type reminderService struct {
 	// no items, and recording "delivered through now" would skip its
 	// ticks).
 	loaded [reminder.Buckets]bool
-	items  map[remKey]*remItem
-	heap   remHeap
-	firing map[*remItem]time.Time // earliest due time the delivery in flight covers
+	// notices counts the registration notices applied per bucket, so that
+	// a listing knows whether one overtook it.
+	notices [reminder.Buckets]uint64
+	items   map[remKey]*remItem
+	heap    remHeap
+	firing  map[*remItem]time.Time // earliest due time the delivery in flight covers
 	// retrying holds the items waiting to retry a failed delivery: their
 	// next due time is not delivered, whatever their place in the heap.
 	retrying map[*remItem]struct{}
@@ -193,9 +196,16 @@ func (r *reminderService) run(stop <-chan struct{}) {
 		timer.Reset(wait)
 		select {
 		case <-stop:
-			r.drain(r.s.stopCtx)
+			// List the buckets again first: a registration whose notice
+			// failed while this silo stopped is scheduled here. Then
+			// deliver what was due when the listing began, and record
+			// exactly that: no tick of a reminder registered after the
+			// listing is passed, and none delivered here is again.
+			listed := r.now()
+			r.relist()
+			r.drain(r.s.stopCtx, listed)
 			r.wg.Wait()
-			r.saveProgress()
+			r.saveProgress(listed)
 			return
 		case <-snap.Changed():
 			snap = r.s.view.Current()
@@ -203,7 +213,7 @@ func (r *reminderService) run(stop <-chan struct{}) {
 		case <-refresh.C:
 			r.reloadAll()
 		case <-progress.C:
-			r.saveProgress()
+			r.saveProgress(time.Time{})
 		case <-r.wake:
 		case <-timer.C:
 		}
@@ -262,11 +272,22 @@ func (r *reminderService) loadBucket(b int) error {
 	if err != nil {
 		return fmt.Errorf("load progress: %w", err)
 	}
-	entries, err := r.table.ListBucket(ctx, b)
-	if err != nil {
-		return fmt.Errorf("list: %w", err)
+	// A registration notice applied while the listing runs may be newer
+	// than what the listing saw: list again (a few times at most).
+	var entries []reminder.Entry
+	for attempt := 1; ; attempt++ {
+		r.mu.Lock()
+		seq := r.notices[b]
+		r.mu.Unlock()
+		if entries, err = r.table.ListBucket(ctx, b); err != nil {
+			return fmt.Errorf("list: %w", err)
+		}
+		r.mu.Lock()
+		if r.notices[b] == seq || attempt == 3 {
+			break // holding r.mu
+		}
+		r.mu.Unlock()
 	}
-	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.loaded[b] {
 		// Listed again: an entry found new or changed now was
@@ -293,10 +314,17 @@ func (r *reminderService) loadBucket(b int) error {
 // notice was lost) and retries buckets whose load failed.
 func (r *reminderService) reloadAll() {
 	gained := r.rebalance(r.s.view.Current()) // loaded just now
+	r.relistExcept(gained)
+}
+
+// relist lists every owned bucket again.
+func (r *reminderService) relist() { r.relistExcept(make([]bool, reminder.Buckets)) }
+
+func (r *reminderService) relistExcept(skip []bool) {
 	var owned []int
 	r.mu.Lock()
 	for b := range reminder.Buckets {
-		if r.owned[b] && !gained[b] {
+		if r.owned[b] && !skip[b] {
 			owned = append(owned, b)
 		}
 	}
@@ -347,10 +375,10 @@ func (r *reminderService) poke() {
 	}
 }
 
-// drain delivers the ticks due by now, and waits for them, until ctx ends.
-// Then the progress record covers every tick this silo delivered.
-func (r *reminderService) drain(ctx context.Context) {
-	until := r.now()
+// drain delivers the ticks due by until, and waits for them, until ctx
+// ends. Then a progress record through until covers every tick this silo
+// delivered, and no tick it did not.
+func (r *reminderService) drain(ctx context.Context, until time.Time) {
 	for {
 		r.fireDue(until)
 		r.mu.Lock()
@@ -469,8 +497,9 @@ func undelivered(err error) bool {
 }
 
 // saveProgress records for each loaded bucket that every tick due before
-// its earliest undelivered one was delivered.
-func (r *reminderService) saveProgress() {
+// its earliest undelivered one (and before limit, if not zero) was
+// delivered.
+func (r *reminderService) saveProgress(limit time.Time) {
 	if r.s.isFenced() {
 		return
 	}
@@ -482,6 +511,9 @@ func (r *reminderService) saveProgress() {
 	// the other buckets' records pass them, so that a silo taking those
 	// over does not deliver again what this one delivered since.
 	through := r.now()
+	if !limit.IsZero() && limit.Before(through) {
+		through = limit
+	}
 	if len(r.heap) > 0 && r.heap[0].at().Before(through) {
 		through = r.heap[0].at()
 	}
@@ -533,6 +565,7 @@ func (r *reminderService) refreshOne(ctx context.Context, id grain.ID, name stri
 	if !r.owned[b] {
 		return fmt.Errorf("%w: reminder bucket %d is not owned by silo %s", grain.ErrSiloUnavailable, b, r.s.id)
 	}
+	r.notices[b]++
 	if it := r.items[remKey{id, name}]; it != nil && !ok {
 		r.removeLocked(it)
 	}
@@ -564,7 +597,7 @@ func (r *reminderService) notify(ctx context.Context, id grain.ID, name string) 
 		}
 	}
 	if err != nil {
-		r.log.Debug("reminder notice not delivered; the owner picks it up at its next refresh",
+		r.log.Warn("reminder notice not delivered; the owner picks it up at its next refresh",
 			zap.Stringer("grain", id), zap.String("reminder", name), zap.String("owner", owner.SiloID), zap.Error(err))
 	}
 }

@@ -564,17 +564,20 @@ func (s *Silo) collectLoop() {
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
 	for {
+		scanned := int64(-1) // start of this round's pass; none yet
 		select {
 		case <-s.stopCh:
 			return
 		case <-t.C:
+			scanned = s.nanotime()
 			s.collectOnce()
 		case <-s.retryWake:
 		case <-retry.C:
+			scanned = s.nanotime()
 			s.collectOnce()
 		}
-		if next, ok := s.nextRetry(); ok {
-			retry.Reset(time.Duration(next - s.nanotime()))
+		if next, ok := s.nextRetry(scanned); ok {
+			retry.Reset(time.Duration(next - s.nanotime())) // at once if past
 		}
 	}
 }
@@ -591,13 +594,13 @@ func (s *Silo) collectAfter(d time.Duration) {
 	}
 }
 
-// nextRetry drops the retry times that are past and returns the earliest
-// one still ahead, if any.
-func (s *Silo) nextRetry() (int64, bool) {
+// nextRetry drops the retry times a pass that began at scanned covered (a
+// pass sees as idle what is due by its start) and returns the earliest
+// one left, if any: it may be past already.
+func (s *Silo) nextRetry(scanned int64) (int64, bool) {
 	s.retryMu.Lock()
 	defer s.retryMu.Unlock()
-	now := s.nanotime()
-	for len(s.retries) > 0 && s.retries[0] <= now {
+	for len(s.retries) > 0 && s.retries[0] <= scanned {
 		heap.Pop((*int64Heap)(&s.retries))
 	}
 	if len(s.retries) == 0 {

@@ -86,7 +86,8 @@ type conn struct {
 // statement the server goes on with (one waiting for a lock, say) then
 // still commits after the call returned its error. Unless the DSN sets
 // pool_max_conns, the pool holds up to DefaultMaxConns connections (pgx's
-// own default, 4 on a small machine, queues a silo's concurrent writes).
+// own default, 4 on a small machine, queues a silo's concurrent writes;
+// pgx's default is kept where it is larger).
 // Use it to build a pool to share between a Provider and a ReminderTable:
 //
 //	cfg, err := postgres.ParsePoolConfig(dsn)
@@ -108,11 +109,12 @@ func ParsePoolConfig(dsn string) (*pgxpool.Config, error) {
 	return cfg, nil
 }
 
-// DefaultMaxConns is the size of the pools this package creates when the
-// DSN does not say (pool_max_conns=N): a silo writes the states of many
-// grains at once, one statement each. Three silos with the default stay
-// well under PostgreSQL's default max_connections (100).
-const DefaultMaxConns = 16
+// DefaultMaxConns is the smallest pool this package creates when the DSN
+// does not say (pool_max_conns=N): a silo writes the states of many grains
+// at once, one statement each. A silo with a provider and a reminder table
+// holds two pools: six such silos stay under PostgreSQL's default
+// max_connections (100).
+const DefaultMaxConns = 8
 
 // openPool returns pool if it is not nil (the caller keeps owning it), else
 // a new pool for dsn, configured by ParsePoolConfig. Creating a pool does
