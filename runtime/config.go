@@ -61,7 +61,9 @@ type Config struct {
 	ReminderProgressInterval time.Duration
 	// ReminderRefreshInterval is how often a silo reloads the reminders it
 	// owns from the table, which picks up changes whose notice was lost.
-	// Default 1 minute.
+	// A silo records progress only up to its last reload, so this also
+	// bounds how many ticks a silo taking over a crashed silo's reminders
+	// may deliver again. Default 1 minute.
 	ReminderRefreshInterval time.Duration
 	// Directory overrides the grain directory. Default: the etcd
 	// directory, entries bound to this silo's lease.

@@ -517,3 +517,38 @@ func TestReminderBucketNotListedRecordsNoProgress(t *testing.T) {
 		t.Fatal("the reminder of a bucket whose first listing failed never fired")
 	}
 }
+
+// A silo's progress record never passes its last listing of the bucket:
+// a reminder registered after that listing, whose notice the silo never
+// got, must not be skipped by the silo that takes the bucket over should
+// this one crash before it lists the bucket again.
+func TestProgressNeverPassesTheLastListing(t *testing.T) {
+	table := reminder.NewMemory()
+	ctx := ctxT(t)
+	before := time.Now()
+	runtimetest.NewCluster(t, 1, runtimetest.Options{
+		Config: runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}, Reminders: table,
+			ReminderProgressInterval: 50 * time.Millisecond, ReminderRefreshInterval: time.Hour},
+		Register: registerTestGrains(obsNone),
+	})
+	listed := time.Now() // every bucket was listed between before and now
+	time.Sleep(time.Second)
+	recorded := 0
+	for b := range reminder.Buckets {
+		p, err := table.LoadProgress(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.After(listed) {
+			t.Fatalf("bucket %d: progress recorded through %v, after the listing (by %v)", b, p, listed)
+		}
+		if !p.IsZero() && !p.Before(before.Add(-time.Second)) {
+			recorded++
+		}
+	}
+	if recorded == 0 {
+		t.Fatal("no progress recorded at all")
+	}
+}
+
+var obsNone = testgrains.NewObserver()

@@ -31,17 +31,21 @@ import (
 //
 // Progress: every ProgressInterval the owner records in the table, per
 // bucket, that every tick due before the earliest tick it has not yet
-// delivered was delivered. A silo that takes a bucket over (its owner died,
-// left, or a silo joined) starts from that record: a tick due after it that
-// is already past fires once, at once, with Tick.Missed counting the ticks
-// folded into it. Ticks delivered after the record was written fire again
-// (at least once, not exactly once); none is silently lost.
+// delivered was delivered, but never past the start of its last listing
+// of the bucket: a reminder registered later, whose notice the owner never
+// got, is then not skipped by the silo that takes the bucket over if the
+// owner crashes. A silo that takes a bucket over (its owner died, left, or
+// a silo joined) starts from that record: a tick due after it that is
+// already past fires once, at once, with Tick.Missed counting the ticks
+// folded into it. Ticks delivered after the record fire again (at least
+// once, not exactly once); none is silently lost.
 //
 // A delivery that fails before the grain handled it is retried with
 // backoff as the same tick; only its bucket's record waits for it. A silo
-// that stops gracefully keeps its buckets while it shuts down, then
-// delivers what is due, waits for it and records its progress before it
-// leaves, so the silos taking over deliver nothing twice.
+// that stops gracefully keeps its buckets while it shuts down, then lists
+// them again, delivers what was due when the listing began, waits for it
+// and records exactly that before it leaves, so the silos taking over
+// deliver nothing twice.
 
 // reminderServiceType addresses the reminder service of a silo in
 // envelopes: a registration tells the owner of the bucket to reload one
@@ -111,9 +115,15 @@ type reminderService struct {
 	// notices counts the registration notices applied per bucket, so that
 	// a listing knows whether one overtook it.
 	notices [reminder.Buckets]uint64
-	items   map[remKey]*remItem
-	heap    remHeap
-	firing  map[*remItem]time.Time // earliest due time the delivery in flight covers
+	// listedAt is when the last successful listing of a bucket began. A
+	// progress record never passes it: a reminder registered after it,
+	// whose notice this silo never got, starts at or after it (as far as
+	// silo clocks agree), so no record of ours skips a tick of it for the
+	// silo that takes the bucket over after we crash.
+	listedAt [reminder.Buckets]time.Time
+	items    map[remKey]*remItem
+	heap     remHeap
+	firing   map[*remItem]time.Time // earliest due time the delivery in flight covers
 	// retrying holds the items waiting to retry a failed delivery: their
 	// next due time is not delivered, whatever their place in the heap.
 	retrying map[*remItem]struct{}
@@ -275,10 +285,12 @@ func (r *reminderService) loadBucket(b int) error {
 	// A registration notice applied while the listing runs may be newer
 	// than what the listing saw: list again (a few times at most).
 	var entries []reminder.Entry
+	var began time.Time
 	for attempt := 1; ; attempt++ {
 		r.mu.Lock()
 		seq := r.notices[b]
 		r.mu.Unlock()
+		began = r.now()
 		if entries, err = r.table.ListBucket(ctx, b); err != nil {
 			return fmt.Errorf("list: %w", err)
 		}
@@ -296,6 +308,7 @@ func (r *reminderService) loadBucket(b int) error {
 		progress = time.Time{}
 	}
 	r.owned[b], r.loaded[b] = true, true
+	r.listedAt[b] = began
 	listed := make(map[remKey]bool, len(entries))
 	for _, e := range entries {
 		listed[remKey{e.Grain, e.Name}] = true
@@ -537,6 +550,9 @@ func (r *reminderService) saveProgress(limit time.Time) {
 		t := through
 		if h, ok := held[b]; ok && h.Before(t) {
 			t = h.Truncate(progressGrain)
+		}
+		if l := r.listedAt[b]; l.Before(t) {
+			t = l.Truncate(progressGrain)
 		}
 		groups[t.UnixNano()] = append(groups[t.UnixNano()], b)
 	}
