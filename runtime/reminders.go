@@ -148,13 +148,12 @@ func newReminderService(s *Silo, table reminder.Table) *reminderService {
 // maxConcurrentTicks bounds the reminder ticks one silo delivers at once.
 const maxConcurrentTicks = 256
 
-// bucketOwner returns the silo that owns bucket b in snap: the active silo
-// with the highest rendezvous score.
-//
-// A silo shutting down keeps its buckets (and fires their ticks) until it
-// leaves: it hands them over with its progress recorded, after its grains
-// are deactivated, instead of when it announces the shutdown.
-func bucketOwner(snap *cluster.Snapshot, b int) (cluster.SiloInfo, bool) {
+// bucketOwners returns the silos of snap that own reminder buckets: the
+// active ones, and those shutting down. A silo shutting down keeps its
+// buckets (and fires their ticks) until it leaves: it hands them over with
+// its progress recorded, after its grains are deactivated, instead of when
+// it announces the shutdown.
+func bucketOwners(snap *cluster.Snapshot) []cluster.SiloInfo {
 	owners := snap.Active()
 	if len(owners) != len(snap.Silos) {
 		owners = make([]cluster.SiloInfo, 0, len(snap.Silos))
@@ -164,9 +163,11 @@ func bucketOwner(snap *cluster.Snapshot, b int) (cluster.SiloInfo, bool) {
 			}
 		}
 	}
-	return ownerAmong(owners, b)
+	return owners
 }
 
+// ownerAmong returns the silo among owners (see bucketOwners) that owns
+// bucket b: the one with the highest rendezvous score.
 func ownerAmong(active []cluster.SiloInfo, b int) (cluster.SiloInfo, bool) {
 	var best cluster.SiloInfo
 	var bestScore uint64
@@ -186,10 +187,10 @@ func ownerAmong(active []cluster.SiloInfo, b int) (cluster.SiloInfo, bool) {
 // run is the service's goroutine: it follows the view, fires due ticks and
 // saves progress, until stop closes.
 //
-// At stop it delivers the ticks already due (and no later ones), waits for
-// them, and records its progress, so that the silos taking its buckets
-// over start exactly where it stopped: nothing it delivered is delivered
-// again. Silo.stop stops it after the grains are deactivated and waits for
+// At stop it lists its buckets again, delivers the ticks due when the
+// listing began (and no later ones), waits for them, and records exactly
+// that, so that the silos taking its buckets over start where it stopped:
+// nothing it delivered is delivered again. Silo.stop stops it after the grains are deactivated and waits for
 // it (done), within its deadline, before leaving the cluster.
 func (r *reminderService) run(stop <-chan struct{}) {
 	defer close(r.done)
@@ -237,9 +238,10 @@ func (r *reminderService) rebalance(snap *cluster.Snapshot) (gained []bool) {
 	gained = make([]bool, reminder.Buckets)
 	var taken []int
 	lost := false
+	owners := bucketOwners(snap)
 	r.mu.Lock()
 	for b := range reminder.Buckets {
-		owner, ok := bucketOwner(snap, b)
+		owner, ok := ownerAmong(owners, b)
 		mine := ok && owner.SiloID == r.s.id && !r.s.isFenced()
 		switch {
 		case mine && !r.owned[b]:
@@ -331,13 +333,13 @@ func (r *reminderService) reloadAll() {
 }
 
 // relist lists every owned bucket again.
-func (r *reminderService) relist() { r.relistExcept(make([]bool, reminder.Buckets)) }
+func (r *reminderService) relist() { r.relistExcept(nil) }
 
 func (r *reminderService) relistExcept(skip []bool) {
 	var owned []int
 	r.mu.Lock()
 	for b := range reminder.Buckets {
-		if r.owned[b] && !skip[b] {
+		if r.owned[b] && (skip == nil || !skip[b]) {
 			owned = append(owned, b)
 		}
 	}
@@ -495,13 +497,17 @@ func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 	r.poke()
 }
 
+// undeliveredErrs are the errors of a delivery that may not have reached
+// the grain.
+var undeliveredErrs = []error{grain.ErrSiloUnavailable, grain.ErrActivationFailed, grain.ErrOverloaded,
+	grain.ErrTimeout, grain.ErrConflict, grain.ErrUnknownGrainType, context.DeadlineExceeded, context.Canceled}
+
 // undelivered reports whether a tick's delivery failed before the grain
 // handled it (or may have), so that the tick must be tried again: no silo,
 // activation failed, overload, timeout. An error the grain returned, a
 // panic, or a grain that takes no reminders counts as delivered.
 func undelivered(err error) bool {
-	for _, e := range []error{grain.ErrSiloUnavailable, grain.ErrActivationFailed, grain.ErrOverloaded,
-		grain.ErrTimeout, grain.ErrConflict, grain.ErrUnknownGrainType, context.DeadlineExceeded, context.Canceled} {
+	for _, e := range undeliveredErrs {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -596,7 +602,7 @@ func (r *reminderService) refreshOne(ctx context.Context, id grain.ID, name stri
 // that cannot be delivered is picked up by the owner's next refresh.
 func (r *reminderService) notify(ctx context.Context, id grain.ID, name string) {
 	b := reminder.BucketOf(reminder.Hash(id))
-	owner, ok := bucketOwner(r.s.view.Current(), b)
+	owner, ok := ownerAmong(bucketOwners(r.s.view.Current()), b)
 	if !ok {
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,21 +14,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime/etcdembed/etcdembedtest"
 	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/reminder/remindertest"
 )
 
-var prefixes atomic.Int64
-
-// uniquePrefix returns a key prefix no other test or subtest uses.
-func uniquePrefix() string {
-	return fmt.Sprintf("/granary-test/%d/", prefixes.Add(1))
-}
-
 func newEtcd(t testing.TB, cfg reminder.EtcdConfig) *reminder.Etcd {
 	t.Helper()
 	if cfg.Prefix == "" {
-		cfg.Prefix = uniquePrefix()
+		cfg.Prefix = etcdembedtest.UniquePrefix()
 	}
 	tb, err := reminder.NewEtcd(cli, cfg)
 	if err != nil {
@@ -88,7 +81,7 @@ func TestEtcdConfig(t *testing.T) {
 // in etcd, that the etag is the key's ModRevision, and the progress format.
 func TestEtcdKeyLayout(t *testing.T) {
 	ctx := t.Context()
-	prefix := uniquePrefix()
+	prefix := etcdembedtest.UniquePrefix()
 	tb := newEtcd(t, reminder.EtcdConfig{Prefix: prefix})
 	id := grain.ID{Type: "bank/Account", Key: "a b%c"}
 	b := reminder.BucketOf(reminder.Hash(id))

@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,14 @@ import (
 
 	"github.com/granary-rt/granary/runtime/etcdembed"
 )
+
+var prefixes atomic.Int64
+
+// UniquePrefix returns an etcd key prefix no other caller in this process
+// got: one per test or subtest, on a server they share.
+func UniquePrefix() string {
+	return fmt.Sprintf("/granary-test/%d/", prefixes.Add(1))
+}
 
 // startTimeout bounds how long the embedded server may take to start.
 const startTimeout = 30 * time.Second

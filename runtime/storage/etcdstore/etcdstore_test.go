@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,17 +24,10 @@ var cli *clientv3.Client
 
 func TestMain(m *testing.M) { os.Exit(etcdembedtest.MainWithClient(m, &cli)) }
 
-var prefixes atomic.Int64
-
-// uniquePrefix returns a key prefix no other test or subtest uses.
-func uniquePrefix() string {
-	return fmt.Sprintf("/granary-test/%d/", prefixes.Add(1))
-}
-
 func newProvider(t testing.TB, cfg etcdstore.Config) *etcdstore.Provider {
 	t.Helper()
 	if cfg.Prefix == "" {
-		cfg.Prefix = uniquePrefix()
+		cfg.Prefix = etcdembedtest.UniquePrefix()
 	}
 	p, err := etcdstore.New(cli, cfg)
 	if err != nil {
@@ -97,7 +89,7 @@ func TestConfig(t *testing.T) {
 // TestKeyLayout checks the documented key layout against what is really in
 // etcd, and that the etag is the key's ModRevision.
 func TestKeyLayout(t *testing.T) {
-	prefix := uniquePrefix()
+	prefix := etcdembedtest.UniquePrefix()
 	p := newProvider(t, etcdstore.Config{Prefix: prefix})
 	k := storage.Key{GrainType: "bank/Account", GrainKey: "a b%c", State: "st#1"}
 	want := prefix + "state/bank%2FAccount/a%20b%25c/st%231"
@@ -169,7 +161,7 @@ func TestConflictMessageNamesCurrentEtag(t *testing.T) {
 // MaxKeyBytes: the largest request the provider can send must be one the
 // server (with etcd's default request limit) accepts.
 func TestLargestValueFits(t *testing.T) {
-	prefix := uniquePrefix()
+	prefix := etcdembedtest.UniquePrefix()
 	p := newProvider(t, etcdstore.Config{Prefix: prefix, MaxValueBytes: etcdstore.MaxValueBytesCeiling})
 	fixed := len(p.EtcdKey(storage.Key{GrainType: "T", State: "s"}))
 	k := storage.Key{GrainType: "T", GrainKey: strings.Repeat("k", etcdstore.MaxKeyBytes-fixed), State: "s"}
