@@ -7,39 +7,62 @@ import (
 )
 
 // Errors returned by the runtime. All of them are errors.Is-checkable, also
-// when they crossed the wire from another process.
+// when they crossed the wire from another process. Each has the outcome
+// (see Outcome) that OutcomeOf reports for it unless something marks the
+// error otherwise; a grain method's own errors are always OutcomeFailed.
 var (
-	// ErrOverloaded: the target activation's mailbox is full. The call was
-	// not queued; retrying later may succeed.
+	// ErrOverloaded: the target activation's mailbox, or a silo's queue for
+	// calls, is full. The call was not queued; retrying later may succeed.
+	// Did not run.
 	ErrOverloaded = NewError("overloaded", "grain: overloaded")
-	// ErrUnknownGrainType: no silo hosts a grain type of that name.
+	// ErrUnknownGrainType: no silo hosts a grain type of that name. Did not
+	// run.
 	ErrUnknownGrainType = NewError("unknown_grain_type", "grain: unknown grain type")
-	// ErrUnknownMethod: the grain type has no method with that index.
+	// ErrUnknownMethod: the grain type has no such method. Did not run.
 	ErrUnknownMethod = NewError("unknown_method", "grain: unknown method")
 	// ErrTimeout: the call's deadline passed before a reply arrived. The
 	// outcome of the call is unknown. Errors that match ErrTimeout also match
 	// context.DeadlineExceeded.
 	ErrTimeout = NewError("timeout", "grain: call timed out")
 	// ErrNotFound: a looked-up entity (directory entry, reminder, ...) does
-	// not exist.
+	// not exist. As the answer of a method: ran and failed.
 	ErrNotFound = NewError("not_found", "grain: not found")
 	// ErrSiloUnavailable: the silo that should serve the call is stopping,
-	// stopped or unreachable.
+	// stopped, fenced or unreachable, and the call was not delivered to a
+	// running turn. Did not run. (A connection lost after the call was
+	// sent is ErrOutcomeUnknown instead.)
 	ErrSiloUnavailable = NewError("silo_unavailable", "grain: silo unavailable")
 	// ErrConflict: a storage write carried a stale etag: another activation
-	// wrote since this one read. runtime/storage re-exports it.
+	// wrote since this one read. runtime/storage re-exports it. The method
+	// ran; its state change was not written and the activation was torn
+	// down: ran and failed.
 	ErrConflict = NewError("conflict", "grain: storage etag conflict")
 	// ErrPanic: the grain method panicked. The activation was torn down
-	// without writing its state.
+	// without writing its state. Ran and failed.
 	ErrPanic = NewError("panic", "grain: grain method panicked")
 	// ErrActivationFailed: loading state or OnActivate failed; the next call
-	// tries to activate again. The cause is wrapped.
+	// tries to activate again. The cause is wrapped. Did not run.
 	ErrActivationFailed = NewError("activation_failed", "grain: activation failed")
 	// ErrTooLarge: a message or a state exceeds a configured size limit.
+	// For a request: did not run. A state the provider refuses as too
+	// large fails its call with ErrNotPersisted, which wraps this locally.
 	ErrTooLarge = NewError("too_large", "grain: too large")
-	// ErrBadRequest: a request could not be decoded or is malformed.
+	// ErrBadRequest: a request could not be decoded or is malformed. Did
+	// not run.
 	ErrBadRequest = NewError("bad_request", "grain: malformed request")
+	// ErrNotPersisted: the method ran but storage refused its state change
+	// for certain (too large, rejected), and the change was undone: the
+	// next call sees the state as it was before. Ran and failed.
+	ErrNotPersisted = NewError("not_persisted", "grain: state change not written")
+	// ErrOutcomeUnknown: the call may or may not have run and its writes
+	// may or may not be durable: the connection to the silo was lost after
+	// the call was sent, the silo was fenced while the call ran, or storage
+	// did not say whether a write landed. Outcome unknown.
+	ErrOutcomeUnknown = NewError("outcome_unknown", "grain: outcome unknown")
 )
+
+// canceledCode is the code context.Canceled travels with.
+const canceledCode = "canceled"
 
 // CodedError is a sentinel error with a stable code that identifies it
 // across processes. Create them with NewError, once, at package level.
@@ -104,7 +127,7 @@ func CodeOf(err error) string {
 	case errors.Is(err, context.DeadlineExceeded):
 		return ErrTimeout.code
 	case errors.Is(err, context.Canceled):
-		return "canceled"
+		return canceledCode
 	}
 	return ""
 }
@@ -115,9 +138,14 @@ func CodeOf(err error) string {
 type RemoteError struct {
 	Code    string
 	Message string
+	// Outcome is what the call did, as the remote silo saw it; zero when
+	// the silo did not say (OutcomeOf then goes by the code).
+	Outcome Outcome
 }
 
 func (e *RemoteError) Error() string { return e.Message }
+
+func (e *RemoteError) grainOutcome() Outcome { return e.Outcome }
 
 // Is reports whether target is the sentinel this error's code stands for.
 func (e *RemoteError) Is(target error) bool {
@@ -129,7 +157,7 @@ func (e *RemoteError) Is(target error) bool {
 		if target == context.DeadlineExceeded {
 			return true
 		}
-	case "canceled":
+	case canceledCode:
 		return target == context.Canceled
 	}
 	ce, ok := target.(*CodedError)

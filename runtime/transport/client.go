@@ -132,9 +132,11 @@ func (c *Client) Stats() Stats { return c.stats.snapshot() }
 //   - ctx's deadline passed: an error matching grain.ErrTimeout and
 //     context.DeadlineExceeded; ctx cancelled: one matching
 //     context.Canceled. The request may still run.
-//   - the peer cannot be dialed, or the stream broke before the response
-//     arrived: an error wrapping grain.ErrSiloUnavailable, returned as soon
-//     as the loss is noticed. The request may or may not have run.
+//   - the peer cannot be dialed, or its stream had already broken: an
+//     error wrapping grain.ErrSiloUnavailable; the request was not sent.
+//   - the stream broke after the request was queued and before the
+//     response arrived: an error wrapping grain.ErrOutcomeUnknown, returned
+//     as soon as the loss is noticed. The request may or may not have run.
 func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelope, error) {
 	req.Kind = KindRequest
 	s, expires, err := c.prepare(ctx, addr, req)
@@ -260,6 +262,12 @@ func (c *Client) timeoutError(addr string, req *Envelope) error {
 
 func unavailable(addr string, cause error) error {
 	return fmt.Errorf("transport: %s: %w: %w", addr, grain.ErrSiloUnavailable, cause)
+}
+
+// lost is the error of a call in flight on a stream that broke: it may
+// have reached the peer and run.
+func lost(addr string, cause error) error {
+	return fmt.Errorf("transport: %s: %w: %w", addr, grain.ErrOutcomeUnknown, cause)
 }
 
 // pendingCall is a call waiting for its response. Whoever removes it from
@@ -504,7 +512,9 @@ func (s *clientStream) forget(id uint64) bool {
 }
 
 // fail marks the stream broken, once: the next call dials again, the calls
-// in flight fail now with an error wrapping grain.ErrSiloUnavailable.
+// in flight fail now with an error wrapping grain.ErrOutcomeUnknown, and a
+// call that finds the stream broken before it is sent fails with one
+// wrapping grain.ErrSiloUnavailable.
 func (s *clientStream) fail(cause error) {
 	s.failOnce.Do(func() {
 		if s.c.ctx.Err() != nil {
@@ -513,11 +523,12 @@ func (s *clientStream) fail(cause error) {
 		} else {
 			s.log.Warn("transport: stream lost", zap.Error(cause))
 		}
-		err := unavailable(s.p.addr, fmt.Errorf("stream lost: %w", cause))
+		cause = fmt.Errorf("stream lost: %w", cause)
+		err := lost(s.p.addr, cause)
 		s.c.peers.CompareAndDelete(s.p.addr, s.p)
 		s.mu.Lock()
 		pending := s.pending
-		s.pending, s.err = nil, err
+		s.pending, s.err = nil, unavailable(s.p.addr, cause)
 		s.mu.Unlock()
 		s.cancel()
 		for _, p := range pending {

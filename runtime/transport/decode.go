@@ -430,10 +430,10 @@ func (d *frameDecoder) envelope(r *reader) error {
 		}
 		used, err = d.request(r, e)
 	case KindResponse:
-		if n < respFields {
+		if n < minRespFields {
 			return bad(id, k, true, badField("%s has %d fields, want %d", k, n, respFields), 2)
 		}
-		used, err = d.response(r, e)
+		used, err = d.response(r, e, n)
 	default:
 		return bad(id, k, true, badField("unknown kind %d", kind), 2)
 	}
@@ -572,8 +572,8 @@ func (d *frameDecoder) request(r *reader, e *Envelope) (int, error) {
 	return 11, nil
 }
 
-// response decodes fields 2.. of a response.
-func (d *frameDecoder) response(r *reader, e *Envelope) (int, error) {
+// response decodes fields 2.. of a response of n fields.
+func (d *frameDecoder) response(r *reader, e *Envelope, n int) (int, error) {
 	st, err := r.uint()
 	if err != nil {
 		return 3, err
@@ -593,6 +593,17 @@ func (d *frameDecoder) response(r *reader, e *Envelope) (int, error) {
 		if len(s) > 0 {
 			*p = string(s)
 		}
+	}
+	if n < respFields {
+		return minRespFields, nil
+	}
+	o, err := r.uint()
+	if err != nil {
+		return respFields, err
+	}
+	if o <= uint64(grain.OutcomeOK) {
+		// An outcome this version does not know is treated as unsaid.
+		e.ErrOutcome = grain.Outcome(o)
 	}
 	return respFields, nil
 }

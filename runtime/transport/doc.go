@@ -109,10 +109,12 @@
 //
 // When a stream breaks (the peer stopped or crashed, the connection was
 // cut, keepalive pings went unanswered), every call in flight on it fails
-// at once with an error wrapping grain.ErrSiloUnavailable, and the next
-// call dials again. Dial failures wrap grain.ErrSiloUnavailable too.
-// Delivery is at most once: a call that failed with ErrSiloUnavailable or
-// timed out after its request was sent may or may not have run.
+// at once with an error wrapping grain.ErrOutcomeUnknown (it may have run),
+// and the next call dials again. Dial failures, and calls that find the
+// stream already broken, wrap grain.ErrSiloUnavailable: they were not
+// sent. Delivery is at most once: a call that failed with
+// ErrOutcomeUnknown or timed out after its request was sent may or may not
+// have run. Error responses carry grain.OutcomeOf of the responder's error.
 //
 // Server.Stop drains gracefully: it stops accepting connections, answers new
 // requests with grain.ErrSiloUnavailable, waits for the replies to the

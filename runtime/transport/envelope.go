@@ -113,6 +113,9 @@ type Envelope struct {
 	// grain.CodeOf(err) and err.Error().
 	ErrCode    string
 	ErrMessage string
+	// ErrOutcome is grain.OutcomeOf(err) of a StatusError response: what
+	// the call did. Zero when the responder did not say.
+	ErrOutcome grain.Outcome
 	// Redirect is where a StatusNotHere response points.
 	Redirect Redirect
 
@@ -138,15 +141,17 @@ func NewResponse(body []byte) *Envelope {
 }
 
 // NewErrorResponse returns a response reporting err: its code is
-// grain.CodeOf(err) and its message err.Error(), truncated to 8 KiB. The
-// caller's Call returns a *grain.RemoteError with that code and message,
-// which errors.Is-matches the sentinel defined with that code.
+// grain.CodeOf(err), its outcome grain.OutcomeOf(err) and its message
+// err.Error(), truncated to 8 KiB. The caller's Call returns a
+// *grain.RemoteError with that code, outcome and message, which
+// errors.Is-matches the sentinel defined with that code.
 func NewErrorResponse(err error) *Envelope {
 	if err == nil {
 		err = errors.New("transport: nil error in error response")
 	}
 	msg := truncate(err.Error(), maxErrMessage)
-	return &Envelope{Kind: KindResponse, Status: StatusError, ErrCode: grain.CodeOf(err), ErrMessage: msg}
+	return &Envelope{Kind: KindResponse, Status: StatusError, ErrCode: grain.CodeOf(err), ErrMessage: msg,
+		ErrOutcome: grain.OutcomeOf(err)}
 }
 
 // NewNotHereResponse returns a response saying that the receiving silo does
@@ -182,7 +187,7 @@ func (e *Envelope) Err() error {
 	case StatusOK:
 		return nil
 	case StatusError:
-		return &grain.RemoteError{Code: e.ErrCode, Message: e.ErrMessage}
+		return &grain.RemoteError{Code: e.ErrCode, Message: e.ErrMessage, Outcome: e.ErrOutcome}
 	case StatusNotHere:
 		return &NotHereError{Redirect: e.Redirect}
 	}

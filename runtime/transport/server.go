@@ -112,7 +112,7 @@ func (s *Server) Stats() Stats { return s.stats.snapshot() }
 // requests that arrive from now on with grain.ErrSiloUnavailable, waits for
 // the replies of the requests in flight, and closes the streams. When ctx
 // ends first, it closes all connections at once (their requests' contexts
-// are cancelled, their callers fail with grain.ErrSiloUnavailable) and
+// are cancelled, their callers fail with grain.ErrOutcomeUnknown) and
 // returns ctx's error. Stop returns when all the server's goroutines have
 // exited.
 func (s *Server) Stop(ctx context.Context) error {

@@ -350,8 +350,9 @@ func TestPeerLossFailsInFlightCallsPromptly(t *testing.T) {
 			wg.Wait()
 			close(errs)
 			for err := range errs {
-				if !errors.Is(err, grain.ErrSiloUnavailable) {
-					t.Errorf("in-flight call: got %v, want ErrSiloUnavailable", err)
+				// The handler held them: they ran, the outcome is unknown.
+				if !errors.Is(err, grain.ErrOutcomeUnknown) || grain.OutcomeOf(err) != grain.OutcomeUnknown {
+					t.Errorf("in-flight call: got %v (%v), want ErrOutcomeUnknown", err, grain.OutcomeOf(err))
 				}
 			}
 			if d := time.Since(start); d > 3*time.Second {
@@ -694,7 +695,7 @@ func TestClientClose(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		if !errors.Is(err, grain.ErrSiloUnavailable) || !errors.Is(err, ErrClosed) {
+		if !errors.Is(err, grain.ErrOutcomeUnknown) || !errors.Is(err, ErrClosed) {
 			t.Errorf("in-flight call at Close: %v", err)
 		}
 	}

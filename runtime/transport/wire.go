@@ -16,7 +16,10 @@ import (
 // (field 0); field 1 is always the request id:
 //
 //	request, one-way: [kind, id, type, key, method, flags, timeout_ns, hops, chain, context, body]
-//	response:         [kind, id, status, body, err_code, err_message, redirect_silo, redirect_addr]
+//	response:         [kind, id, status, body, err_code, err_message, redirect_silo, redirect_addr, err_outcome]
+//
+// err_outcome (a grain.Outcome; 0 = not said) was appended later: a response
+// of 8 fields is still read, with no outcome.
 //
 // chain is nil or an array of str, context nil or a map of str to str, body
 // nil or bin. A decoder accepts any msgpack encoding of a value of the right
@@ -28,7 +31,9 @@ const (
 	// frameOverhead bounds the bytes of a frame that are not envelopes.
 	frameOverhead = 16
 	reqFields     = 11
-	respFields    = 8
+	respFields    = 9
+	// minRespFields is the length of a response before err_outcome.
+	minRespFields = 8
 	// maxDepth bounds the nesting of values the decoder skips.
 	maxDepth = 32
 	// maxIntern bounds the grain type names a decoder interns.
@@ -182,7 +187,7 @@ func (e *Envelope) headerBytes() int {
 	n := 1 + uintSize(uint64(e.Kind)) + uintSize(e.ID) + binSize(0)
 	if e.Kind == KindResponse {
 		return n + uintSize(uint64(e.Status)) + strSize(len(e.ErrCode)) + strSize(len(e.ErrMessage)) +
-			strSize(len(e.Redirect.SiloID)) + strSize(len(e.Redirect.Address))
+			strSize(len(e.Redirect.SiloID)) + strSize(len(e.Redirect.Address)) + uintSize(uint64(e.ErrOutcome))
 	}
 	n += strSize(len(e.Target.Type)) + strSize(len(e.Target.Key)) + uintSize(uint64(e.Method)) +
 		uintSize(uint64(e.Flags)) + intSize(int64(e.Timeout)) + uintSize(uint64(e.Hops))
@@ -219,7 +224,8 @@ func appendEnvelope(b []byte, e *Envelope) []byte {
 		b = appendStr(b, e.ErrCode)
 		b = appendStr(b, e.ErrMessage)
 		b = appendStr(b, e.Redirect.SiloID)
-		return appendStr(b, e.Redirect.Address)
+		b = appendStr(b, e.Redirect.Address)
+		return appendUint(b, uint64(e.ErrOutcome))
 	}
 	b = append(b, 0x90|reqFields)
 	b = appendUint(b, uint64(e.Kind))

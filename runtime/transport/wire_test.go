@@ -177,7 +177,21 @@ type wireResponse struct {
 	Message  string
 	SiloID   string
 	Address  string
+	Outcome  uint8
 	Trailing string // a field added by a later version
+}
+
+// wireResponseV1 is a response as sent before err_outcome was appended.
+type wireResponseV1 struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Kind     uint8
+	ID       uint64
+	Status   uint8
+	Body     []byte
+	Code     string
+	Message  string
+	SiloID   string
+	Address  string
 }
 
 type wireFrame struct {
@@ -206,8 +220,10 @@ func TestFrameIsPlainMsgpack(t *testing.T) {
 
 	// The library's, read by ours; the response has a trailing field.
 	reqB, _ := msgpack.Marshal(&wireRequest{Kind: 1, ID: 7, Type: "a.B", Key: "k", Method: 1, Timeout: 5, Chain: []string{"c"}, Body: []byte("x")})
-	respB, _ := msgpack.Marshal(&wireResponse{Kind: 3, ID: 8, Status: 1, Code: "overloaded", Message: "busy", Trailing: "new"})
-	frame, err := msgpack.Marshal(&wireFrame{Version: 1, Envelopes: []msgpack.RawMessage{reqB, respB}})
+	respB, _ := msgpack.Marshal(&wireResponse{Kind: 3, ID: 8, Status: 1, Code: "overloaded", Message: "busy",
+		Outcome: uint8(grain.OutcomeUnknown), Trailing: "new"})
+	respV1, _ := msgpack.Marshal(&wireResponseV1{Kind: 3, ID: 9, Status: 1, Code: "silo_unavailable", Message: "gone"})
+	frame, err := msgpack.Marshal(&wireFrame{Version: 1, Envelopes: []msgpack.RawMessage{reqB, respB, respV1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +231,7 @@ func TestFrameIsPlainMsgpack(t *testing.T) {
 	if err := d.decode(frame); err != nil {
 		t.Fatal(err)
 	}
-	if len(d.envs) != 2 || len(d.bad) != 0 {
+	if len(d.envs) != 3 || len(d.bad) != 0 {
 		t.Fatalf("decoded %d, rejected %+v", len(d.envs), d.bad)
 	}
 	want := &Envelope{Kind: KindRequest, ID: 7, Target: grain.ID{Type: "a.B", Key: "k"}, Method: 1, Timeout: 5, Chain: []string{"c"}, Body: []byte("x")}
@@ -224,6 +240,14 @@ func TestFrameIsPlainMsgpack(t *testing.T) {
 	}
 	if err := d.envs[1].Err(); !errors.Is(err, grain.ErrOverloaded) {
 		t.Fatalf("response error %v does not match ErrOverloaded", err)
+	}
+	// The outcome the responder sent wins over its code's; a response
+	// without one (an older peer) goes by the code.
+	if o := grain.OutcomeOf(d.envs[1].Err()); o != grain.OutcomeUnknown {
+		t.Fatalf("outcome %v, want the sent %v", o, grain.OutcomeUnknown)
+	}
+	if o := grain.OutcomeOf(d.envs[2].Err()); o != grain.OutcomeNotRun {
+		t.Fatalf("outcome of an 8-field response %v, want %v", o, grain.OutcomeNotRun)
 	}
 }
 
