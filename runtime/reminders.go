@@ -500,7 +500,7 @@ func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 // undeliveredErrs are the errors of a delivery that may not have reached
 // the grain.
 var undeliveredErrs = []error{grain.ErrSiloUnavailable, grain.ErrActivationFailed, grain.ErrOverloaded,
-	grain.ErrTimeout, grain.ErrConflict, grain.ErrUnknownGrainType, context.DeadlineExceeded, context.Canceled}
+	grain.ErrTimeout, grain.ErrOutcomeUnknown, grain.ErrConflict, grain.ErrUnknownGrainType, context.DeadlineExceeded, context.Canceled}
 
 // undelivered reports whether a tick's delivery failed before the grain
 // handled it (or may have), so that the tick must be tried again: no silo,

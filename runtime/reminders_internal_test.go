@@ -46,7 +46,7 @@ func TestBucketOwnersSpread(t *testing.T) {
 // delivered.
 func TestUndeliveredTicks(t *testing.T) {
 	for _, err := range []error{grain.ErrSiloUnavailable, grain.ErrActivationFailed, grain.ErrOverloaded,
-		grain.ErrTimeout, fmt.Errorf("call: %w", grain.ErrUnknownGrainType)} {
+		grain.ErrTimeout, fmt.Errorf("call: %w", grain.ErrUnknownGrainType), grain.ErrOutcomeUnknown} {
 		if !undelivered(err) {
 			t.Errorf("undelivered(%v) = false, want a retry", err)
 		}

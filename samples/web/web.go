@@ -99,23 +99,28 @@ func (h *handler) move(op func(bank.AccountRef, context.Context, int64) (int64, 
 type errorJSON struct {
 	Error string `json:"error"`
 	Code  string `json:"code,omitempty"`
+	// Outcome is what the call did: "did not run" (safe to retry), "ran
+	// and failed" or "outcome unknown" (read before retrying).
+	Outcome string `json:"outcome"`
 }
 
 // writeError maps grain errors to HTTP statuses: domain errors are the
-// client's fault, overload and unavailability are retryable.
+// client's fault; a call that did not run is retryable (503); one whose
+// outcome is unknown is 504, whatever its code.
 func writeError(w http.ResponseWriter, err error) {
 	status := http.StatusInternalServerError
+	outcome := grain.OutcomeOf(err)
 	switch {
 	case errors.Is(err, bank.ErrInsufficientFunds):
 		status = http.StatusConflict
 	case errors.Is(err, bank.ErrInvalidAmount):
 		status = http.StatusBadRequest
-	case errors.Is(err, grain.ErrOverloaded), errors.Is(err, grain.ErrSiloUnavailable):
+	case outcome == grain.OutcomeNotRun:
 		status = http.StatusServiceUnavailable
-	case errors.Is(err, grain.ErrTimeout):
+	case outcome == grain.OutcomeUnknown:
 		status = http.StatusGatewayTimeout
 	}
-	writeJSON(w, status, errorJSON{Error: err.Error(), Code: grain.CodeOf(err)})
+	writeJSON(w, status, errorJSON{Error: err.Error(), Code: grain.CodeOf(err), Outcome: outcome.String()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
