@@ -73,6 +73,12 @@ type activation struct {
 	flushFailures int           // consecutive failed flushes
 	writeFailures int           // consecutive failed deactivation writes
 	counted       bool          // a turn that counts as activity ran since the mailbox was last empty
+	// writeFailed is the first state write or clear that failed since the
+	// last turn ended (set by stateStore). After a call or timer turn it
+	// tears the activation down without writing: the in-memory state is
+	// not what storage holds, and when the outcome is unknown the write
+	// may even have landed, so only a reload tells the truth.
+	writeFailed error
 }
 
 // attachedState is one declared state with its configuration.
@@ -206,7 +212,13 @@ func (a *activation) activate() {
 		s.forwardPending(a.kill(), winner)
 		return
 	}
-	if err := a.build(ctx); err != nil {
+	err = a.build(ctx)
+	if err == nil && a.writeFailed != nil {
+		// OnActivate wrote a state, the write failed and OnActivate went
+		// on: serving would show a value storage may not hold.
+		err = fmt.Errorf("OnActivate: %w", a.writeFailed)
+	}
+	if err != nil {
 		a.fail(fmt.Errorf("%w: %s: %w", grain.ErrActivationFailed, a.id, err), true)
 		return
 	}
@@ -321,8 +333,9 @@ func (a *activation) run() {
 }
 
 // turn runs one call. It reports whether the activation must be torn down
-// without writing state: a panic, or a storage conflict that shows another
-// activation wrote since this one read.
+// without writing state: a panic, a storage conflict that shows another
+// activation wrote since this one read, or a state write that failed (see
+// writeFailed).
 func (a *activation) turn(m *message) (failed bool) {
 	if m.sys != nil {
 		return a.sysTurn(m)
@@ -361,7 +374,19 @@ func (a *activation) turn(m *message) (failed bool) {
 		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call", grain.ErrSiloUnavailable, s.id)
 	}
 	m.complete(reply, err)
-	return a.conflict.Load()
+	return a.failedWrite() || a.conflict.Load()
+}
+
+// failedWrite reports, at the end of a turn, whether a state write or
+// clear of the turn failed, in which case the activation must be torn down
+// without writing, so the next call reloads from storage. It logs why.
+func (a *activation) failedWrite() bool {
+	if a.writeFailed == nil {
+		return false
+	}
+	a.silo.log.Warn("a state write failed; tearing the activation down so that the next call reloads its state from storage",
+		zap.Stringer("grain", a.id), zap.Error(a.writeFailed))
+	return true
 }
 
 func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
@@ -409,7 +434,11 @@ func (a *activation) tryDeactivate(now, minIdle int64) bool {
 // activation may already own the grain.
 //
 // A state write that fails keeps the activation: it returns to service and
-// the collector tries again after a backoff. When the silo is stopping,
+// the collector tries again after a backoff; the changes were never
+// reported durable, so serving them meanwhile breaks no promise. A state
+// the provider can never accept (ErrTooLarge) is not retried: the
+// activation goes without it, logged as an error and counted (see
+// Silo.DroppedUnwritten). When the silo is stopping,
 // the writes are retried here, with backoff, until parent (the shutdown
 // deadline) ends.
 func (a *activation) deactivateNow(parent context.Context, reason grain.DeactivationReason) {
@@ -422,6 +451,14 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 			break
 		}
 		a.writeFailures++
+		if errors.Is(err, grain.ErrTooLarge) {
+			// Retrying cannot help, and keeping the activation would keep
+			// it for ever (and hold Stop up to its bound).
+			s.droppedUnwritten.Add(1)
+			s.log.Error("a state of this grain can never be written (the storage provider rejects its size); deactivating without it, its changes are lost",
+				zap.Stringer("grain", a.id), zap.Stringer("reason", reason), zap.Error(err))
+			break
+		}
 		if a.conflict.Load() || errors.Is(err, grain.ErrPanic) || a.fenced() {
 			s.log.Error("writing state on deactivation failed; state changes are lost",
 				zap.Stringer("grain", a.id), zap.Stringer("reason", reason), zap.Error(err))
@@ -437,6 +474,7 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 		s.log.Error("writing state at shutdown failed; retrying until the shutdown deadline",
 			zap.Stringer("grain", a.id), zap.Int("failures", a.writeFailures), zap.Duration("retry_in", delay), zap.Error(err))
 		if !sleepCtx(parent, delay) {
+			s.droppedUnwritten.Add(1)
 			s.log.Error("shutdown deadline passed; state changes are lost",
 				zap.Stringer("grain", a.id), zap.Error(err))
 			break
@@ -475,6 +513,7 @@ func (a *activation) keepForRetry(delay time.Duration) {
 	}
 	a.status = statusValid
 	a.deactivate = 0
+	a.writeFailed = nil // not promised durable: kept, and written later
 	a.lastActive = s.nanotime() - int64(a.typ.collectionAge) + int64(min(delay, a.typ.collectionAge))
 	start := a.queue.len() > 0
 	a.running = start

@@ -59,6 +59,9 @@ type Silo struct {
 	tc     *transport.Client
 
 	nextActivation atomic.Uint64
+	// droppedUnwritten counts activations dropped with state that could
+	// not be written (see DroppedUnwritten).
+	droppedUnwritten atomic.Int64
 	// Owned by the collector goroutine: the last load published and when.
 	loadSent, loadAt int64
 	started          atomic.Bool
@@ -711,6 +714,15 @@ const loadInterval = 5 * time.Second
 
 // ActivationCount returns the number of activations on this silo.
 func (s *Silo) ActivationCount() int { return s.table.len() }
+
+// DroppedUnwritten returns how many activations this silo dropped without
+// writing state it should have written: a state the storage provider can
+// never accept (grain.ErrTooLarge) at deactivation or in a write-behind
+// flush, and activations whose state Stop could not write within its
+// bound. Each is also logged as an error naming the grain and the reason.
+// Activations a fenced silo drops (by design, see Guarantees) are not
+// counted.
+func (s *Silo) DroppedUnwritten() int64 { return s.droppedUnwritten.Load() }
 
 func (s *Silo) nanotime() int64 { return int64(time.Since(s.epoch)) }
 
