@@ -644,6 +644,13 @@ func (c *grainContext) RegisterReminder(ctx context.Context, name string, due, p
 	if min := a.silo.cfg.ReminderMinPeriod; period < min {
 		return fmt.Errorf("%w: reminder %q of %s: period %v is below the minimum %v", grain.ErrBadRequest, name, a.id, period, min)
 	}
+	// Fenced like a state write: a turn running past its incarnation's
+	// fence must not change the table, and a skipped change is an error.
+	ctx, cancel, err := a.unfenced(ctx, fmt.Sprintf("reminder %q not registered", name))
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	e := reminder.Entry{Grain: a.id, Name: name, Start: r.now().Add(max(due, 0)), Period: period}
 	if _, err := r.table.Upsert(ctx, e); err != nil {
 		return fmt.Errorf("runtime: register reminder %q of %s: %w", name, a.id, err)
@@ -655,6 +662,11 @@ func (c *grainContext) RegisterReminder(ctx context.Context, name string, due, p
 func (c *grainContext) UnregisterReminder(ctx context.Context, name string) error {
 	a := c.act()
 	r := a.silo.reminders
+	ctx, cancel, err := a.unfenced(ctx, fmt.Sprintf("reminder %q not unregistered", name))
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	removed, err := r.table.Remove(ctx, a.id, name, "")
 	if err != nil {
 		return fmt.Errorf("runtime: unregister reminder %q of %s: %w", name, a.id, err)

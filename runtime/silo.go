@@ -472,6 +472,10 @@ type incarnation struct {
 	id     int64
 	dir    directory.Directory
 	router *router
+	// ctx ends when the incarnation is fenced (or the silo stops): it
+	// cuts short the writes its activations still have in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // newIncarnation builds the incarnation of member: its directory (entries
@@ -492,6 +496,7 @@ func (s *Silo) newIncarnation(member *cluster.Member) (*incarnation, error) {
 	if s.tc != nil {
 		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc}
 	}
+	inc.ctx, inc.cancel = context.WithCancel(context.Background())
 	return inc, nil
 }
 
@@ -508,6 +513,7 @@ func (s *Silo) watchLease() {
 			return
 		case <-inc.member.Done():
 		}
+		inc.cancel()
 		n := s.dropAll(fmt.Errorf("%w: silo %s lost its lease", grain.ErrSiloUnavailable, s.id))
 		s.log.Error("silo fenced itself: lease not renewed in time; dropped activations without writing state",
 			zap.Int64("incarnation", inc.id), zap.Error(inc.member.Err()), zap.Int("dropped", n))

@@ -78,15 +78,21 @@ func (st *stateStore) writable(ctx context.Context) (context.Context, context.Ca
 }
 
 // unfenced bounds ctx by the fence deadline of the activation's
-// incarnation, or fails with ErrSiloUnavailable (what says what was not
-// done) if it is fenced: a write that lands after the deadline could
-// overwrite what a new activation elsewhere wrote.
+// incarnation, and ends it when the incarnation is fenced early (its lease
+// lost), or fails with ErrSiloUnavailable (what says what was not done) if
+// it is fenced already: a write (of state, of the reminder table) that
+// lands after the fence could overwrite what a new activation elsewhere
+// wrote. Every write of an activation goes through it.
 func (a *activation) unfenced(ctx context.Context, what string) (context.Context, context.CancelFunc, error) {
 	if a.fenced() {
 		return nil, nil, fmt.Errorf("%w: silo %s is fenced; %s of %s", grain.ErrSiloUnavailable, a.silo.id, what, a.id)
 	}
 	ctx, cancel := context.WithDeadline(ctx, a.inc.member.FenceDeadline())
-	return ctx, cancel, nil
+	if a.inc.ctx == nil {
+		return ctx, cancel, nil
+	}
+	stop := context.AfterFunc(a.inc.ctx, cancel)
+	return ctx, func() { stop(); cancel() }, nil
 }
 
 // noteFailure marks the activation after a failed write or clear.
