@@ -58,6 +58,9 @@ type activation struct {
 	// stale etag: another activation wrote since this one read, so this
 	// one must go without writing.
 	conflict atomic.Bool
+	// accounted: the activation's state was written on deactivation, or
+	// it was counted as dropped with its state unwritten (see lost).
+	accounted atomic.Bool
 
 	// timers registered by the grain and the write-behind flush timer;
 	// both guarded by mu, stopped when the activation dies.
@@ -448,15 +451,14 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 		err := a.persist(ctx, reason)
 		cancel()
 		if err == nil {
+			a.accounted.Store(true)
 			break
 		}
 		a.writeFailures++
 		if errors.Is(err, grain.ErrTooLarge) {
 			// Retrying cannot help, and keeping the activation would keep
 			// it for ever (and hold Stop up to its bound).
-			s.droppedUnwritten.Add(1)
-			s.log.Error("a state of this grain can never be written (the storage provider rejects its size); deactivating without it, its changes are lost",
-				zap.Stringer("grain", a.id), zap.Stringer("reason", reason), zap.Error(err))
+			a.lost("a state can never be written: the storage provider rejects its size (deactivation: "+reason.String()+")", err)
 			break
 		}
 		if a.conflict.Load() || errors.Is(err, grain.ErrPanic) || a.fenced() {
@@ -474,13 +476,11 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 		s.log.Error("writing state at shutdown failed; retrying until the shutdown deadline",
 			zap.Stringer("grain", a.id), zap.Int("failures", a.writeFailures), zap.Duration("retry_in", delay), zap.Error(err))
 		if !sleepCtx(parent, delay) {
-			s.droppedUnwritten.Add(1)
-			s.log.Error("shutdown deadline passed; state changes are lost",
-				zap.Stringer("grain", a.id), zap.Error(err))
+			a.lost("stop's deactivation time ran out before its state was written", err)
 			break
 		}
 	}
-	s.unregister(a)
+	s.unregisterWithin(parent, a)
 	s.table.remove(a)
 	pending := a.kill()
 	s.log.Debug("deactivated", zap.Stringer("grain", a.id), zap.Stringer("reason", reason))
@@ -488,6 +488,28 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 		s.redispatch(m)
 	}
 }
+
+// lost records, once per activation, that it goes without its state
+// written (why, and the error that kept it from being written): an error
+// log naming the grain, for the first lostLogLimit activations of the
+// silo, and DroppedUnwritten.
+func (a *activation) lost(why string, err error) {
+	if a.accounted.Swap(true) {
+		return
+	}
+	s := a.silo
+	switch n := s.droppedUnwritten.Add(1); {
+	case n <= lostLogLimit:
+		s.log.Error("activation dropped without writing its state; its changes since its last write, if any, are lost",
+			zap.Stringer("grain", a.id), zap.String("why", why), zap.Error(err))
+	case n == lostLogLimit+1:
+		s.log.Error("more activations dropped without writing their state; no longer logged one by one, see Silo.DroppedUnwritten",
+			zap.Int("logged", lostLogLimit))
+	}
+}
+
+// lostLogLimit bounds the per-grain logs of lost.
+const lostLogLimit = 100
 
 // sleepCtx waits d, or until ctx ends; it reports whether it waited d.
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -130,8 +130,8 @@ func TestTooLargeStateIsNotRetriedForever(t *testing.T) {
 	if err := s.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if d := time.Since(begin); d > 2*time.Second {
-		t.Errorf("Stop took %v with a state that can never be written; it must not retry it", d)
+	if d := time.Since(begin); d >= 5*time.Second {
+		t.Errorf("Stop took %v, its whole deactivation time, with a state that can never be written; it must not retry it", d)
 	}
 	if n := s.DroppedUnwritten(); n != 2 {
 		t.Errorf("DroppedUnwritten after Stop = %d, want 2", n)

@@ -265,9 +265,7 @@ func (a *activation) flush(ctx context.Context) {
 		return // torn down after this turn
 	}
 	if err := errors.Join(errs...); errors.Is(err, grain.ErrTooLarge) {
-		a.silo.droppedUnwritten.Add(1)
-		a.silo.log.Error("write-behind state can never be written (the storage provider rejects its size); tearing the activation down, its unwritten changes are lost",
-			zap.Stringer("grain", a.id), zap.Error(err))
+		a.lost("a write-behind state can never be written: the storage provider rejects its size", err)
 		return // writeFailed is set: torn down after this turn
 	}
 	a.writeFailed = nil // kept in memory and retried
