@@ -137,3 +137,22 @@ func TestTooLargeStateIsNotRetriedForever(t *testing.T) {
 		t.Errorf("DroppedUnwritten after Stop = %d, want 2", n)
 	}
 }
+
+// TestTooLargeWriteBehindIsNotRetriedForever: a write-behind state the
+// provider can never accept is not flushed again and again: the
+// activation is torn down, its loss logged and counted.
+func TestTooLargeWriteBehindIsNotRetriedForever(t *testing.T) {
+	st := storage.NewMemory(storage.WithMaxValueBytes(5))
+	f := start(t, 1, runtime.Config{Storage: map[string]storage.Provider{runtime.DefaultStorage: st}})
+	ctx := ctxT(t)
+	s := f.Silos[0]
+	c := testgrains.NewClockRef(f.Client(), "huge-behind")
+	if err := c.SetBehind(ctx, 1<<40); err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Eventually(t, 3*time.Second, func() bool { return s.ActivationCount() == 0 },
+		"an activation whose write-behind state can never be written is kept, its flush retried")
+	if n := s.DroppedUnwritten(); n != 1 {
+		t.Errorf("DroppedUnwritten = %d, want 1", n)
+	}
+}
