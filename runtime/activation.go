@@ -441,9 +441,9 @@ func (a *activation) tryDeactivate(now, minIdle int64) bool {
 // reported durable, so serving them meanwhile breaks no promise. A state
 // the provider can never accept (ErrTooLarge) is not retried: the
 // activation goes without it, logged as an error and counted (see
-// Silo.DroppedUnwritten). When the silo is stopping,
-// the writes are retried here, with backoff, until parent (the shutdown
-// deadline) ends.
+// Silo.DroppedUnwritten). When the silo is stopping, the writes are
+// retried here, with backoff, until parent (Stop's deactivation time)
+// ends; parent also bounds the directory unregistration.
 func (a *activation) deactivateNow(parent context.Context, reason grain.DeactivationReason) {
 	s := a.silo
 	for reason != grain.DeactivateFailed && !a.fenced() && !a.conflict.Load() {
