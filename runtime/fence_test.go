@@ -13,6 +13,7 @@ import (
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
 	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/runtimetest"
+	"github.com/granary-rt/granary/runtime/storage"
 )
 
 // gatedTable holds the first table write of one reminder name until
@@ -124,5 +125,62 @@ func TestReminderChangesAreFenced(t *testing.T) {
 				t.Fatalf("a fenced %s changed the reminder table (entry present: %v)", op, ok)
 			}
 		})
+	}
+}
+
+// gatedStorage holds the first write until released, and then for up to
+// 200ms more unless its context ends first: a slow storage write still in
+// flight when the silo fences. (200ms ends well before the fence deadline
+// of a 2s lease revoked just after a keepalive.)
+type gatedStorage struct {
+	*storage.Memory
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedStorage) Write(ctx context.Context, k storage.Key, data []byte, etag string) (string, error) {
+	first := false
+	g.once.Do(func() { first = true })
+	if first {
+		close(g.entered)
+		<-g.release
+		t := time.NewTimer(200 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	return g.Memory.Write(ctx, k, data, etag)
+}
+
+// TestStateWriteInFlightIsCutAtTheFence: a write-through still in flight
+// when etcd reports the silo's lease gone (so the silo fences before its
+// fence deadline) is cancelled, not left to land after the fence, and its
+// call fails.
+func TestStateWriteInFlightIsCutAtTheFence(t *testing.T) {
+	st := &gatedStorage{Memory: storage.NewMemory(), entered: make(chan struct{}), release: make(chan struct{})}
+	f := start(t, 1, runtime.Config{LeaseTTL: 2 * time.Second, Storage: map[string]storage.Provider{runtime.DefaultStorage: st}})
+	defer close(st.release)
+	ctx := ctxT(t)
+	s := f.Silos[0]
+	c := testgrains.NewClockRef(f.Client(), "cut")
+	errc := make(chan error, 1)
+	go func() { errc <- c.SetThrough(ctx, 5) }()
+	<-st.entered
+	revokeLease(t, ctx, f, s)
+	runtimetest.Eventually(t, 10*time.Second, func() bool { return s.ActivationCount() == 0 },
+		"the silo did not fence itself after its lease was revoked")
+	st.release <- struct{}{}
+	if err := <-errc; err == nil {
+		t.Error("a write-through in flight at the fence reported success")
+	}
+	data, _, err := st.Memory.Read(ctx, storage.Key{GrainType: c.ID().Type, GrainKey: c.ID().Key, State: "through"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) != 0 {
+		t.Fatalf("the write in flight at the fence landed after it (%d bytes stored)", len(data))
 	}
 }
