@@ -105,8 +105,10 @@ const (
 	// A crash loses the changes since the last write.
 	WriteOnDeactivate WritePolicy = iota
 	// WriteThrough: after every call that changed the state, the state is
-	// written before the call returns; a failed write fails the call.
-	// What a call changed is durable when it returns successfully.
+	// written before the call returns; a failed write fails the call and
+	// tears the activation down, so the next call reloads the state from
+	// storage and never sees the unwritten change. What a call changed is
+	// durable when it returns successfully.
 	WriteThrough
 	// WriteBehind: a change is written at most MaxDelay after the call
 	// that made it, in a turn of its own, batching the changes of the

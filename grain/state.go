@@ -129,7 +129,16 @@ func (s *State[T]) Reload(ctx context.Context) error {
 
 // Write writes Value to storage now. When it returns nil the value is
 // durable. It fails with ErrConflict if another activation wrote since this
-// one read, in which case the runtime tears this activation down.
+// one read, and with an error wrapping ErrTooLarge if the provider can never
+// store the value.
+//
+// When Write fails, the runtime tears the activation down once the current
+// turn ends, without writing any state, and the next call activates the
+// grain again from storage: no later call sees a value whose write failed.
+// The error may not say whether the write landed (a lost connection, a
+// timeout): only the reload does. So there is no need to restore the old
+// Value on an error, and doing so is wrong when the write landed; the
+// failing turn should return an error rather than report success.
 func (s *State[T]) Write(ctx context.Context) error {
 	data, err := encodeState(&s.Value)
 	if err != nil {
@@ -161,7 +170,9 @@ func (s *State[T]) WriteIfChanged(ctx context.Context) (bool, error) {
 	return true, s.write(ctx, data, sum)
 }
 
-// Clear deletes the stored record and resets Value to T's zero value.
+// Clear deletes the stored record and resets Value to T's zero value. When
+// it fails, Value is left as it was and, as after a failed Write, the
+// runtime tears the activation down at the end of the turn.
 func (s *State[T]) Clear(ctx context.Context) error {
 	if err := s.store.Clear(ctx, s.etag); err != nil {
 		return fmt.Errorf("grain: clear state %q: %w", s.name, err)

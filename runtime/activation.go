@@ -58,6 +58,9 @@ type activation struct {
 	// stale etag: another activation wrote since this one read, so this
 	// one must go without writing.
 	conflict atomic.Bool
+	// accounted: the activation's state was written on deactivation, or
+	// it was counted as dropped with its state unwritten (see lost).
+	accounted atomic.Bool
 
 	// timers registered by the grain and the write-behind flush timer;
 	// both guarded by mu, stopped when the activation dies.
@@ -73,6 +76,12 @@ type activation struct {
 	flushFailures int           // consecutive failed flushes
 	writeFailures int           // consecutive failed deactivation writes
 	counted       bool          // a turn that counts as activity ran since the mailbox was last empty
+	// writeFailed is the first state write or clear that failed since the
+	// last turn ended (set by stateStore). After a call or timer turn it
+	// tears the activation down without writing: the in-memory state is
+	// not what storage holds, and when the outcome is unknown the write
+	// may even have landed, so only a reload tells the truth.
+	writeFailed error
 }
 
 // attachedState is one declared state with its configuration.
@@ -206,7 +215,13 @@ func (a *activation) activate() {
 		s.forwardPending(a.kill(), winner)
 		return
 	}
-	if err := a.build(ctx); err != nil {
+	err = a.build(ctx)
+	if err == nil && a.writeFailed != nil {
+		// OnActivate wrote a state, the write failed and OnActivate went
+		// on: serving would show a value storage may not hold.
+		err = fmt.Errorf("OnActivate: %w", a.writeFailed)
+	}
+	if err != nil {
 		a.fail(fmt.Errorf("%w: %s: %w", grain.ErrActivationFailed, a.id, err), true)
 		return
 	}
@@ -321,8 +336,9 @@ func (a *activation) run() {
 }
 
 // turn runs one call. It reports whether the activation must be torn down
-// without writing state: a panic, or a storage conflict that shows another
-// activation wrote since this one read.
+// without writing state: a panic, a storage conflict that shows another
+// activation wrote since this one read, or a state write that failed (see
+// writeFailed).
 func (a *activation) turn(m *message) (failed bool) {
 	if m.sys != nil {
 		return a.sysTurn(m)
@@ -361,7 +377,19 @@ func (a *activation) turn(m *message) (failed bool) {
 		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call", grain.ErrSiloUnavailable, s.id)
 	}
 	m.complete(reply, err)
-	return a.conflict.Load()
+	return a.failedWrite() || a.conflict.Load()
+}
+
+// failedWrite reports, at the end of a turn, whether a state write or
+// clear of the turn failed, in which case the activation must be torn down
+// without writing, so the next call reloads from storage. It logs why.
+func (a *activation) failedWrite() bool {
+	if a.writeFailed == nil {
+		return false
+	}
+	a.silo.log.Warn("a state write failed; tearing the activation down so that the next call reloads its state from storage",
+		zap.Stringer("grain", a.id), zap.Error(a.writeFailed))
+	return true
 }
 
 func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
@@ -409,9 +437,13 @@ func (a *activation) tryDeactivate(now, minIdle int64) bool {
 // activation may already own the grain.
 //
 // A state write that fails keeps the activation: it returns to service and
-// the collector tries again after a backoff. When the silo is stopping,
-// the writes are retried here, with backoff, until parent (the shutdown
-// deadline) ends.
+// the collector tries again after a backoff; the changes were never
+// reported durable, so serving them meanwhile breaks no promise. A state
+// the provider can never accept (ErrTooLarge) is not retried: the
+// activation goes without it, logged as an error and counted (see
+// Silo.DroppedUnwritten). When the silo is stopping, the writes are
+// retried here, with backoff, until parent (Stop's deactivation time)
+// ends; parent also bounds the directory unregistration.
 func (a *activation) deactivateNow(parent context.Context, reason grain.DeactivationReason) {
 	s := a.silo
 	for reason != grain.DeactivateFailed && !a.fenced() && !a.conflict.Load() {
@@ -419,9 +451,16 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 		err := a.persist(ctx, reason)
 		cancel()
 		if err == nil {
+			a.accounted.Store(true)
 			break
 		}
 		a.writeFailures++
+		if errors.Is(err, grain.ErrTooLarge) {
+			// Retrying cannot help, and keeping the activation would keep
+			// it for ever (and hold Stop up to its bound).
+			a.lost("a state can never be written: the storage provider rejects its size (deactivation: "+reason.String()+")", err)
+			break
+		}
 		if a.conflict.Load() || errors.Is(err, grain.ErrPanic) || a.fenced() {
 			s.log.Error("writing state on deactivation failed; state changes are lost",
 				zap.Stringer("grain", a.id), zap.Stringer("reason", reason), zap.Error(err))
@@ -437,12 +476,11 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 		s.log.Error("writing state at shutdown failed; retrying until the shutdown deadline",
 			zap.Stringer("grain", a.id), zap.Int("failures", a.writeFailures), zap.Duration("retry_in", delay), zap.Error(err))
 		if !sleepCtx(parent, delay) {
-			s.log.Error("shutdown deadline passed; state changes are lost",
-				zap.Stringer("grain", a.id), zap.Error(err))
+			a.lost("stop's deactivation time ran out before its state was written", err)
 			break
 		}
 	}
-	s.unregister(a)
+	s.unregisterWithin(parent, a)
 	s.table.remove(a)
 	pending := a.kill()
 	s.log.Debug("deactivated", zap.Stringer("grain", a.id), zap.Stringer("reason", reason))
@@ -450,6 +488,28 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 		s.redispatch(m)
 	}
 }
+
+// lost records, once per activation, that it goes without its state
+// written (why, and the error that kept it from being written): an error
+// log naming the grain, for the first lostLogLimit activations of the
+// silo, and DroppedUnwritten.
+func (a *activation) lost(why string, err error) {
+	if a.accounted.Swap(true) {
+		return
+	}
+	s := a.silo
+	switch n := s.droppedUnwritten.Add(1); {
+	case n <= lostLogLimit:
+		s.log.Error("activation dropped without writing its state; its changes since its last write, if any, are lost",
+			zap.Stringer("grain", a.id), zap.String("why", why), zap.Error(err))
+	case n == lostLogLimit+1:
+		s.log.Error("more activations dropped without writing their state; no longer logged one by one, see Silo.DroppedUnwritten",
+			zap.Int("logged", lostLogLimit))
+	}
+}
+
+// lostLogLimit bounds the per-grain logs of lost.
+const lostLogLimit = 100
 
 // sleepCtx waits d, or until ctx ends; it reports whether it waited d.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -475,6 +535,7 @@ func (a *activation) keepForRetry(delay time.Duration) {
 	}
 	a.status = statusValid
 	a.deactivate = 0
+	a.writeFailed = nil // not promised durable: kept, and written later
 	a.lastActive = s.nanotime() - int64(a.typ.collectionAge) + int64(min(delay, a.typ.collectionAge))
 	start := a.queue.len() > 0
 	a.running = start

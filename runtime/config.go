@@ -69,7 +69,8 @@ type Config struct {
 	// directory, entries bound to this silo's lease.
 	Directory directory.Directory
 	// LeaseTTL is the silo's etcd lease TTL: how long after a crash its
-	// grains may be activated elsewhere. Default 10s.
+	// grains may be activated elsewhere. Default 10s. Stop returns within
+	// DeactivationTimeout + LeaseTTL (see Silo.Stop).
 	LeaseTTL time.Duration
 	// CollectionAge is the default idle time after which an activation is
 	// deactivated; grain types override it with grain.WithCollectionAge.
@@ -87,7 +88,9 @@ type Config struct {
 	// Default 30s.
 	ResponseTimeout time.Duration
 	// DeactivationTimeout bounds one deactivation (OnDeactivate plus state
-	// writes). Default 30s.
+	// writes), and all of them together when the silo stops: Stop returns
+	// within DeactivationTimeout + LeaseTTL whatever etcd and storage do,
+	// dropping (and logging) what it could not write. Default 30s.
 	DeactivationTimeout time.Duration
 	// Logger receives the silo's logs. Default: no logs.
 	Logger *zap.Logger

@@ -131,10 +131,16 @@ type reminderService struct {
 	sem      chan struct{}  // bounds concurrent deliveries
 	wg       sync.WaitGroup // deliveries
 	done     chan struct{}  // closed when run has returned
+	// ctx bounds the service's table calls and deliveries; Stop cancels
+	// it when its time for the hand-over runs out.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func newReminderService(s *Silo, table reminder.Table) *reminderService {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &reminderService{
+		ctx: ctx, cancel: cancel,
 		s: s, table: table, log: s.log.Named("reminders"), now: time.Now,
 		items:    make(map[remKey]*remItem),
 		firing:   make(map[*remItem]time.Time),
@@ -269,6 +275,9 @@ func (r *reminderService) rebalance(snap *cluster.Snapshot) (gained []bool) {
 		r.log.Info("taking reminder buckets", zap.Int("buckets", len(taken)), zap.Int("active_silos", len(snap.Active())))
 	}
 	for _, b := range taken {
+		if r.ctx.Err() != nil {
+			break // Stop gave up on the hand-over
+		}
 		if err := r.loadBucket(b); err != nil {
 			r.log.Warn("loading reminder bucket failed; retrying at the next refresh", zap.Int("bucket", b), zap.Error(err))
 		}
@@ -278,7 +287,7 @@ func (r *reminderService) rebalance(snap *cluster.Snapshot) (gained []bool) {
 
 // loadBucket reads bucket b's progress and reminders and schedules them.
 func (r *reminderService) loadBucket(b int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.DeactivationTimeout)
+	ctx, cancel := context.WithTimeout(r.ctx, r.s.cfg.DeactivationTimeout)
 	defer cancel()
 	progress, err := r.table.LoadProgress(ctx, b)
 	if err != nil {
@@ -458,7 +467,7 @@ func (r *reminderService) fireDue(until time.Time) time.Duration {
 func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 	defer r.wg.Done()
 	defer func() { <-r.sem }()
-	ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.ResponseTimeout)
+	ctx, cancel := context.WithTimeout(r.ctx, r.s.cfg.ResponseTimeout)
 	defer cancel()
 	_, err := r.s.Invoke(ctx, &grain.Call{Target: it.e.Grain, Type: &grain.TypeDesc{Name: it.e.Grain.Type},
 		Method: grain.ReminderMethod, Args: &tick})
@@ -563,7 +572,7 @@ func (r *reminderService) saveProgress(limit time.Time) {
 		groups[t.UnixNano()] = append(groups[t.UnixNano()], b)
 	}
 	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), r.s.cfg.ReminderProgressInterval*5)
+	ctx, cancel := context.WithTimeout(r.ctx, r.s.cfg.ReminderProgressInterval*5)
 	defer cancel()
 	for t, buckets := range groups {
 		if err := r.table.SaveProgress(ctx, buckets, time.Unix(0, t-1)); err != nil {
@@ -644,6 +653,13 @@ func (c *grainContext) RegisterReminder(ctx context.Context, name string, due, p
 	if min := a.silo.cfg.ReminderMinPeriod; period < min {
 		return fmt.Errorf("%w: reminder %q of %s: period %v is below the minimum %v", grain.ErrBadRequest, name, a.id, period, min)
 	}
+	// Fenced like a state write: a turn running past its incarnation's
+	// fence must not change the table, and a skipped change is an error.
+	ctx, cancel, err := a.unfenced(ctx, fmt.Sprintf("reminder %q not registered", name))
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	e := reminder.Entry{Grain: a.id, Name: name, Start: r.now().Add(max(due, 0)), Period: period}
 	if _, err := r.table.Upsert(ctx, e); err != nil {
 		return fmt.Errorf("runtime: register reminder %q of %s: %w", name, a.id, err)
@@ -655,6 +671,11 @@ func (c *grainContext) RegisterReminder(ctx context.Context, name string, due, p
 func (c *grainContext) UnregisterReminder(ctx context.Context, name string) error {
 	a := c.act()
 	r := a.silo.reminders
+	ctx, cancel, err := a.unfenced(ctx, fmt.Sprintf("reminder %q not unregistered", name))
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	removed, err := r.table.Remove(ctx, a.id, name, "")
 	if err != nil {
 		return fmt.Errorf("runtime: unregister reminder %q of %s: %w", name, a.id, err)

@@ -59,6 +59,9 @@ type Silo struct {
 	tc     *transport.Client
 
 	nextActivation atomic.Uint64
+	// droppedUnwritten counts activations dropped with state that could
+	// not be written (see DroppedUnwritten).
+	droppedUnwritten atomic.Int64
 	// Owned by the collector goroutine: the last load published and when.
 	loadSent, loadAt int64
 	started          atomic.Bool
@@ -313,8 +316,18 @@ func (s *Silo) collectionQuantum() time.Duration {
 // Stop deactivates every activation (running OnDeactivate and writing
 // changed state), leaves the cluster and releases everything the silo
 // started. Calls that arrive meanwhile fail with grain.ErrSiloUnavailable.
-// If ctx ends first, the remaining activations are dropped without writing
-// their state, and Stop returns an error saying how many.
+//
+// Stop returns within DeactivationTimeout + LeaseTTL of being called,
+// whatever etcd and the storage providers do, and sooner if ctx ends:
+// Stop(context.Background()) is safe. Announcing ShuttingDown may take up
+// to LeaseTTL/4; deactivations (OnDeactivate and state writes, retried
+// with backoff) DeactivationTimeout after that; draining the transport,
+// handing reminders over and leaving the cluster share what is left,
+// leaving keeping at least LeaseTTL/4. Activations whose state is not
+// written by then are dropped: each is logged as an error naming the grain
+// (the first hundred; then a count), counted by DroppedUnwritten, and
+// Stop's error says how many. If etcd cannot be reached to leave, the
+// silo's registration and directory entries end with its lease.
 func (s *Silo) Stop(ctx context.Context) error {
 	s.life.Lock()
 	defer s.life.Unlock()
@@ -334,21 +347,32 @@ func (s *Silo) Stop(ctx context.Context) error {
 }
 
 func (s *Silo) stop(ctx context.Context) error {
-	s.stopCtx = ctx
-	close(s.stopCh)
+	// The phases' deadlines; see Stop.
+	reserve := s.cfg.LeaseTTL / 4
+	stopCtx, cancelStop := context.WithTimeout(ctx, s.cfg.DeactivationTimeout+s.cfg.LeaseTTL)
+	defer cancelStop()
+	end, _ := stopCtx.Deadline()
 	inc := s.inc.Load()
 	if !inc.member.Fenced() {
-		if err := inc.member.SetStatus(ctx, cluster.StatusShuttingDown); err != nil {
-			s.log.Warn("could not announce shutdown", zap.Error(err))
+		actx, cancel := context.WithTimeout(stopCtx, reserve)
+		if err := inc.member.SetStatus(actx, cluster.StatusShuttingDown); err != nil {
+			s.log.Warn("could not announce shutdown; deactivating anyway", zap.Error(err))
 		}
+		cancel()
 	}
+	dctx, cancelDeact := context.WithTimeout(stopCtx, s.cfg.DeactivationTimeout)
+	defer cancelDeact()
+	s.stopCtx = dctx
+	close(s.stopCh)
 	var errs []error
-	if n := s.deactivateAll(ctx); n > 0 {
-		errs = append(errs, fmt.Errorf("runtime: stop: %d activations dropped without writing state: %w", n, ctx.Err()))
+	if n := s.deactivateAll(dctx); n > 0 {
+		errs = append(errs, fmt.Errorf("runtime: stop: %d activations dropped without writing state: %w", n, dctx.Err()))
 	}
 	// Calls that still arrive are answered "not here" until the server
-	// has drained.
-	if err := s.server.Stop(ctx); err != nil {
+	// has drained; leave keeps time of its own.
+	drainCtx, cancelDrain := context.WithDeadline(stopCtx, end.Add(-reserve))
+	defer cancelDrain()
+	if err := s.server.Stop(drainCtx); err != nil {
 		errs = append(errs, fmt.Errorf("runtime: stop transport server: %w", err))
 	}
 	// The reminder service keeps its buckets while this silo is shutting
@@ -358,16 +382,21 @@ func (s *Silo) stop(ctx context.Context) error {
 	close(s.remindersStop)
 	select {
 	case <-s.reminders.done:
-	case <-ctx.Done():
+	case <-drainCtx.Done():
+		s.log.Warn("stop: the reminder service did not hand its buckets over in time; the silo that takes them over delivers again the ticks due since their last recorded progress")
 	}
+	s.reminders.cancel() // cuts short what it still does
 	close(s.leaseDone)
-	if err := waitGroup(ctx, &s.wg); err != nil {
+	if err := waitGroup(drainCtx, &s.wg); err != nil {
 		errs = append(errs, fmt.Errorf("runtime: stop: grain turns still running: %w", err))
 	}
 	if inc := s.inc.Load(); inc != nil {
-		if err := inc.member.Leave(ctx); err != nil {
+		if err := inc.member.Leave(stopCtx); err != nil {
+			s.log.Error("could not leave the cluster; the silo's registration and directory entries end with its lease",
+				zap.Duration("lease_ttl", inc.member.TTL()), zap.Error(err))
 			errs = append(errs, fmt.Errorf("runtime: leave cluster: %w", err))
 		}
+		inc.cancel()
 	}
 	s.closeBackends()
 	s.serving.Store(false)
@@ -431,7 +460,7 @@ func (s *Silo) deactivateAll(ctx context.Context) int {
 				a.mu.Lock()
 				a.status, a.running = statusValid, false
 				a.mu.Unlock()
-				return s.dropAll(fmt.Errorf("%w: silo %s stopped", grain.ErrSiloUnavailable, s.id))
+				return s.dropUnwritten(ctx)
 			}
 			s.wg.Add(1)
 			go func() {
@@ -442,10 +471,19 @@ func (s *Silo) deactivateAll(ctx context.Context) int {
 		}
 		select {
 		case <-ctx.Done():
-			return s.dropAll(fmt.Errorf("%w: silo %s stopped", grain.ErrSiloUnavailable, s.id))
+			return s.dropUnwritten(ctx)
 		case <-tick.C:
 		}
 	}
+}
+
+// dropUnwritten drops, at the end of Stop's deactivation phase (ctx), the
+// activations still there, saying which.
+func (s *Silo) dropUnwritten(ctx context.Context) int {
+	for _, a := range s.table.snapshot() {
+		a.lost("stop's deactivation time ran out before its state was written", context.Cause(ctx))
+	}
+	return s.dropAll(fmt.Errorf("%w: silo %s stopped", grain.ErrSiloUnavailable, s.id))
 }
 
 // dropAll removes every activation without writing state and fails the
@@ -469,6 +507,10 @@ type incarnation struct {
 	id     int64
 	dir    directory.Directory
 	router *router
+	// ctx ends when the incarnation is fenced (or the silo stops): it
+	// cuts short the writes its activations still have in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // newIncarnation builds the incarnation of member: its directory (entries
@@ -489,6 +531,7 @@ func (s *Silo) newIncarnation(member *cluster.Member) (*incarnation, error) {
 	if s.tc != nil {
 		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc}
 	}
+	inc.ctx, inc.cancel = context.WithCancel(context.Background())
 	return inc, nil
 }
 
@@ -505,6 +548,7 @@ func (s *Silo) watchLease() {
 			return
 		case <-inc.member.Done():
 		}
+		inc.cancel()
 		n := s.dropAll(fmt.Errorf("%w: silo %s lost its lease", grain.ErrSiloUnavailable, s.id))
 		s.log.Error("silo fenced itself: lease not renewed in time; dropped activations without writing state",
 			zap.Int64("incarnation", inc.id), zap.Error(inc.member.Err()), zap.Int("dropped", n))
@@ -527,6 +571,13 @@ func (s *Silo) rejoin(inc *incarnation) (*incarnation, bool) {
 			return nil, false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*s.cfg.LeaseTTL)
+		go func() { // Stop does not wait for a rejoin
+			select {
+			case <-s.stopCh:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		member, err := inc.member.Rejoin(ctx)
 		cancel()
 		if err == nil && s.stopping.Load() {
@@ -712,6 +763,15 @@ const loadInterval = 5 * time.Second
 // ActivationCount returns the number of activations on this silo.
 func (s *Silo) ActivationCount() int { return s.table.len() }
 
+// DroppedUnwritten returns how many activations this silo dropped without
+// writing state it should have written: a state the storage provider can
+// never accept (grain.ErrTooLarge) at deactivation or in a write-behind
+// flush, and activations whose state Stop could not write within its
+// bound. Each is also logged as an error naming the grain and the reason.
+// Activations a fenced silo drops (by design, see Guarantees) are not
+// counted.
+func (s *Silo) DroppedUnwritten() int64 { return s.droppedUnwritten.Load() }
+
 func (s *Silo) nanotime() int64 { return int64(time.Since(s.epoch)) }
 
 func (s *Silo) goTurns(a *activation) {
@@ -749,8 +809,12 @@ func (s *Silo) turnWorker(a *activation) {
 	}
 }
 
-func (s *Silo) unregister(a *activation) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DeactivationTimeout)
+func (s *Silo) unregister(a *activation) { s.unregisterWithin(context.Background(), a) }
+
+// unregisterWithin removes a's directory entry, within DeactivationTimeout
+// and parent (Stop's deadline when stopping).
+func (s *Silo) unregisterWithin(parent context.Context, a *activation) {
+	ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
 	defer cancel()
 	if err := a.inc.dir.Unregister(ctx, a.id, a.entry()); err != nil {
 		s.log.Warn("directory unregister failed; the entry goes when the lease does",

@@ -11,7 +11,10 @@ import (
 
 // stateStore binds one declared state of one activation to its provider.
 // It refuses to write once the silo is fenced, bounds every write by the
-// fence deadline, and marks its activation when a write meets a stale etag.
+// fence deadline, and marks its activation when a write fails: a stale
+// etag shows another activation wrote since this one read (conflict), and
+// any failed write or clear leaves the in-memory value ahead of storage,
+// by an amount nobody knows when the outcome is unknown (writeFailed).
 type stateStore struct {
 	a   *activation
 	p   storage.Provider
@@ -45,7 +48,7 @@ func (st *stateStore) Write(ctx context.Context, data []byte, etag string) (stri
 	}
 	defer cancel()
 	etag, err = st.p.Write(ctx, st.key, data, etag)
-	st.noteConflict(err)
+	st.noteFailure(err)
 	return etag, err
 }
 
@@ -56,7 +59,7 @@ func (st *stateStore) Clear(ctx context.Context, etag string) error {
 	}
 	defer cancel()
 	err = st.p.Clear(ctx, st.key, etag)
-	st.noteConflict(err)
+	st.noteFailure(err)
 	return err
 }
 
@@ -67,16 +70,41 @@ func (st *stateStore) writable(ctx context.Context) (context.Context, context.Ca
 	if st.err != nil {
 		return nil, nil, st.err
 	}
-	a := st.a
-	if a.fenced() {
-		return nil, nil, fmt.Errorf("%w: silo %s is fenced; state of %s not written", grain.ErrSiloUnavailable, a.silo.id, a.id)
+	ctx, cancel, err := st.a.unfenced(ctx, "state "+st.key.State+" not written")
+	if err != nil {
+		st.noteFailure(err)
 	}
-	ctx, cancel := context.WithDeadline(ctx, a.inc.member.FenceDeadline())
-	return ctx, cancel, nil
+	return ctx, cancel, err
 }
 
-func (st *stateStore) noteConflict(err error) {
+// unfenced bounds ctx by the fence deadline of the activation's
+// incarnation, and ends it when the incarnation is fenced early (its lease
+// lost), or fails with ErrSiloUnavailable (what says what was not done) if
+// it is fenced already: a write (of state, of the reminder table) that
+// lands after the fence could overwrite what a new activation elsewhere
+// wrote. Every write of an activation goes through it.
+func (a *activation) unfenced(ctx context.Context, what string) (context.Context, context.CancelFunc, error) {
+	if a.fenced() {
+		return nil, nil, fmt.Errorf("%w: silo %s is fenced; %s of %s", grain.ErrSiloUnavailable, a.silo.id, what, a.id)
+	}
+	ctx, cancel := context.WithDeadline(ctx, a.inc.member.FenceDeadline())
+	if a.inc.ctx == nil {
+		return ctx, cancel, nil
+	}
+	stop := context.AfterFunc(a.inc.ctx, cancel)
+	return ctx, func() { stop(); cancel() }, nil
+}
+
+// noteFailure marks the activation after a failed write or clear.
+func (st *stateStore) noteFailure(err error) {
+	if err == nil {
+		return
+	}
+	a := st.a
 	if errors.Is(err, grain.ErrConflict) {
-		st.a.conflict.Store(true)
+		a.conflict.Store(true)
+	}
+	if a.writeFailed == nil {
+		a.writeFailed = fmt.Errorf("state %q: %w", st.key.State, err)
 	}
 }

@@ -41,7 +41,7 @@ func (a *activation) sysTurn(m *message) (failed bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.silo.cfg.ResponseTimeout)
 	defer cancel()
 	m.sys(ctx)
-	return a.conflict.Load()
+	return a.failedWrite() || a.conflict.Load()
 }
 
 // grainTimer is a timer registered through grain.Context.RegisterTimer.
@@ -176,7 +176,14 @@ func (a *activation) stopTimersLocked() {
 // call that may have changed them: write-through states are written now
 // (the error fails the call), a write-behind flush is scheduled.
 func (a *activation) afterTurn() error {
-	if (!a.through && a.behind == 0) || a.fenced() {
+	if !a.through && a.behind == 0 {
+		return nil
+	}
+	if a.fenced() {
+		if a.through {
+			// Never reported as written: the turn fails.
+			return fmt.Errorf("%w: silo %s is fenced; write-through state of %s not written", grain.ErrSiloUnavailable, a.silo.id, a.id)
+		}
 		return nil
 	}
 	if a.behind > 0 && !a.flushArmed {
@@ -234,7 +241,11 @@ func (a *activation) queueFlush() {
 
 // flush is the write-behind turn: write every write-behind state that
 // changed. A failure is logged and retried with backoff; the changes stay
-// in memory (and are written on deactivation at the latest).
+// in memory (and are written on deactivation at the latest): write-behind
+// never promised them durable. (If a failed write did land, the next one
+// meets a stale etag and the activation is torn down.) A state the
+// provider can never accept (ErrTooLarge) is not retried: the activation
+// is torn down without writing, its unwritten changes lost and counted.
 func (a *activation) flush(ctx context.Context) {
 	a.flushArmed = false
 	var errs []error
@@ -253,6 +264,11 @@ func (a *activation) flush(ctx context.Context) {
 	if a.conflict.Load() {
 		return // torn down after this turn
 	}
+	if err := errors.Join(errs...); errors.Is(err, grain.ErrTooLarge) {
+		a.lost("a write-behind state can never be written: the storage provider rejects its size", err)
+		return // writeFailed is set: torn down after this turn
+	}
+	a.writeFailed = nil // kept in memory and retried
 	a.flushFailures++
 	d := backoff(a.flushFailures, a.behind)
 	a.silo.log.Error("write-behind failed; retrying", zap.Stringer("grain", a.id),

@@ -37,8 +37,10 @@
 // true, without waiting for the goroutine, as soon as the clock passes
 // FenceDeadline; the runtime checks it before starting a turn and before
 // sending a success reply, and on Done drops its activations without
-// writing their state. A fenced member does not come back: the silo must
-// rejoin as a new incarnation.
+// writing their state. Fencing latches: once Fenced has returned true it
+// returns true for ever, even if a keepalive answered before the deadline
+// is processed after it (that fences the member too). A fenced member does
+// not come back: the silo must rejoin as a new incarnation.
 //
 // # Leaving
 //

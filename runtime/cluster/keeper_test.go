@@ -259,3 +259,46 @@ func TestLoopRetriesQuickly(t *testing.T) {
 		}
 	})
 }
+
+// TestFencedLatches: a keepalive answered before the fence deadline whose
+// new deadline is published only after the old one passed (the keepalive
+// goroutine was descheduled in between) must not unfence the member: once
+// Fenced reads true it stays true for the incarnation, and the member ends
+// with ErrFenced instead of carrying on.
+func TestFencedLatches(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{Prefix: "/g/", SiloID: "s1", TTL: 9 * time.Second, FenceMargin: 2 * time.Second, Logger: zap.NewNop()}
+		if err := cfg.validate(); err != nil {
+			t.Fatal(err)
+		}
+		f := &fakeLease{mode: "ok", ttl: 9}
+		k := newKeeper(time.Now(), cfg.TTL, cfg.FenceMargin)
+		m := newMember(nil, f, cfg, 1, k, SiloInfo{SiloID: cfg.SiloID})
+		var seen []bool
+		m.beforePublish = func() {
+			if seen != nil {
+				return
+			}
+			// The goroutine is held up between the answer and publishing
+			// it, until the old deadline has passed; meanwhile a turn
+			// checks the fence.
+			time.Sleep(time.Until(m.FenceDeadline()))
+			seen = append(seen, m.Fenced())
+		}
+		go m.run(k)
+		t.Cleanup(func() { m.Close() })
+		time.Sleep(8 * time.Second) // the keepalive sent at 3s was answered at 3.005s, published at 7s
+		seen = append(seen, m.Fenced())
+		if len(seen) != 2 || !seen[0] || !seen[1] {
+			t.Fatalf("Fenced read %v (at the old deadline, then 1s later): it must latch once true", seen)
+		}
+		select {
+		case <-m.Done():
+		default:
+			t.Fatal("member still live after Fenced read true")
+		}
+		if !errors.Is(m.Err(), ErrFenced) {
+			t.Errorf("Err = %v, want ErrFenced", m.Err())
+		}
+	})
+}

@@ -56,13 +56,25 @@ type Member struct {
 	ttl   time.Duration
 	log   *zap.Logger
 
-	base       time.Time    // monotonic origin of deadlineNs
-	deadlineNs atomic.Int64 // fence deadline, as an offset from base
-	halted     atomic.Bool  // fenced, or left: Fenced whatever the clock says
+	base time.Time // monotonic origin of the fence deadline
+	// fenceWord packs the fence deadline, as nanoseconds from base, shifted
+	// left by one, with the latch in the low bit. The latch is set by the
+	// first Fenced that sees the deadline passed, by fencing and by Leave,
+	// and never cleared: a renewal publishes a later deadline only by a
+	// compare-and-swap from an unlatched word whose deadline has not
+	// passed, so Fenced never reads true and then false.
+	fenceWord atomic.Int64
+	// latched wakes the keepalive goroutine when Fenced latched the
+	// member, so that Done closes at once.
+	latched chan struct{}
 
 	mu   sync.Mutex // serializes SetStatus and Leave; guards info, left
 	info SiloInfo
 	left bool
+
+	// beforePublish, if set, runs in the keepalive goroutine between a
+	// successful renewal and publishing its deadline (tests).
+	beforePublish func()
 
 	loopCtx  context.Context // cancelled to stop the keepalive goroutine
 	stopLoop context.CancelFunc
@@ -239,10 +251,11 @@ func newMember(cli *clientv3.Client, ka keepAliver, cfg Config, lease clientv3.L
 		base:     time.Now(),
 		info:     info,
 		loopDone: make(chan struct{}),
+		latched:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
 	}
 	m.loopCtx, m.stopLoop = context.WithCancel(context.Background())
-	m.publish(k.deadline)
+	m.fenceWord.Store(int64(k.deadline.Sub(m.base)) << 1)
 	return m
 }
 
@@ -313,9 +326,10 @@ func (m *Member) run(k *keeper) {
 		case <-m.loopCtx.Done():
 			return
 		case <-timer.C:
+		case <-m.latched:
 		}
 		sent := time.Now()
-		if k.expired(sent) {
+		if k.expired(sent) || m.fenceWord.Load()&1 != 0 {
 			m.fence(fmt.Errorf("%w: lease not renewed by the fence deadline (%d consecutive keepalives failed)", ErrFenced, k.failures))
 			return
 		}
@@ -333,7 +347,15 @@ func (m *Member) run(k *keeper) {
 			return
 		case err == nil:
 			k.renewed(sent, time.Duration(resp.TTL)*time.Second)
-			m.publish(k.deadline)
+			if m.beforePublish != nil {
+				m.beforePublish()
+			}
+			if !m.publish(k.deadline) {
+				// The old deadline passed before the renewal could be
+				// published, and the runtime may have acted on it.
+				m.fence(fmt.Errorf("%w: keepalive answered before the fence deadline but published after it", ErrFenced))
+				return
+			}
 		case errors.Is(err, rpctypes.ErrLeaseNotFound):
 			m.fence(fmt.Errorf("%w: %w: etcd reports lease %x revoked or expired", ErrFenced, ErrLeaseLost, int64(m.lease)))
 			return
@@ -347,12 +369,31 @@ func (m *Member) run(k *keeper) {
 	}
 }
 
-func (m *Member) publish(deadline time.Time) {
-	m.deadlineNs.Store(int64(deadline.Sub(m.base)))
+// publish makes deadline the fence deadline, unless the member is
+// latched fenced or the current deadline has passed; it reports whether it
+// did.
+func (m *Member) publish(deadline time.Time) bool {
+	next := int64(deadline.Sub(m.base)) << 1
+	for {
+		w := m.fenceWord.Load()
+		if w&1 != 0 || m.passed(w) {
+			m.latch()
+			return false
+		}
+		if m.fenceWord.CompareAndSwap(w, next) {
+			return true
+		}
+	}
 }
 
+// passed reports whether the deadline in w has passed.
+func (m *Member) passed(w int64) bool { return time.Since(m.base) >= time.Duration(w>>1) }
+
+// latch fences the member for good, whatever the clock says.
+func (m *Member) latch() { m.fenceWord.Or(1) }
+
 func (m *Member) fence(cause error) {
-	m.halted.Store(true)
+	m.latch()
 	m.log.Error("cluster: silo fenced itself: it must stop serving; its lease no longer protects its grains",
 		zap.Error(cause), zap.String("lease", fmt.Sprintf("%x", int64(m.lease))),
 		zap.Time("fence_deadline", m.FenceDeadline()))
@@ -387,14 +428,31 @@ func (m *Member) Err() error {
 // keepalive + TTL - FenceMargin. It carries a monotonic clock reading;
 // compare it with time.Now, not with wall-clock times from elsewhere.
 func (m *Member) FenceDeadline() time.Time {
-	return m.base.Add(time.Duration(m.deadlineNs.Load()))
+	return m.base.Add(time.Duration(m.fenceWord.Load() >> 1))
 }
 
 // Fenced reports whether the silo must not start turns: it fenced itself,
 // left, or the fence deadline has passed (also after Close, as a crashed
-// silo's lease runs out). It is cheap enough to call before every turn.
+// silo's lease runs out). Once it returns true it returns true for ever:
+// fencing latches per incarnation, and a keepalive answered in time but
+// published after the deadline fences the member instead of renewing it.
+// It is cheap enough to call before every turn.
 func (m *Member) Fenced() bool {
-	return m.halted.Load() || time.Since(m.base) >= time.Duration(m.deadlineNs.Load())
+	w := m.fenceWord.Load()
+	if w&1 != 0 {
+		return true
+	}
+	if !m.passed(w) {
+		return false
+	}
+	// Latch, so that a renewal published after this instant cannot
+	// unfence the member; the keepalive goroutine then fences it.
+	m.latch()
+	select {
+	case m.latched <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 // LeaseID returns the silo's lease; directory entries of the silo's
@@ -482,7 +540,7 @@ func (m *Member) Leave(ctx context.Context) error {
 		return fmt.Errorf("cluster: leave: revoke lease: %w", err)
 	}
 	m.left = true
-	m.halted.Store(true)
+	m.latch()
 	m.end(ErrLeft)
 	m.log.Info("cluster: silo left the cluster", zap.Int64("incarnation", m.info.Incarnation))
 	return nil
