@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/grain/codec"
 )
 
 // ErrNoLease is returned by Etcd.Register when the directory was created
@@ -272,7 +273,7 @@ func encodeEntry(e Entry) ([]byte, error) {
 
 func decodeEntry(b []byte) (Entry, error) {
 	var e Entry
-	if err := msgpack.Unmarshal(b, &e); err != nil {
+	if err := codec.Unmarshal(b, &e); err != nil {
 		return Entry{}, fmt.Errorf("decode entry: %w", err)
 	}
 	return e, nil

@@ -2,6 +2,7 @@ package grain
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
+
+	"github.com/granary-rt/granary/grain/codec"
 )
 
 // decodeState decodes a stored state into v, a pointer to a zero value.
@@ -20,32 +23,31 @@ import (
 //	field "address.zip" of bank.accountState: stored string does not decode into it: msgpack: invalid code=a5 decoding int64
 //
 // (msgpack's own error names neither the field nor the stored kind). Values
-// are never part of the message: state may be sensitive. A panic of the
-// decoder is an error too.
+// are never part of the message: state may be sensitive. Stored bytes are
+// untrusted: they are decoded with codec.Unmarshal, so a panic of the
+// decoder is an error too, and bytes that are not well-formed msgpack are
+// rejected before anything is allocated for them.
 func decodeState(data []byte, v any) error {
 	err := unmarshal(data, v)
 	if err == nil {
 		return nil
 	}
 	t := reflect.TypeOf(v).Elem()
+	if errors.Is(err, codec.ErrMalformed) {
+		return fmt.Errorf("into %s: %w", t, err) // no field to blame
+	}
 	if path, kind, ok := locate(data, t); ok && len(path) > 0 {
 		return fmt.Errorf("field %q of %s: stored %s does not decode into it: %w", formatPath(path), t, kind, err)
 	}
 	return fmt.Errorf("into %s: %w", t, err)
 }
 
-// unmarshal is msgpack.Unmarshal, with a panic of the decoder turned into
-// an error. msgpack v5.4.1 panics on some input that does not fit the
-// target, e.g. nil stored for a time.Time field (which a *time.Time field
-// writes): "reflect: call of reflect.Value.IsNil on struct Value".
-func unmarshal(data []byte, v any) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("msgpack: decoder panicked: %v", p)
-		}
-	}()
-	return msgpack.Unmarshal(data, v)
-}
+// unmarshal is codec.Unmarshal: msgpack.Unmarshal after a check of the
+// bytes, with a panic of the decoder turned into an error. msgpack v5.4.1
+// panics on some input that does not fit the target, e.g. nil stored for a
+// time.Time field (which a *time.Time field writes): "reflect: call of
+// reflect.Value.IsNil on struct Value".
+func unmarshal(data []byte, v any) error { return codec.Unmarshal(data, v) }
 
 // step is one level of the path to a stored value: a map entry (its raw key
 // and the key as text) or an array element.

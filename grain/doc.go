@@ -27,6 +27,8 @@
 // calls one at a time, and when the grain has been idle for its collection
 // age runs OnDeactivate, writes state that changed and drops the activation.
 //
-// This package depends on no other package of Granary; generated code uses
+// This package depends on no other package of Granary but grain/codec (the
+// decoder of untrusted msgpack, which imports nothing of Granary);
+// generated code uses
 // only the invocation surface declared in invoke.go.
 package grain

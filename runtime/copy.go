@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/granary-rt/granary/grain/codec"
 )
 
 // deepCopy returns a copy of v that shares no memory with it, made by a
@@ -19,7 +21,7 @@ func deepCopy(v any, newFn func() any) (any, error) {
 		return nil, fmt.Errorf("runtime: encode %T: %w", v, err)
 	}
 	out := newFn()
-	if err := msgpack.Unmarshal(b, out); err != nil {
+	if err := codec.Unmarshal(b, out); err != nil {
 		return nil, fmt.Errorf("runtime: decode %T: %w", out, err)
 	}
 	return out, nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/directory"
@@ -268,6 +267,7 @@ func (s *Silo) rerouteOneWay(m *message, err error) {
 // when the turn ends. It never blocks on the network: a request that needs
 // a directory lookup is routed on its own goroutine.
 func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
+	defer s.recoverRequest(ctx, req, reply)
 	fail := func(err error) {
 		if reply != nil {
 			reply.Reply(encodeResponse(nil, err))
@@ -288,14 +288,12 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 		fail(fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, req.Target.Type, s.id))
 		return
 	}
-	md, err := t.desc.Method(req.Method)
+	md, args, err := decodeArgs(t.desc, req.Method, req.Body)
 	if err != nil {
-		fail(fmt.Errorf("%w: %s has no method %d", err, req.Target.Type, req.Method))
-		return
-	}
-	args := md.NewArgs()
-	if err := msgpack.Unmarshal(req.Body, args); err != nil {
-		fail(fmt.Errorf("%w: arguments of %s.%s: %w", grain.ErrBadRequest, req.Target, md.Name, err))
+		if errors.Is(err, grain.ErrBadRequest) {
+			s.logBadRequest(ctx, req, err)
+		}
+		fail(err)
 		return
 	}
 	m := &message{ctx: ctx, target: req.Target, typ: t, index: req.Method, method: md, args: args, replyFn: reply, hops: req.Hops}

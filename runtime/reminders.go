@@ -635,9 +635,10 @@ func (r *reminderService) notify(ctx context.Context, id grain.ID, name string) 
 
 // handleNotice answers a reminder-service envelope from another silo.
 func (r *reminderService) handleNotice(ctx context.Context, req *transport.Envelope) *transport.Envelope {
-	var n reminderNotice
-	if err := msgpack.Unmarshal(req.Body, &n); err != nil {
-		return transport.NewErrorResponse(fmt.Errorf("%w: reminder notice: %w", grain.ErrBadRequest, err))
+	n, err := decodeNotice(req.Body)
+	if err != nil {
+		r.s.logBadRequest(ctx, req, err)
+		return transport.NewErrorResponse(err)
 	}
 	if err := r.refreshOne(ctx, grain.ID{Type: n.Type, Key: n.Key}, n.Name); err != nil {
 		return transport.NewErrorResponse(err)

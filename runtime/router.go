@@ -244,11 +244,7 @@ func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain
 	if md.NewReply == nil {
 		return nil, nil
 	}
-	reply := md.NewReply()
-	if err := msgpack.Unmarshal(resp.Body, reply); err != nil {
-		return nil, fmt.Errorf("%w: decode reply of %s.%s from silo %s: %w", grain.ErrBadRequest, call.Target, md.Name, rt.silo.SiloID, err)
-	}
-	return reply, nil
+	return decodeReply(call.Target.Type, md, rt.silo.SiloID, resp.Body)
 }
 
 // encodeResponse turns the outcome of a call that came from another process

@@ -80,6 +80,9 @@ type Silo struct {
 
 	reminders *reminderService
 
+	// badRequests rate-limits the log of malformed requests per peer.
+	badRequests badRequestLog
+
 	// retries holds when activations kept after a failed deactivation
 	// write are due to be tried again (monotonic nanotime): the collector
 	// wakes for them instead of waiting for its next pass.

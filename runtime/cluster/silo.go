@@ -9,6 +9,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/granary-rt/granary/grain/codec"
 )
 
 // Status is a silo's lifecycle state as published in etcd. The numeric
@@ -85,7 +87,7 @@ func encodeSilo(info SiloInfo) (string, error) {
 // membership view decodes its events with it too.
 func decodeSilo(kv *mvccpb.KeyValue) (SiloInfo, error) {
 	var info SiloInfo
-	if err := msgpack.Unmarshal(kv.Value, &info); err != nil {
+	if err := codec.Unmarshal(kv.Value, &info); err != nil {
 		return SiloInfo{}, fmt.Errorf("decode silo info at %q: %w", kv.Key, err)
 	}
 	info.Incarnation = kv.CreateRevision

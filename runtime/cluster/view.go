@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // ErrViewClosed is returned by View.Err and View.WaitFor once the view has
@@ -162,6 +163,10 @@ func (s *Snapshot) IsDead(siloID string, incarnation int64) bool {
 // on View.Done as well.
 func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
 
+// undecodableLogEvery is how often at most a View logs a silo key it skips
+// because its record does not decode.
+const undecodableLogEvery = 10 * time.Second
+
 // View is a silo's (or client's) versioned membership view: a copy of
 // <prefix>silos/ kept up to date by an etcd watch. Readers call Current,
 // which takes no lock.
@@ -170,6 +175,10 @@ type View struct {
 	prefix string // <prefix>silos/
 	cfg    viewConfig
 	log    *zap.Logger
+	// undecodable logs silo keys the view skips because their records do
+	// not decode: at most one line per undecodableLogEvery, so that a
+	// corrupted or hostile record rewritten in a loop cannot flood the log.
+	undecodable *zap.Logger
 
 	cur atomic.Pointer[Snapshot]
 
@@ -231,6 +240,9 @@ func WatchView(ctx context.Context, cli *clientv3.Client, prefix string, opts ..
 		done:    make(chan struct{}),
 		entries: make(map[string]viewEntry),
 	}
+	v.undecodable = v.log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, undecodableLogEvery, 1, 0)
+	}))
 	resp, err := v.get(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: watch view: load silos: %w", err)
@@ -430,7 +442,7 @@ func (v *View) apply(evs []*clientv3.Event) {
 		case mvccpb.PUT:
 			info, err := decodeSilo(ev.Kv)
 			if err != nil {
-				v.log.Error("cluster: membership view: ignoring an undecodable silo key", zap.Error(err))
+				v.undecodable.Error("cluster: membership view: ignoring an undecodable silo key", zap.Error(err))
 				continue
 			}
 			info.SiloID = id
@@ -474,7 +486,7 @@ func (v *View) merge(resp *clientv3.GetResponse) {
 	for _, kv := range resp.Kvs {
 		info, err := decodeSilo(kv)
 		if err != nil {
-			v.log.Error("cluster: membership view: ignoring an undecodable silo key", zap.Error(err))
+			v.undecodable.Error("cluster: membership view: ignoring an undecodable silo key", zap.Error(err))
 			continue
 		}
 		info.SiloID = strings.TrimPrefix(string(kv.Key), v.prefix)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/grain/codec"
 )
 
 const (
@@ -375,7 +376,7 @@ func (t *Etcd) LoadProgress(ctx context.Context, b int) (time.Time, error) {
 
 func decodeEntry(val []byte, rev int64) (Entry, error) {
 	var r record
-	if err := msgpack.Unmarshal(val, &r); err != nil {
+	if err := codec.Unmarshal(val, &r); err != nil {
 		return Entry{}, fmt.Errorf("decode: %w", err)
 	}
 	return Entry{

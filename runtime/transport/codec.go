@@ -7,6 +7,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+
+	msgcodec "github.com/granary-rt/granary/grain/codec"
 )
 
 // CodecName is the name the transport's msgpack codec is registered under
@@ -49,7 +51,7 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 		f.decode(data)
 		return nil
 	}
-	if err := msgpack.Unmarshal(data.Materialize(), v); err != nil {
+	if err := msgcodec.Unmarshal(data.Materialize(), v); err != nil {
 		return fmt.Errorf("transport: msgpack codec: %w", err)
 	}
 	return nil

@@ -268,6 +268,30 @@ func (g *probe) Return(ctx context.Context, code string) error {
 
 func (g *probe) Ping(ctx context.Context) error { return nil }
 
+func (g *probe) SumInts(ctx context.Context, vs []int64) (int64, error) {
+	var sum int64
+	for _, v := range vs {
+		sum += v
+	}
+	return sum, nil
+}
+
+func (g *probe) Items(ctx context.Context, n int) ([]Item, error) {
+	items := make([]Item, 0, min(max(n, 0), 1024))
+	for i := range min(n, 1024) {
+		items = append(items, Item{Name: fmt.Sprint(i), N: int64(i), At: time.Unix(int64(i), 0).UTC()})
+	}
+	return items, nil
+}
+
+func (g *probe) SumItems(ctx context.Context, items []Item) (int64, error) {
+	var sum int64
+	for _, it := range items {
+		sum += it.N
+	}
+	return sum, nil
+}
+
 func (g *probe) Notify(ctx context.Context, msg string) error {
 	select {
 	case g.obs.Notes <- msg:

@@ -44,6 +44,20 @@ type Probe interface {
 	Ping(ctx context.Context) error
 	// Notify is a one-way call that records msg.
 	Notify(ctx context.Context, msg string) error //granary:oneway
+	// SumInts returns the sum of vs: a slice argument of a scalar type.
+	SumInts(ctx context.Context, vs []int64) (int64, error)
+	// SumItems returns the sum of the items' N: a slice argument of a
+	// struct type.
+	SumItems(ctx context.Context, items []Item) (int64, error)
+	// Items returns n items: a reply of a slice of structs.
+	Items(ctx context.Context, n int) ([]Item, error)
+}
+
+// Item is an element of Probe.SumItems' argument.
+type Item struct {
+	Name string
+	N    int64
+	At   time.Time
 }
 
 // Clock is a grain with timers, reminders and states under each write

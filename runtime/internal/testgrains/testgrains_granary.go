@@ -279,6 +279,48 @@ var ProbeType = &grain.TypeDesc{
 				return nil, impl.(Probe).Notify(ctx, a.A0)
 			},
 		},
+		{ // 8
+			Name:     "SumInts",
+			Flags:    0,
+			NewArgs:  func() any { return new(probeSumIntsArgs) },
+			NewReply: func() any { return new(probeSumIntsReply) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*probeSumIntsArgs)
+				r0, err := impl.(Probe).SumInts(ctx, a.A0)
+				if err != nil {
+					return nil, err
+				}
+				return &probeSumIntsReply{R0: r0}, nil
+			},
+		},
+		{ // 9
+			Name:     "SumItems",
+			Flags:    0,
+			NewArgs:  func() any { return new(probeSumItemsArgs) },
+			NewReply: func() any { return new(probeSumItemsReply) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*probeSumItemsArgs)
+				r0, err := impl.(Probe).SumItems(ctx, a.A0)
+				if err != nil {
+					return nil, err
+				}
+				return &probeSumItemsReply{R0: r0}, nil
+			},
+		},
+		{ // 10
+			Name:     "Items",
+			Flags:    0,
+			NewArgs:  func() any { return new(probeItemsArgs) },
+			NewReply: func() any { return new(probeItemsReply) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				a := args.(*probeItemsArgs)
+				r0, err := impl.(Probe).Items(ctx, a.A0)
+				if err != nil {
+					return nil, err
+				}
+				return &probeItemsReply{R0: r0}, nil
+			},
+		},
 	},
 }
 
@@ -337,6 +379,42 @@ type probePingArgs struct {
 type probeNotifyArgs struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	A0       string
+}
+
+// probeSumIntsArgs holds the arguments of Probe.SumInts, encoded as a msgpack array.
+type probeSumIntsArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       []int64
+}
+
+// probeSumIntsReply holds the result of Probe.SumInts, encoded as a msgpack array.
+type probeSumIntsReply struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	R0       int64
+}
+
+// probeSumItemsArgs holds the arguments of Probe.SumItems, encoded as a msgpack array.
+type probeSumItemsArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       []Item
+}
+
+// probeSumItemsReply holds the result of Probe.SumItems, encoded as a msgpack array.
+type probeSumItemsReply struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	R0       int64
+}
+
+// probeItemsArgs holds the arguments of Probe.Items, encoded as a msgpack array.
+type probeItemsArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	A0       int
+}
+
+// probeItemsReply holds the result of Probe.Items, encoded as a msgpack array.
+type probeItemsReply struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	R0       []Item
 }
 
 // ProbeRef is a typed reference to a Probe grain. It implements Probe by
@@ -410,6 +488,36 @@ func (r ProbeRef) Ping(ctx context.Context) error {
 func (r ProbeRef) Notify(ctx context.Context, msg string) error {
 	_, err := r.ref.Invoke(ctx, 7, &probeNotifyArgs{A0: msg})
 	return err
+}
+
+// SumInts calls Probe.SumInts on the referenced grain.
+func (r ProbeRef) SumInts(ctx context.Context, vs []int64) (int64, error) {
+	res, err := r.ref.Invoke(ctx, 8, &probeSumIntsArgs{A0: vs})
+	if err != nil {
+		var zero int64
+		return zero, err
+	}
+	return res.(*probeSumIntsReply).R0, nil
+}
+
+// SumItems calls Probe.SumItems on the referenced grain.
+func (r ProbeRef) SumItems(ctx context.Context, items []Item) (int64, error) {
+	res, err := r.ref.Invoke(ctx, 9, &probeSumItemsArgs{A0: items})
+	if err != nil {
+		var zero int64
+		return zero, err
+	}
+	return res.(*probeSumItemsReply).R0, nil
+}
+
+// Items calls Probe.Items on the referenced grain.
+func (r ProbeRef) Items(ctx context.Context, n int) ([]Item, error) {
+	res, err := r.ref.Invoke(ctx, 10, &probeItemsArgs{A0: n})
+	if err != nil {
+		var zero []Item
+		return zero, err
+	}
+	return res.(*probeItemsReply).R0, nil
 }
 
 // RegisterProbe registers the Probe grain type with r; f builds the

@@ -1,0 +1,78 @@
+package cluster
+
+import (
+	"errors"
+	"math"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/granary-rt/granary/grain/codec"
+)
+
+// allocatedBy returns the bytes f allocates: the least of up to 5 runs,
+// stopping at the first within limit. The process runs an embedded etcd
+// whose allocations count too; the minimum leaves them out.
+func allocatedBy(limit uint64, f func()) uint64 {
+	least := uint64(math.MaxUint64)
+	for range 5 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		f()
+		runtime.ReadMemStats(&after)
+		least = min(least, after.TotalAlloc-before.TotalAlloc)
+		if least <= limit {
+			break
+		}
+	}
+	return least
+}
+
+// hostileSiloRecords are membership records that msgpack panicked on or
+// allocated for far beyond their size.
+var hostileSiloRecords = map[string][]byte{
+	// {"started": nil}: nil into time.Time panics msgpack.
+	"nil time": {0x81, 0xa7, 's', 't', 'a', 'r', 't', 'e', 'd', 0xc0},
+	// {"types": array of 2^26}: 16 MiB of strings up front.
+	"types 2^26": {0x81, 0xa5, 't', 'y', 'p', 'e', 's', 0xdd, 0x04, 0x00, 0x00, 0x00},
+	// {"addr": str of 2^32-1 bytes}
+	"addr 4 GiB": {0x81, 0xa4, 'a', 'd', 'd', 'r', 0xdb, 0xff, 0xff, 0xff, 0xff},
+}
+
+func TestDecodeSiloRejectsHostileRecords(t *testing.T) {
+	for name, b := range hostileSiloRecords {
+		t.Run(name, func(t *testing.T) {
+			var err error
+			alloc := allocatedBy(256<<10, func() { _, err = decodeSilo(&mvccpb.KeyValue{Key: []byte("/g/silos/x"), Value: b}) })
+			if err == nil {
+				t.Fatal("decodeSilo succeeded")
+			}
+			if alloc > 256<<10 {
+				t.Errorf("decodeSilo allocated %d bytes, want < 256 KiB", alloc)
+			}
+		})
+	}
+	_, err := decodeSilo(&mvccpb.KeyValue{Key: []byte("/g/silos/x"), Value: []byte{0x80, 0x00}})
+	if !errors.Is(err, codec.ErrMalformed) {
+		t.Errorf("decodeSilo with a trailing byte = %v, want ErrMalformed", err)
+	}
+}
+
+func FuzzMembershipRecord(f *testing.F) {
+	b, _ := msgpack.Marshal(&SiloInfo{SiloID: "s1", Address: "127.0.0.1:1", GatewayAddress: "127.0.0.1:2", Status: StatusActive,
+		GrainTypes: []string{"a.B", "c.D"}, StartedAt: time.Unix(100, 5).UTC(), Activations: 7})
+	f.Add(b)
+	for _, b := range hostileSiloRecords {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kv := &mvccpb.KeyValue{Key: []byte("/g/silos/x"), Value: data, CreateRevision: 3}
+		limit := uint64(64*len(data) + 64<<10)
+		if alloc := allocatedBy(limit, func() { _, _ = decodeSilo(kv) }); alloc > limit {
+			t.Fatalf("decoding %d bytes allocated %d, limit %d", len(data), alloc, limit)
+		}
+	})
+}
