@@ -45,15 +45,11 @@ var (
 	ErrActivationFailed = NewError("activation_failed", "grain: activation failed")
 	// ErrTooLarge: a message or a state exceeds a configured size limit.
 	// For a request: did not run. A state the provider refuses as too
-	// large fails its call with ErrNotPersisted, which wraps this locally.
+	// large fails the call that wrote it: ran and failed.
 	ErrTooLarge = NewError("too_large", "grain: too large")
 	// ErrBadRequest: a request could not be decoded or is malformed. Did
 	// not run.
 	ErrBadRequest = NewError("bad_request", "grain: malformed request")
-	// ErrNotPersisted: the method ran but storage refused its state change
-	// for certain (too large, rejected), and the change was undone: the
-	// next call sees the state as it was before. Ran and failed.
-	ErrNotPersisted = NewError("not_persisted", "grain: state change not written")
 	// ErrOutcomeUnknown: the call may or may not have run and its writes
 	// may or may not be durable: the connection to the silo was lost after
 	// the call was sent, the silo was fenced while the call ran, or storage

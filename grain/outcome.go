@@ -98,7 +98,7 @@ func codeOutcome(code string) Outcome {
 	case ErrOverloaded.code, ErrUnknownGrainType.code, ErrUnknownMethod.code, ErrSiloUnavailable.code,
 		ErrActivationFailed.code, ErrTooLarge.code, ErrBadRequest.code:
 		return OutcomeNotRun
-	case ErrPanic.code, ErrConflict.code, ErrNotFound.code, ErrNotPersisted.code:
+	case ErrPanic.code, ErrConflict.code, ErrNotFound.code:
 		return OutcomeFailed
 	case "", ErrTimeout.code, canceledCode, ErrOutcomeUnknown.code:
 		return OutcomeUnknown

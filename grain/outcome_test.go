@@ -32,7 +32,6 @@ func TestOutcomeOf(t *testing.T) {
 		{"uncoded", errors.New("etcd: connection reset"), grain.OutcomeUnknown},
 		{"panic", grain.ErrPanic, grain.OutcomeFailed},
 		{"conflict", grain.ErrConflict, grain.OutcomeFailed},
-		{"not persisted", fmt.Errorf("%w: %w", grain.ErrNotPersisted, grain.ErrTooLarge), grain.OutcomeFailed},
 		{"domain", errDomain, grain.OutcomeFailed},
 		// A method that returns its own call's ErrOverloaded did run: the
 		// runtime marks what a method returns.

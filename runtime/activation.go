@@ -362,9 +362,16 @@ func (a *activation) turn(m *message) (failed bool) {
 		m.complete(nil, err)
 		return true
 	}
+	// The method ran: whatever it returns, even a runtime error of its own
+	// call to another grain, says "ran and failed", unless a write it made
+	// may have landed.
+	err = grain.WithOutcome(err, grain.OutcomeFailed)
+	if err != nil && a.writeFailed != nil && writeOutcome(a.writeFailed) == grain.OutcomeUnknown {
+		err = grain.WithOutcome(err, grain.OutcomeUnknown)
+	}
 	if !m.method.Flags.Has(grain.ReadOnly) {
 		if werr := a.afterTurn(); werr != nil {
-			reply, err = nil, werr
+			reply, err = nil, grain.WithOutcome(werr, writeOutcome(werr))
 		}
 	}
 	if err == nil && reply != nil && m.done != nil && !m.method.Flags.Has(grain.CopyFree) {
@@ -374,7 +381,7 @@ func (a *activation) turn(m *message) (failed bool) {
 	if a.fenced() {
 		// The silo passed its fence deadline while the turn ran: another
 		// activation may exist now, so a success must not be reported.
-		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call", grain.ErrSiloUnavailable, s.id)
+		reply, err = nil, fmt.Errorf("%w: silo %s was fenced during the call to %s.%s", grain.ErrOutcomeUnknown, s.id, a.id, m.method.Name)
 	}
 	m.complete(reply, err)
 	return a.failedWrite() || a.conflict.Load()
@@ -383,6 +390,17 @@ func (a *activation) turn(m *message) (failed bool) {
 // failedWrite reports, at the end of a turn, whether a state write or
 // clear of the turn failed, in which case the activation must be torn down
 // without writing, so the next call reloads from storage. It logs why.
+// writeOutcome is the outcome of a call whose state write failed with err:
+// ran and failed when storage surely did not apply it (a stale etag, a
+// state it can never store, a write refused because the silo is fenced),
+// unknown otherwise (a lost connection, a timeout: it may have landed).
+func writeOutcome(err error) grain.Outcome {
+	if errors.Is(err, grain.ErrConflict) || errors.Is(err, grain.ErrTooLarge) || errors.Is(err, grain.ErrSiloUnavailable) {
+		return grain.OutcomeFailed
+	}
+	return grain.OutcomeUnknown
+}
+
 func (a *activation) failedWrite() bool {
 	if a.writeFailed == nil {
 		return false

@@ -77,9 +77,12 @@ func TestFailedWriteOfUnknownOutcomeIsNotHidden(t *testing.T) {
 		t.Fatalf("AddDurable = %d, %v", n, err)
 	}
 	st.landing.Store(true)
-	if _, err := c.AddDurable(ctx, 4); err == nil {
+	_, err := c.AddDurable(ctx, 4)
+	if err == nil {
 		t.Fatal("AddDurable succeeded although its write returned an error")
 	}
+	// Storage did not say whether it landed: neither may the error.
+	checkOutcome(t, "write whose outcome storage did not report", err, nil, grain.OutcomeUnknown)
 	st.landing.Store(false)
 	n, err := c.Get(ctx)
 	if err != nil {
@@ -106,9 +109,12 @@ func TestTooLargeStateIsNotRetriedForever(t *testing.T) {
 	if n, err := c.Add(ctx, 1<<40); err != nil || n != 1<<40 {
 		t.Fatalf("Add = %d, %v", n, err)
 	}
-	if _, err := c.AddDurable(ctx, 1); !errors.Is(err, grain.ErrTooLarge) {
+	_, err := c.AddDurable(ctx, 1)
+	if !errors.Is(err, grain.ErrTooLarge) {
 		t.Fatalf("AddDurable of a too large state: %v, want ErrTooLarge", err)
 	}
+	// It ran, and storage surely refused the state: ran and failed.
+	checkOutcome(t, "too large write-through", err, grain.ErrTooLarge, grain.OutcomeFailed)
 	if _, err := c.Add(ctx, 1<<40); err != nil {
 		t.Fatal(err)
 	}

@@ -325,6 +325,8 @@ func TestClientErrors(t *testing.T) {
 	if _, err := runtime.Connect(ctx, runtime.ClientConfig{Etcd: runtime.EtcdConfig{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: 300 * time.Millisecond}}); err == nil {
 		t.Fatal("Connect to an unreachable etcd succeeded")
 	}
+	// Outcomes cross the process boundary with the errors.
+	checkMethodOutcomes(t, ctx, pc.client)
 }
 
 func TestEtcdRestartUnderLoad(t *testing.T) {

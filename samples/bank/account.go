@@ -48,16 +48,20 @@ func (a *account) Withdraw(ctx context.Context, amount int64) (int64, error) {
 
 // apply records a transaction and writes the state through before the call
 // returns, so an acknowledged deposit survives a crash of the silo.
+//
+// When the write fails the change must not be kept, and it must not be
+// undone by hand either: the write may have landed (grain.OutcomeOf the
+// error says whether storage refused it or did not say). The runtime tears
+// the activation down after a failed write, and the next call reloads the
+// balance that storage really holds.
 func (a *account) apply(ctx context.Context, amount int64) (int64, error) {
 	s := &a.state.Value
-	prev := *s
 	s.Balance += amount
 	s.History = append(s.History, Transaction{Amount: amount, Balance: s.Balance, At: a.now().UTC()})
 	if len(s.History) > historyLimit {
 		s.History = s.History[len(s.History)-historyLimit:]
 	}
 	if err := a.state.Write(ctx); err != nil {
-		*s = prev // not durable: do not report or keep it
 		return 0, fmt.Errorf("account %s: %w", a.ctx.ID().Key, err)
 	}
 	return s.Balance, nil

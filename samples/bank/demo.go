@@ -737,8 +737,10 @@ func (t *demoTraffic) start(ctx context.Context, accounts []string) {
 					case ok:
 						t.acked[name] += demoCredit
 						t.ackedN++
-					case err == nil && r.Status >= 400 && r.Status < 500:
-						// Refused: not applied.
+					case err == nil && (r.Status >= 400 && r.Status < 500 || r.Status == http.StatusServiceUnavailable):
+						// Refused, or did not run (the frontend answers
+						// 503 only for grain.OutcomeNotRun): not applied.
+						// Anything else may have run.
 					default:
 						t.unsure[name] += demoCredit
 					}

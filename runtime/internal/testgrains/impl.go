@@ -32,6 +32,8 @@ type Observer struct {
 	Violations atomic.Int64
 	// Cancelled counts Wait calls that ended because their context did.
 	Cancelled atomic.Int64
+	// Waiting counts Wait calls running now.
+	Waiting atomic.Int64
 	// Notes receives the messages of one-way Notify calls.
 	Notes chan string
 	// Ticks receives every reminder tick a Clock received, unless it is
@@ -236,6 +238,8 @@ func (g *probe) Enter(ctx context.Context, d time.Duration) (int, error) {
 }
 
 func (g *probe) Wait(ctx context.Context, barrier string) error {
+	g.obs.Waiting.Add(1)
+	defer g.obs.Waiting.Add(-1)
 	select {
 	case <-g.obs.barrier(barrier):
 		return nil
