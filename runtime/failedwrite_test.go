@@ -82,7 +82,7 @@ func TestFailedWriteOfUnknownOutcomeIsNotHidden(t *testing.T) {
 		t.Fatal("AddDurable succeeded although its write returned an error")
 	}
 	// Storage did not say whether it landed: neither may the error.
-	checkOutcome(t, "write whose outcome storage did not report", err, nil, grain.OutcomeUnknown)
+	checkOutcome(t, "write whose outcome storage did not report", err, grain.ErrOutcomeUnknown, grain.OutcomeUnknown)
 	st.landing.Store(false)
 	n, err := c.Get(ctx)
 	if err != nil {

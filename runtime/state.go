@@ -48,6 +48,7 @@ func (st *stateStore) Write(ctx context.Context, data []byte, etag string) (stri
 	}
 	defer cancel()
 	etag, err = st.p.Write(ctx, st.key, data, etag)
+	err = unconfirmed(err)
 	st.noteFailure(err)
 	return etag, err
 }
@@ -58,9 +59,20 @@ func (st *stateStore) Clear(ctx context.Context, etag string) error {
 		return err
 	}
 	defer cancel()
-	err = st.p.Clear(ctx, st.key, etag)
+	err = unconfirmed(st.p.Clear(ctx, st.key, etag))
 	st.noteFailure(err)
 	return err
+}
+
+// unconfirmed gives a provider's write error a code if it has none: a
+// provider codes what it knows (ErrConflict, ErrTooLarge); anything else (a
+// lost connection, a server error) leaves it unknown whether the write
+// landed.
+func unconfirmed(err error) error {
+	if err == nil || grain.CodeOf(err) != "" {
+		return err
+	}
+	return fmt.Errorf("%w: storage did not confirm the write: %w", grain.ErrOutcomeUnknown, err)
 }
 
 // writable checks that the activation may still write and bounds ctx by the
