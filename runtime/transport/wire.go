@@ -29,8 +29,6 @@ const (
 	frameOverhead = 16
 	reqFields     = 11
 	respFields    = 8
-	// maxDepth bounds the nesting of values the decoder skips.
-	maxDepth = 32
 	// maxIntern bounds the grain type names a decoder interns.
 	maxIntern = 1024
 )
