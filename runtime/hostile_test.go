@@ -82,6 +82,7 @@ func TestHostileRequestBodiesAreBadRequests(t *testing.T) {
 			if !strings.Contains(err.Error(), hr.want) {
 				t.Errorf("error %q does not name %s", err, hr.want)
 			}
+			t.Log(err)
 			// The whole process: silo, client, gRPC and etcd keepalives.
 			if alloc > 8<<20 {
 				t.Errorf("the call allocated %d bytes, want < 8 MiB", alloc)

@@ -38,9 +38,25 @@ func malformed(off int, format string, args ...any) error {
 }
 
 // validate checks that data holds exactly one well-formed msgpack value
-// within the package's bounds. It does not allocate (but for its error)
-// and runs in O(len(data)).
+// within the package's bounds.
 func validate(data []byte) error {
+	n, err := ValueLen(data)
+	if err != nil {
+		return err
+	}
+	if n != len(data) {
+		return malformed(n, "%d trailing bytes after the value", len(data)-n)
+	}
+	return nil
+}
+
+// ValueLen returns the length in bytes of the msgpack value data starts
+// with, checked as Unmarshal checks its input (the package doc says how),
+// but for the bytes after it, which it does not look at. An error wraps
+// ErrMalformed. It does not allocate (but for its error) and runs in time
+// linear in the value's length. It is how a reader of a larger structure
+// (the transport's frame decoder) skips a value it does not decode.
+func ValueLen(data []byte) (int, error) {
 	// open[i] counts the values still to come in the container open at
 	// depth i+1.
 	var open [MaxDepth]uint64
@@ -48,9 +64,9 @@ func validate(data []byte) error {
 	for {
 		if off >= len(data) {
 			if len(data) == 0 {
-				return fmt.Errorf("%w: no value (0 bytes)", ErrMalformed)
+				return 0, fmt.Errorf("%w: no value (0 bytes)", ErrMalformed)
 			}
-			return malformed(off, "truncated value")
+			return 0, malformed(off, "truncated value")
 		}
 		start := off
 		c := data[off]
@@ -71,7 +87,7 @@ func validate(data []byte) error {
 		case c <= 0xbf: // fixstr
 			skip = int(c & 0x1f)
 		case c == 0xc1:
-			return malformed(start, "invalid type byte 0xc1")
+			return 0, malformed(start, "invalid type byte 0xc1")
 		case c <= 0xc6: // bin 8/16/32
 			head, what = 1<<(c-0xc4), "bin"
 		case c <= 0xc9: // ext 8/16/32: length, then the type byte
@@ -95,7 +111,7 @@ func validate(data []byte) error {
 		}
 		if head > 0 {
 			if head > len(data)-off {
-				return malformed(start, "truncated %s header", what)
+				return 0, malformed(start, "truncated %s header", what)
 			}
 			var n uint64
 			for _, b := range data[off : off+head] {
@@ -109,7 +125,7 @@ func validate(data []byte) error {
 				}
 			} else {
 				if left := len(data) - off - skip; left < 0 || n > uint64(left) {
-					return malformed(start, "%s of %d bytes, %d bytes left", what, n, max(left, 0))
+					return 0, malformed(start, "%s of %d bytes, %d bytes left", what, n, max(left, 0))
 				}
 				skip += int(n)
 			}
@@ -118,12 +134,12 @@ func validate(data []byte) error {
 		if container {
 			if elems > uint64(left) {
 				if what == "map" {
-					return malformed(start, "map of %d entries needs at least %d bytes, %d left", elems/2, elems, left)
+					return 0, malformed(start, "map of %d entries needs at least %d bytes, %d left", elems/2, elems, left)
 				}
-				return malformed(start, "array of %d elements needs at least %d bytes, %d left", elems, elems, left)
+				return 0, malformed(start, "array of %d elements needs at least %d bytes, %d left", elems, elems, left)
 			}
 			if depth == MaxDepth {
-				return malformed(start, "containers nested more than %d deep", MaxDepth)
+				return 0, malformed(start, "containers nested more than %d deep", MaxDepth)
 			}
 			if elems > 0 {
 				open[depth] = elems
@@ -132,7 +148,7 @@ func validate(data []byte) error {
 			}
 		} else {
 			if skip > left {
-				return malformed(start, "truncated value")
+				return 0, malformed(start, "truncated value")
 			}
 			off += skip
 		}
@@ -145,11 +161,7 @@ func validate(data []byte) error {
 			depth--
 		}
 		if depth == 0 {
-			break
+			return off, nil
 		}
 	}
-	if off != len(data) {
-		return malformed(off, "%d trailing bytes after the value", len(data)-off)
-	}
-	return nil
 }

@@ -182,3 +182,24 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestValueLen(t *testing.T) {
+	for _, tc := range []struct {
+		hex  string
+		want int
+	}{
+		{"01 02", 1},
+		{"92 01 a1 78 c0", 4},
+		{"81 a1 61 90 ff", 4},
+		{"c7 02 05 aa bb 00", 5},
+		{"d4 01 02", 3},
+	} {
+		n, err := codec.ValueLen(unhex(t, tc.hex))
+		if err != nil || n != tc.want {
+			t.Errorf("ValueLen(%s) = %d, %v; want %d", tc.hex, n, err, tc.want)
+		}
+	}
+	if _, err := codec.ValueLen(unhex(t, "dd ff ff ff ff 00")); !errors.Is(err, codec.ErrMalformed) {
+		t.Errorf("ValueLen of a huge array = %v, want ErrMalformed", err)
+	}
+}

@@ -37,6 +37,10 @@
 //		return fmt.Errorf("%w: bank.Account.Deposit: %w", grain.ErrBadRequest, err)
 //	}
 //
+// ValueLen applies the same checks to the value a larger buffer starts
+// with and returns its length; the transport's frame decoder skips values
+// with it, so there is one walker of untrusted msgpack.
+//
 // The package imports nothing of Granary, so that package grain can use it
 // too.
 package codec

@@ -8,14 +8,13 @@ import (
 	"time"
 
 	"github.com/granary-rt/granary/grain"
+	msgcodec "github.com/granary-rt/granary/grain/codec"
 )
 
 // Frame-level decoding errors: the frame cannot be parsed, so nothing in it
 // can be trusted or answered.
 var (
 	errTruncated = errors.New("truncated value")
-	errInvalid   = errors.New("invalid msgpack type byte 0xc1")
-	errTooDeep   = errors.New("values nested too deeply")
 	errNotFrame  = errors.New("not a frame: want the array [version, [envelope, ...]]")
 )
 
@@ -85,7 +84,7 @@ func (r *reader) be(n int) (uint64, error) {
 // naming what was expected.
 func (r *reader) wrongType(want string) error {
 	c := r.b[r.off]
-	if err := r.skip(0); err != nil {
+	if err := r.skip(); err != nil {
 		return err
 	}
 	return badField("want %s, got type byte 0x%02x", want, c)
@@ -234,83 +233,20 @@ func (r *reader) length(isMap bool) (int, error) {
 	return int(n), nil
 }
 
-// skip consumes one value of any type.
-func (r *reader) skip(depth int) error {
-	if depth > maxDepth {
-		return errTooDeep
-	}
-	c, err := r.peek()
+// skip consumes one value of any type, checked by grain/codec's walker
+// (declared lengths against the bytes left, nesting depth, 0xc1).
+func (r *reader) skip() error {
+	n, err := msgcodec.ValueLen(r.b[r.off:])
 	if err != nil {
 		return err
 	}
-	r.off++
-	var n uint64 // bytes to skip
-	elems := uint64(0)
-	switch {
-	case c <= 0x7f, c >= 0xe0, c == 0xc0, c == 0xc2, c == 0xc3:
-		return nil
-	case c >= 0x80 && c <= 0x8f:
-		elems = 2 * uint64(c&0x0f)
-	case c >= 0x90 && c <= 0x9f:
-		elems = uint64(c & 0x0f)
-	case c >= 0xa0 && c <= 0xbf:
-		n = uint64(c & 0x1f)
-	case c == 0xc1:
-		return errInvalid
-	case c >= 0xc4 && c <= 0xc6: // bin 8/16/32
-		if n, err = r.be(1 << (c - 0xc4)); err != nil {
-			return err
-		}
-	case c >= 0xc7 && c <= 0xc9: // ext 8/16/32: length, type, data
-		if n, err = r.be(1 << (c - 0xc7)); err != nil {
-			return err
-		}
-		n++
-	case c == 0xca:
-		n = 4
-	case c == 0xcb:
-		n = 8
-	case c >= 0xcc && c <= 0xcf:
-		n = 1 << (c - 0xcc)
-	case c >= 0xd0 && c <= 0xd3:
-		n = 1 << (c - 0xd0)
-	case c >= 0xd4 && c <= 0xd8: // fixext 1..16, plus the type byte
-		n = 1 + 1<<(c-0xd4)
-	case c >= 0xd9 && c <= 0xdb:
-		if n, err = r.be(1 << (c - 0xd9)); err != nil {
-			return err
-		}
-	case c == 0xdc || c == 0xdd:
-		if elems, err = r.be(2 << (c - 0xdc)); err != nil {
-			return err
-		}
-	case c == 0xde || c == 0xdf:
-		if elems, err = r.be(2 << (c - 0xde)); err != nil {
-			return err
-		}
-		elems *= 2
-	}
-	if n > 0 {
-		if n > uint64(len(r.b)-r.off) {
-			return errTruncated
-		}
-		r.off += int(n)
-		return nil
-	}
-	if elems > uint64(len(r.b)-r.off) {
-		return errTruncated
-	}
-	for ; elems > 0; elems-- {
-		if err := r.skip(depth + 1); err != nil {
-			return err
-		}
-	}
+	r.off += n
 	return nil
 }
 
 func (r *reader) skipN(n int) error {
 	for range n {
-		if err := r.skip(1); err != nil {
+		if err := r.skip(); err != nil {
 			return err
 		}
 	}

@@ -34,8 +34,6 @@ const (
 	respFields    = 9
 	// minRespFields is the length of a response before err_outcome.
 	minRespFields = 8
-	// maxDepth bounds the nesting of values the decoder skips.
-	maxDepth = 32
 	// maxIntern bounds the grain type names a decoder interns.
 	maxIntern = 1024
 )
