@@ -1,0 +1,90 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/granary-rt/granary/grain"
+)
+
+// Requests beyond the cap of a stream, or of a connection, are answered at
+// once with grain.ErrOverloaded instead of being queued.
+func TestRequestsInFlightAreCapped(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  ServerConfig
+		max  int
+	}{
+		{"per-stream", ServerConfig{MaxInflightPerStream: 4}, 4},
+		{"per-connection", ServerConfig{MaxInflightPerStream: 4, MaxInflightPerConnection: 2}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newTestHandler()
+			srv, addr := startServer(t, tc.cfg, h)
+			c := newTestClient(t, ClientConfig{})
+			ctx := testCtx(t)
+			var wg sync.WaitGroup
+			errs := startCalls(ctx, c, addr, tc.max, &wg)
+			held := waitHeld(t, h, tc.max)
+
+			start := time.Now()
+			_, err := c.Call(ctx, addr, request(mEcho, "one too many"))
+			if !errors.Is(err, grain.ErrOverloaded) {
+				t.Fatalf("call beyond %d in flight: %v, want ErrOverloaded", tc.max, err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("the overloaded answer took %v", d)
+			}
+			if n := srv.Stats().RequestsOverloaded; n != 1 {
+				t.Fatalf("RequestsOverloaded = %d, want 1", n)
+			}
+			for _, hc := range held {
+				hc.reply.Reply(NewResponse(hc.req.Body))
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatalf("held call: %v", err)
+				}
+			}
+			// Answered requests no longer count.
+			for i := range 2 * tc.max {
+				if resp, err := c.Call(ctx, addr, request(mEcho, strconv.Itoa(i))); err != nil || string(resp.Body) != strconv.Itoa(i) {
+					t.Fatalf("call after the held ones were answered: %v, %v", resp, err)
+				}
+			}
+		})
+	}
+}
+
+// The timeout a sender asks for is capped by MaxRequestTimeout, and a
+// request without one gets it.
+func TestRequestTimeoutIsCapped(t *testing.T) {
+	_, addr := startServer(t, ServerConfig{MaxRequestTimeout: time.Second}, newTestHandler())
+	c := newTestClient(t, ClientConfig{})
+	for _, ask := range []time.Duration{time.Hour, 0} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+		if ask == 0 {
+			ctx = context.Background()
+		}
+		req := request(mDeadline, "")
+		req.Timeout = ask
+		resp, err := c.Call(ctx, addr, req)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		left, err := strconv.ParseInt(string(resp.Body), 10, 64)
+		if err != nil {
+			t.Fatalf("asked for %v: handler's deadline %q", ask, resp.Body)
+		}
+		if time.Duration(left) > time.Second {
+			t.Fatalf("asked for %v: the handler's ctx has %v left, want at most 1s", ask, time.Duration(left))
+		}
+	}
+}
