@@ -3,6 +3,9 @@ package runtime_test
 import (
 	"context"
 	"fmt"
+	"math"
+	goruntime "runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 
+	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
@@ -162,5 +166,141 @@ func TestPeerThatStopsReadingDoesNotFreezeTheGrain(t *testing.T) {
 	g := start(t, 1, cfg)
 	if n, err := testgrains.NewCounterRef(g.Client(), "stalled").Get(ctx); err != nil || n != last {
 		t.Fatalf("after a graceful Stop the grain reads %d, %v; want %d (state not persisted)", n, err, last)
+	}
+}
+
+// blockingDirectory is a directory whose lookups and registrations block
+// until their ctx ends, as with etcd unreachable. It records the longest
+// deadline a lookup was given (registrations have the activation's own,
+// Config.DeactivationTimeout).
+type blockingDirectory struct {
+	*directory.Memory
+	longest atomic.Int64 // time.Duration
+}
+
+func (d *blockingDirectory) wait(ctx context.Context, record bool) error {
+	if !record {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := int64(time.Until(dl))
+		for {
+			old := d.longest.Load()
+			if left <= old || d.longest.CompareAndSwap(old, left) {
+				break
+			}
+		}
+	} else {
+		d.longest.Store(math.MaxInt64)
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (d *blockingDirectory) Lookup(ctx context.Context, id grain.ID) (directory.Entry, bool, error) {
+	return directory.Entry{}, false, d.wait(ctx, true)
+}
+
+func (d *blockingDirectory) Register(ctx context.Context, id grain.ID, e directory.Entry) (directory.Entry, error) {
+	return directory.Entry{}, d.wait(ctx, false)
+}
+
+// rawResponses decodes the response envelopes of a frame: [kind, id,
+// status, body, err_code, ...].
+func rawResponses(t testing.TB, frame []byte) [][]any {
+	t.Helper()
+	var f []any
+	if err := msgpack.Unmarshal(frame, &f); err != nil || len(f) != 2 {
+		t.Fatalf("response frame: %v", err)
+	}
+	var out [][]any
+	for _, e := range f[1].([]any) {
+		out = append(out, e.([]any))
+	}
+	return out
+}
+
+// A flood of requests for grains that are not active on the silo, while
+// the directory does not answer, takes a bounded number of goroutines: the
+// requests beyond Config.MaxRouting are answered with ErrOverloaded at
+// once, and the others wait at most the silo's ResponseTimeout, however
+// long their sender said it would wait.
+func TestRoutingIsBounded(t *testing.T) {
+	const maxRouting, frames, perFrame = 100, 20, 1000
+	dir := &blockingDirectory{Memory: directory.NewMemory()}
+	f := start(t, 1, runtime.Config{Directory: dir, MaxRouting: maxRouting,
+		ResponseTimeout: 2 * time.Second, DeactivationTimeout: 2 * time.Second})
+	before := goruntime.NumGoroutine()
+
+	st := rawPeer(t, f.Silos[0].Address())
+	var overloaded, answered atomic.Int64
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		for answered.Load() < frames*perFrame {
+			var b []byte
+			if err := st.RecvMsg(&b); err != nil {
+				return
+			}
+			for _, e := range rawResponses(t, b) {
+				answered.Add(1)
+				if code, _ := e[4].(string); code == grain.CodeOf(grain.ErrOverloaded) {
+					overloaded.Add(1)
+				}
+			}
+		}
+	}()
+	var peak atomic.Int64
+	sampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			peak.Store(max(peak.Load(), int64(goruntime.NumGoroutine())))
+			select {
+			case <-sampling:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	id := uint64(0)
+	probe := testgrains.ProbeType.Name
+	for range frames {
+		envs := make([][]any, perFrame)
+		for i := range envs {
+			id++
+			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: fmt.Sprint("flood-", id)}, 6, time.Hour, []byte{0x90})
+			if id%2 == 1 {
+				envs[i][7] = 1 // forwarded: this silo was chosen to host the grain, so it activates it
+			}
+		}
+		if err := st.SendMsg(rawFrame(t, envs...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for wait := time.Now().Add(5 * time.Second); overloaded.Load() < frames*perFrame-10*maxRouting && time.Now().Before(wait); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(sampling)
+	<-sampled
+	if grown := peak.Load() - int64(before); grown > maxRouting+200 {
+		t.Fatalf("goroutines grew by %d (from %d) under a flood of %d requests for inactive grains; want at most MaxRouting (%d) + 200",
+			grown, before, frames*perFrame, maxRouting)
+	}
+	if n := overloaded.Load(); n < frames*perFrame-10*maxRouting { // admitted ones end after 2s, and more are admitted
+		t.Fatalf("only %d of %d requests were answered overloaded at once (%d answered)", n, frames*perFrame, answered.Load())
+	}
+	if d := time.Duration(dir.longest.Load()); d > 2*time.Second {
+		t.Fatalf("the directory was given %v for a request whose sender asked for 1h; want at most the ResponseTimeout (2s)", d)
+	}
+	t.Logf("goroutines %d -> peak %d; %d overloaded; longest directory deadline %v",
+		before, peak.Load(), overloaded.Load(), time.Duration(dir.longest.Load()))
+	// The admitted requests end at the ResponseTimeout.
+	select {
+	case <-readDone:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d of %d requests answered", answered.Load(), frames*perFrame)
 	}
 }
