@@ -40,13 +40,7 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // stays up (gRPC still reads it and answers pings).
 func rawPeer(t testing.TB, addr string) grpc.ClientStream {
 	t.Helper()
-	cc, err := grpc.NewClient("passthrough:///"+addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := rawConn(t, addr)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	st, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true},
@@ -55,6 +49,19 @@ func rawPeer(t testing.TB, addr string) grpc.ClientStream {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// rawConn is a connection for rawPeer streams.
+func rawConn(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }
 
 // rawRequest is a request envelope in the wire layout: [kind, id, type,

@@ -20,6 +20,7 @@ const (
 	DefaultMaxInflightPerConn   = 8192
 	DefaultMaxStreamsPerConn    = 16
 	DefaultSendStallTimeout     = 10 * time.Second
+	DefaultMalformedPerSecond   = 1000
 	DefaultDialTimeout          = 5 * time.Second
 	DefaultKeepaliveTime        = 10 * time.Second
 	DefaultKeepaliveTimeout     = 5 * time.Second
@@ -99,6 +100,13 @@ type ServerConfig struct {
 	// stops the writer) before the server closes the peer's connection,
 	// ending the stream with codes.ResourceExhausted. Default 10 s.
 	SendStallTimeout time.Duration
+	// MalformedPerSecond is how many malformed requests (and frames) a
+	// connection may send per second, in bursts of a quarter of that, before the
+	// server slows it down: its streams' readers then wait for the excess
+	// to be paid back before reading on. Malformed: not decodable, over a
+	// limit, or answered with grain.ErrBadRequest, ErrUnknownMethod,
+	// ErrUnknownGrainType or ErrTooLarge. Default 1000; -1: no limit.
+	MalformedPerSecond int
 	// MaxRequestTimeout caps the timeout a request may ask for; a request
 	// without one gets it. 0: no cap. Silos set it to their
 	// ResponseTimeout.
@@ -138,6 +146,14 @@ func (c *ServerConfig) validate() error {
 	}
 	if c.SendStallTimeout == 0 {
 		c.SendStallTimeout = DefaultSendStallTimeout
+	}
+	switch {
+	case c.MalformedPerSecond == 0:
+		c.MalformedPerSecond = DefaultMalformedPerSecond
+	case c.MalformedPerSecond == -1:
+		c.MalformedPerSecond = 0 // badBudget: unlimited
+	case c.MalformedPerSecond < 0:
+		return fmt.Errorf("transport: ServerConfig.MalformedPerSecond %d is negative (-1 means no limit)", c.MalformedPerSecond)
 	}
 	if c.MaxInflightPerStream < 0 || c.MaxInflightPerConnection < 0 || c.MaxStreamsPerConnection < 0 || c.MaxRequestTimeout < 0 || c.SendStallTimeout < 0 {
 		return fmt.Errorf("transport: ServerConfig: negative MaxInflightPerStream %d, MaxInflightPerConnection %d, MaxStreamsPerConnection %d, MaxRequestTimeout %v or SendStallTimeout %v",

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/granary-rt/granary/grain"
 )
 
 // trackingListener records the connections a Server accepts, so that the
@@ -20,7 +22,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, s: l.s, addr: c.RemoteAddr().String()}
+	tc := &trackedConn{Conn: c, s: l.s, addr: c.RemoteAddr().String(), bad: newBadBudget(l.s.cfg.MalformedPerSecond)}
 	l.s.connMu.Lock()
 	l.s.conns[tc.addr] = append(l.s.conns[tc.addr], tc)
 	l.s.connMu.Unlock()
@@ -36,6 +38,7 @@ type trackedConn struct {
 	// unsent counts the requests received on the connection's streams
 	// whose reply has not been sent.
 	unsent atomic.Int64
+	bad    *badBudget
 }
 
 func (c *trackedConn) Close() error {
@@ -106,3 +109,73 @@ func (l *logLimiter) allow(addr string) bool {
 	l.last[host] = now
 	return true
 }
+
+// badBudget is a token bucket of malformed requests: a connection (or a
+// stream, where connections cannot be told apart) may send rate of them
+// per second, in bursts of up to a quarter of that. A peer past its budget is slowed
+// down: its streams' readers wait for the deficit to be paid back before
+// they read the next frame, so HTTP/2 flow control makes the peer wait
+// too, and a flood of bad requests costs the server a bounded share of
+// its CPU.
+type badBudget struct {
+	mu     sync.Mutex
+	rate   float64 // per second; 0: unlimited
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newBadBudget(rate int) *badBudget {
+	burst := max(1, float64(rate)/4)
+	return &badBudget{rate: float64(rate), burst: burst, tokens: burst, last: time.Now()}
+}
+
+func (b *badBudget) refillLocked(now time.Time) {
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+}
+
+// charge counts n malformed requests.
+func (b *badBudget) charge(n int) {
+	if b.rate == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.refillLocked(time.Now())
+	b.tokens -= float64(n)
+	b.mu.Unlock()
+}
+
+// deficit is how long the peer must wait until it is within its budget.
+func (b *badBudget) deficit() time.Duration {
+	if b.rate == 0 {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tokens >= 0 {
+		return 0
+	}
+	b.refillLocked(time.Now())
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+}
+
+// malformedCode reports whether an error response with code answers a
+// request that was malformed (the sender's fault, not the server's).
+func malformedCode(code string) bool {
+	switch code {
+	case codeBadRequest, codeUnknownMethod, codeUnknownType, codeTooLarge:
+		return true
+	}
+	return false
+}
+
+var (
+	codeBadRequest    = grain.CodeOf(grain.ErrBadRequest)
+	codeUnknownMethod = grain.CodeOf(grain.ErrUnknownMethod)
+	codeUnknownType   = grain.CodeOf(grain.ErrUnknownGrainType)
+	codeTooLarge      = grain.CodeOf(grain.ErrTooLarge)
+)

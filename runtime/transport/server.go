@@ -170,6 +170,9 @@ type serverStream struct {
 	// grain.ErrOverloaded at once.
 	unsent atomic.Int64
 	conn   *trackedConn
+	// bad is the malformed-request budget of the stream's connection (or
+	// of the stream alone).
+	bad *badBudget
 
 	// failed is closed, once, when the peer is found not to read its
 	// replies: a reply could not be queued, or the writer made no progress
@@ -189,6 +192,11 @@ func (s *Server) connect(st grpc.ServerStream) error {
 	if p, ok := peer.FromContext(ctx); ok {
 		ss.peer = p.Addr.String()
 		ss.conn = s.connOf(ss.peer)
+	}
+	if ss.conn != nil {
+		ss.bad = ss.conn.bad
+	} else {
+		ss.bad = newBadBudget(s.cfg.MalformedPerSecond)
 	}
 	ss.log = s.log.With(zap.String("peer", ss.peer))
 	// Room for every reply the stream may owe plus QueueSize more
@@ -366,6 +374,8 @@ func (ss *serverStream) read() error {
 		}
 		if f.err != nil {
 			stats.rejected.Add(1)
+			ss.bad.charge(1)
+			ss.slowDown()
 			return frameError{f.err}
 		}
 		stats.framesReceived.Add(1)
@@ -377,6 +387,24 @@ func (ss *serverStream) read() error {
 		for _, e := range f.d.envs {
 			ss.dispatch(e)
 		}
+		ss.slowDown()
+	}
+}
+
+// slowDown makes the reader wait while the peer is past its budget of
+// malformed requests (at most a second at a time, so that the stream's
+// end and the server's stop are noticed).
+func (ss *serverStream) slowDown() {
+	d := ss.bad.deficit()
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(min(d, time.Second))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ss.ctx.Done():
+	case <-ss.srv.stopping:
 	}
 }
 
@@ -390,6 +418,7 @@ func (ss *serverStream) reject(b badEnvelope) {
 	if !b.known || b.kind == KindOneWay || b.kind == KindResponse {
 		return
 	}
+	ss.bad.charge(1)
 	ss.count() // answered whatever the caps
 	ss.answerNow(b.id, NewErrorResponse(b.err))
 }
@@ -409,6 +438,9 @@ func (ss *serverStream) queue(id uint64, resp *Envelope) {
 			ss.log.Error("transport: cannot send response", zap.Uint64("id", id), zap.Error(err))
 			return
 		}
+	}
+	if resp.Status == StatusError && malformedCode(resp.ErrCode) {
+		ss.bad.charge(1)
 	}
 	resp.setID(id)
 	if !ss.w.offer(resp) {
