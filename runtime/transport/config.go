@@ -176,8 +176,9 @@ func (c *ServerConfig) keepalive() (keepalive.ServerParameters, keepalive.Enforc
 // ClientConfig configures a Client. The zero value works.
 type ClientConfig struct {
 	Limits
-	// QueueSize is how many envelopes a stream's writer queues before Call
-	// and Send block (until their ctx ends). Default 1024.
+	// QueueSize is how many envelopes a stream's writer queues. When it is
+	// full, Call waits for room (until its ctx ends) and Send fails at once
+	// with grain.ErrOverloaded. Default 1024.
 	QueueSize int
 	// DialTimeout bounds connecting to a peer and opening the stream.
 	// Default 5 s.

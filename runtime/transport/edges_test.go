@@ -88,3 +88,37 @@ func TestRequestTimeoutIsCapped(t *testing.T) {
 		}
 	}
 }
+
+// A one-way Send never waits for the network: when the stream's queue is
+// full (the server does not read), it fails at once with ErrOverloaded.
+func TestSendDoesNotWaitForAFullQueue(t *testing.T) {
+	release := make(chan struct{})
+	_, addr := startServer(t, ServerConfig{}, HandlerFunc(func(ctx context.Context, req *Envelope, reply Replier) {
+		select { // the stream's reader stops: flow control stops the client's writer
+		case <-release:
+		case <-ctx.Done():
+		}
+	}))
+	t.Cleanup(func() { close(release) })
+	c := newTestClient(t, ClientConfig{QueueSize: 4})
+	body := make([]byte, 1<<20)
+	for i := range 200 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		began := time.Now()
+		req := request(mEcho, "")
+		req.Body = body
+		err := c.Send(ctx, addr, req)
+		cancel()
+		if waited := time.Since(began); waited > time.Second {
+			t.Fatalf("Send #%d waited %v for room (err %v)", i, waited, err)
+		}
+		if errors.Is(err, grain.ErrOverloaded) {
+			t.Logf("Send #%d: %v", i, err)
+			return
+		}
+		if err != nil {
+			t.Fatalf("Send #%d: %v", i, err)
+		}
+	}
+	t.Fatal("200 one-way requests of 1 MiB queued while the server did not read")
+}
