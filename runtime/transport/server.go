@@ -31,9 +31,11 @@ type Handler interface {
 	// non-nil and reply.Reply must be called exactly once, from any
 	// goroutine, with the response (see NewResponse, NewErrorResponse,
 	// NewNotHereResponse); the transport sets its Kind and ID and ignores
-	// further calls. Reply never blocks: a reply that finds the stream's
-	// send queue full ends the stream (its peer is not reading) and is
-	// dropped, and so are the replies of the stream's other requests.
+	// further calls. Reply never blocks: the stream's send queue always has
+	// room for the replies of the requests it admitted (see
+	// ServerConfig.QueueSize). A peer that stops reading its replies has its
+	// connection closed after ServerConfig.SendStallTimeout; replies to it
+	// are then dropped.
 	//
 	// For a KindOneWay request, reply is nil, and ctx is only cancelled when
 	// the stream dies: nothing tells the transport when the runtime is done
@@ -416,9 +418,9 @@ func (ss *serverStream) reject(b badEnvelope) {
 			zap.Bool("identified", b.known), zap.Uint64("id", b.id), zap.Stringer("kind", b.kind), zap.Error(b.err))
 	}
 	if !b.known || b.kind == KindOneWay || b.kind == KindResponse {
+		ss.bad.charge(1) // an answered one is charged by queue
 		return
 	}
-	ss.bad.charge(1)
 	ss.count() // answered whatever the caps
 	ss.answerNow(b.id, NewErrorResponse(b.err))
 }
@@ -436,6 +438,7 @@ func (ss *serverStream) queue(id uint64, resp *Envelope) {
 		resp.ErrMessage = truncate(resp.ErrMessage, lim.MaxHeaderSize/2)
 		if err := checkEnvelope(resp, lim); err != nil {
 			ss.log.Error("transport: cannot send response", zap.Uint64("id", id), zap.Error(err))
+			ss.sent(1) // it never will be
 			return
 		}
 	}
