@@ -122,3 +122,55 @@ func TestSendDoesNotWaitForAFullQueue(t *testing.T) {
 	}
 	t.Fatal("200 one-way requests of 1 MiB queued while the server did not read")
 }
+
+// A connection that sends malformed requests past MalformedPerSecond is
+// slowed down, and a well-behaved connection to the same server is not.
+func TestMalformedRequestsPastTheBudgetAreSlowedDown(t *testing.T) {
+	_, addr := startServer(t, ServerConfig{MalformedPerSecond: 1000}, newTestHandler())
+	c := newTestClient(t, ClientConfig{})
+	ctx := testCtx(t)
+	st := rawStream(t, addr)
+	envs := make([][]byte, 100)
+	const frames = 10 // 1000 malformed requests: 750 past the burst of 250
+	answered := make(chan time.Duration, 1)
+	began := time.Now()
+	go func() {
+		n := 0
+		d := newFrameDecoder(testLimits())
+		for n < frames*len(envs) {
+			var b []byte
+			if err := st.RecvMsg(&b); err != nil {
+				t.Errorf("RecvMsg: %v", err)
+				break
+			}
+			if err := d.decode(b); err != nil {
+				t.Errorf("decode: %v", err)
+				break
+			}
+			n += len(d.envs)
+		}
+		answered <- time.Since(began)
+	}()
+	for i := range frames {
+		for j := range envs {
+			// No target type: answered with ErrBadRequest.
+			envs[j] = appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: uint64(i*len(envs) + j + 1)})
+		}
+		if err := st.SendMsg(frameOf(envs...)); err != nil {
+			t.Fatal(err)
+		}
+		// Meanwhile another connection is served at once.
+		t0 := time.Now()
+		if _, err := c.Call(ctx, addr, request(mEcho, "")); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(t0); d > 200*time.Millisecond {
+			t.Fatalf("a call on another connection took %v", d)
+		}
+	}
+	if d := <-answered; d < 500*time.Millisecond {
+		t.Fatalf("1000 malformed requests answered in %v; want them slowed down to about 1000/s past a burst of 250", d)
+	} else {
+		t.Logf("1000 malformed requests answered in %v", d)
+	}
+}

@@ -490,6 +490,7 @@ func (ss *serverStream) dispatch(e *Envelope) {
 		ss.srv.h.HandleRequest(ctx, e, r)
 	default:
 		ss.srv.stats.rejected.Add(1)
+		ss.bad.charge(1)
 		if ss.srv.logs.allow(ss.peer) {
 			ss.log.Warn("transport: unexpected envelope from client", zap.Stringer("kind", e.Kind), zap.Uint64("id", e.ID))
 		}
