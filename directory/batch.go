@@ -3,6 +3,7 @@ package directory
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/granary-rt/granary/grain"
 )
 
 // DefaultMaxBatch is the default number of operations Etcd sends in one
@@ -17,6 +20,10 @@ import (
 // counts a nested transaction's operations against what the outer one
 // leaves of that budget.
 const DefaultMaxBatch = 127
+
+// DefaultMaxQueue is the default number of operations that may wait for a
+// transaction, per batcher (one for writes, one for lookups).
+const DefaultMaxQueue = 4096
 
 // maxBatchBytes bounds the keys and values of one batch, well under etcd's
 // default 1.5 MiB request limit.
@@ -29,7 +36,10 @@ const batchTimeout = 30 * time.Second
 // commit style. A caller that finds fewer than maxInflight transactions in
 // flight starts a sender at once (a lone caller pays no added latency);
 // the others queue, and a sender whose transaction returns sends next
-// whatever queued up meanwhile, then ends when the queue is empty. Every
+// whatever queued up meanwhile, then ends when the queue is empty. The
+// queue holds at most maxQueue operations (etcd slow or unreachable):
+// beyond it a caller fails at once with an error wrapping
+// grain.ErrOverloaded. Every
 // caller waits for its own answer or its own context, whichever comes
 // first; a caller that gives up before its operation is sent is dropped
 // from the queue.
@@ -40,6 +50,7 @@ const batchTimeout = 30 * time.Second
 type batcher struct {
 	cli         *clientv3.Client
 	maxInflight int
+	maxQueue    int
 	distinct    bool
 
 	mu       sync.Mutex
@@ -67,8 +78,8 @@ type batchOp struct {
 	err   error
 }
 
-func newBatcher(cli *clientv3.Client, max, maxInflight int, distinct bool) *batcher {
-	return &batcher{cli: cli, max: max, maxInflight: maxInflight, distinct: distinct}
+func newBatcher(cli *clientv3.Client, max, maxInflight, maxQueue int, distinct bool) *batcher {
+	return &batcher{cli: cli, max: max, maxInflight: maxInflight, maxQueue: maxQueue, distinct: distinct}
 }
 
 // do runs op on key as part of a transaction and returns op's response.
@@ -76,8 +87,13 @@ func (b *batcher) do(ctx context.Context, key string, op clientv3.Op, size int) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	o := &batchOp{ctx: ctx, key: key, op: op, size: size, done: make(chan struct{})}
 	b.mu.Lock()
+	if len(b.queue) >= b.maxQueue {
+		n := len(b.queue)
+		b.mu.Unlock()
+		return nil, fmt.Errorf("directory: %d operations wait for etcd already: %w", n, grain.ErrOverloaded)
+	}
+	o := &batchOp{ctx: ctx, key: key, op: op, size: size, done: make(chan struct{})}
 	b.queue = append(b.queue, o)
 	if b.inflight < b.maxInflight {
 		b.inflight++
@@ -204,7 +220,8 @@ func do(ctx context.Context, cli *clientv3.Client, op clientv3.Op) (*etcdserverp
 
 // batchContext is the context of one transaction: not cancelled by any one
 // caller (the others still wait for it), ending at the latest deadline
-// among the callers' (batchTimeout from now for a caller without one).
+// among the callers' (batchTimeout from now for a caller without one), and
+// never later than batchTimeout from now.
 func batchContext(batch []*batchOp) (context.Context, context.CancelFunc) {
 	var latest time.Time
 	for _, o := range batch {
@@ -215,6 +232,9 @@ func batchContext(batch []*batchOp) (context.Context, context.CancelFunc) {
 		if d.After(latest) {
 			latest = d
 		}
+	}
+	if limit := time.Now().Add(batchTimeout); latest.After(limit) {
+		latest = limit // a caller asking for an hour does not hold a sender that long
 	}
 	return context.WithDeadline(context.WithoutCancel(batch[0].ctx), latest)
 }

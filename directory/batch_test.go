@@ -246,3 +246,68 @@ func delayTxns(d time.Duration) grpc.DialOption {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	})
 }
+
+// holdTxns is a dial option that holds every etcd transaction until
+// release is closed (or its ctx ends), as an unreachable etcd would.
+func holdTxns(release <-chan struct{}) grpc.DialOption {
+	return grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if strings.HasSuffix(method, "/Txn") {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+}
+
+// TestEtcdBatchQueueIsBounded: while etcd does not answer, operations
+// beyond MaxQueue fail at once with ErrOverloaded instead of queueing.
+func TestEtcdBatchQueueIsBounded(t *testing.T) {
+	const maxQueue = 8
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	d, err := directory.NewEtcd(newClient(t, holdTxns(release)), directory.EtcdConfig{
+		Prefix: testPrefix(t), Lease: grantLease(t, newClient(t)), MaxQueue: maxQueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	id := func(i int) grain.ID { return grain.ID{Type: "test.Batch", Key: fmt.Sprint(i)} }
+	// Two transactions held in etcd, maxQueue operations queued behind.
+	var wg sync.WaitGroup
+	for i := range 2 + maxQueue {
+		wg.Go(func() {
+			// A registration may take more than one place in the queue
+			// (a stale entry is removed first), so some may be refused.
+			if _, err := d.Register(ctx, id(i), entry("a", 1)); err != nil && !errors.Is(err, grain.ErrOverloaded) {
+				t.Errorf("queued Register %d: %v", i, err)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		began := time.Now()
+		_, err := d.Register(short, id(1000), entry("a", 1))
+		cancel()
+		if errors.Is(err, grain.ErrOverloaded) {
+			if waited := time.Since(began); waited > 50*time.Millisecond {
+				t.Fatalf("the overloaded answer took %v", waited)
+			}
+			t.Log(err)
+			break
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Register while etcd holds every transaction: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the batcher's queue grew without bound: no ErrOverloaded")
+		}
+	}
+	unblock()
+	wg.Wait()
+}

@@ -41,6 +41,11 @@ type EtcdConfig struct {
 	// registration is a nested transaction); 1 sends each alone.
 	// Etcd halves it by itself if the server refuses a batch as too large.
 	MaxBatch int
+	// MaxQueue bounds the operations waiting for a transaction, for
+	// writes and for lookups each; beyond it (etcd slow or unreachable)
+	// Register, Lookup and Unregister fail at once with an error wrapping
+	// grain.ErrOverloaded. 0 means DefaultMaxQueue (4096).
+	MaxQueue int
 	// Logger receives debug logs. Default: no logs.
 	Logger *zap.Logger
 }
@@ -63,6 +68,12 @@ func (c *EtcdConfig) validate() error {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.MaxQueue < 0 {
+		return fmt.Errorf("directory: EtcdConfig.MaxQueue %d is negative", c.MaxQueue)
+	}
+	if c.MaxQueue == 0 {
+		c.MaxQueue = DefaultMaxQueue
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -110,8 +121,8 @@ func NewEtcd(cli *clientv3.Client, cfg EtcdConfig) (*Etcd, error) {
 		lease:  cfg.Lease,
 		cache:  newCache(cfg.CacheSize),
 		log:    cfg.Logger,
-		writes: newBatcher(cli, cfg.MaxBatch, batchesInflight, true),
-		reads:  newBatcher(cli, cfg.MaxBatch, batchesInflight, false),
+		writes: newBatcher(cli, cfg.MaxBatch, batchesInflight, cfg.MaxQueue, true),
+		reads:  newBatcher(cli, cfg.MaxBatch, batchesInflight, cfg.MaxQueue, false),
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/storage"
+	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // Defaults applied by Config validation.
@@ -20,6 +21,7 @@ const (
 	DefaultResponseTimeout = 30 * time.Second
 	DefaultLeaseTTL        = 10 * time.Second
 	DefaultDialTimeout     = 5 * time.Second
+	DefaultMaxRouting      = 1024
 	// DefaultStorage is the name of the storage provider states use unless
 	// they select another with grain.WithStorage.
 	DefaultStorage = "default"
@@ -92,6 +94,21 @@ type Config struct {
 	// within DeactivationTimeout + LeaseTTL whatever etcd and storage do,
 	// dropping (and logging) what it could not write. Default 30s.
 	DeactivationTimeout time.Duration
+	// Transport tunes the silo's listener: frame, body and header limits,
+	// requests in flight per stream (default 4096) and per connection
+	// (8192), streams per connection (16), the spare reply queue of a
+	// stream (1024). Zero fields take the defaults of
+	// transport.ServerConfig. Its Logger is the silo's, and its
+	// MaxRequestTimeout is at most ResponseTimeout: a remote caller
+	// cannot make the silo hold its request longer.
+	Transport transport.ServerConfig
+	// MaxRouting caps the requests from other processes that wait for a
+	// directory lookup (grains not active here), each on its own
+	// goroutine; beyond it such requests are answered at once with
+	// grain.ErrOverloaded. It also caps activations being created
+	// (directory registration, state load, OnActivate) and one-way calls
+	// being re-routed. Default 1024.
+	MaxRouting int
 	// Logger receives the silo's logs. Default: no logs.
 	Logger *zap.Logger
 }
@@ -144,6 +161,9 @@ func (c *Config) validate() error {
 	if c.DeactivationTimeout == 0 {
 		c.DeactivationTimeout = 30 * time.Second
 	}
+	if c.MaxRouting == 0 {
+		c.MaxRouting = DefaultMaxRouting
+	}
 	if c.ListenAddress == "" {
 		c.ListenAddress = "127.0.0.1:0"
 	}
@@ -162,6 +182,9 @@ func (c *Config) validate() error {
 	}
 	if c.ResponseTimeout < 0 {
 		errs = append(errs, fmt.Errorf("response timeout %v is negative", c.ResponseTimeout))
+	}
+	if c.MaxRouting < 0 {
+		errs = append(errs, fmt.Errorf("max routing %d is negative", c.MaxRouting))
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -229,6 +231,19 @@ func msgs0(msgs []*message) grain.ID {
 	return msgs[0].target
 }
 
+// routedReply answers a call that held a routing token, and gives the
+// token back.
+type routedReply struct {
+	transport.Replier
+	routing chan struct{}
+	once    sync.Once
+}
+
+func (r *routedReply) Reply(resp *transport.Envelope) {
+	r.once.Do(func() { <-r.routing })
+	r.Replier.Reply(resp)
+}
+
 // rerouteOneWay delivers a one-way call that could not be delivered here to
 // where the not-here answer points, or routes it afresh: nobody waits for
 // its outcome, so the silo forwards it instead of answering.
@@ -239,9 +254,17 @@ func (s *Silo) rerouteOneWay(m *message, err error) {
 		return
 	}
 	rd, _ := redirectOf(err)
+	select {
+	case s.routing <- struct{}{}:
+	default:
+		s.warnDropped("one-way call dropped: too many calls being routed", zap.Stringer("grain", m.target),
+			zap.String("method", m.method.Name), zap.Int("max_routing", cap(s.routing)))
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer func() { <-s.routing }()
 		ctx, cancel := context.WithTimeout(m.ctx, s.cfg.ResponseTimeout)
 		defer cancel()
 		inc := s.inc.Load()
@@ -257,15 +280,28 @@ func (s *Silo) rerouteOneWay(m *message, err error) {
 			return nil, s.dispatch(m)
 		})
 		if err != nil {
-			s.log.Warn("one-way call dropped", zap.Stringer("grain", m.target), zap.String("method", m.method.Name), zap.Error(err))
+			s.warnDropped("one-way call dropped", zap.Stringer("grain", m.target), zap.String("method", m.method.Name), zap.Error(err))
 		}
 	}()
+}
+
+// warnDropped logs a dropped one-way call, at most once a second: a flood
+// of them must not turn into a flood of logs.
+func (s *Silo) warnDropped(msg string, fields ...zap.Field) {
+	now, last := s.nanotime(), s.dropLogAt.Load()
+	if last != 0 && now-last < int64(time.Second) || !s.dropLogAt.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn(msg+" (further drops logged at most once a second)", fields...)
 }
 
 // HandleRequest implements transport.Handler: a call from another silo or
 // a client. It decodes the arguments and queues the call; the reply is sent
 // when the turn ends. It never blocks on the network: a request that needs
-// a directory lookup is routed on its own goroutine.
+// a directory lookup is routed on its own goroutine, and at most
+// Config.MaxRouting requests wait for a lookup or an activation (the
+// others are answered with grain.ErrOverloaded). Their deadline is at most
+// the silo's ResponseTimeout (the transport caps it).
 func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
 	defer s.recoverRequest(ctx, req, reply)
 	fail := func(err error) {
@@ -300,9 +336,32 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 	if reply == nil {
 		m.ctx, m.oneWayFailed = context.WithoutCancel(ctx), s.rerouteOneWay
 	}
-	if a := s.table.get(req.Target); a != nil || req.Hops > 0 {
-		// This silo was chosen to host the grain, or already does.
+	if a := s.table.get(req.Target); a != nil {
 		if err := s.dispatchTo(m, a); err != nil {
+			m.complete(nil, err)
+		}
+		return
+	}
+	// Not active here: the call waits for an activation or a directory
+	// lookup, which etcd may take long to answer. Such calls are bounded:
+	// beyond Config.MaxRouting of them, answer overloaded at once.
+	select {
+	case s.routing <- struct{}{}:
+	default:
+		fail(fmt.Errorf("%w: silo %s is routing or activating %d calls from other processes already; retry later",
+			grain.ErrOverloaded, s.id, cap(s.routing)))
+		return
+	}
+	if req.Hops > 0 {
+		// This silo was chosen to host the grain. A call is answered once
+		// its grain's activation finished (or failed): it keeps its token
+		// until then. (A one-way call gives it back when it is queued.)
+		if reply != nil {
+			m.replyFn = &routedReply{Replier: reply, routing: s.routing}
+		} else {
+			defer func() { <-s.routing }()
+		}
+		if err := s.dispatchTo(m, nil); err != nil {
 			m.complete(nil, err)
 		}
 		return
@@ -312,6 +371,7 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer func() { <-s.routing }()
 		inc := s.inc.Load()
 		rt, err := inc.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
 		if err == nil && !rt.local {

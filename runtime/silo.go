@@ -90,7 +90,12 @@ type Silo struct {
 	retries   []int64 // a min-heap
 	retryWake chan struct{}
 
-	turnWork    chan *activation // unbuffered: hands an activation to an idle turn worker
+	turnWork chan *activation // unbuffered: hands an activation to an idle turn worker
+	// routing holds a token per request from another process that waits
+	// for a directory lookup or for its grain's activation, and per one-way
+	// call being re-routed: Config.MaxRouting of them at most.
+	routing     chan struct{}
+	dropLogAt   atomic.Int64 // nanotime of the last "dropped" warning
 	idleWorkers atomic.Int32
 	leaseDone   chan struct{} // closed when the lease watcher may exit
 	stopCtx     context.Context
@@ -122,6 +127,7 @@ func NewSilo(cfg Config) (*Silo, error) {
 		remindersStop: make(chan struct{}),
 		retryWake:     make(chan struct{}, 1),
 		turnWork:      make(chan *activation),
+		routing:       make(chan struct{}, cfg.MaxRouting),
 		leaseDone:     make(chan struct{}),
 		stopCtx:       context.Background(),
 	}, nil
@@ -249,7 +255,12 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		}
 	}
 	s.reminders = newReminderService(s, table)
-	s.server, err = transport.NewServer(transport.ServerConfig{Logger: s.log}, s)
+	tcfg := s.cfg.Transport
+	tcfg.Logger = s.log
+	if tcfg.MaxRequestTimeout <= 0 || tcfg.MaxRequestTimeout > s.cfg.ResponseTimeout {
+		tcfg.MaxRequestTimeout = s.cfg.ResponseTimeout
+	}
+	s.server, err = transport.NewServer(tcfg, s)
 	if err != nil {
 		return fmt.Errorf("runtime: transport server: %w", err)
 	}

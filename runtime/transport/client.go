@@ -199,8 +199,10 @@ func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelop
 // Send sends the one-way request req to the server at addr. It returns once
 // req is queued on the stream; delivery is at most once, and nothing tells
 // whether req arrived. It sets req.Kind, req.ID and req.Timeout as Call does
-// and takes ownership of req. Errors are those of Call before the request is
-// sent.
+// and takes ownership of req. It never waits for room in the stream's
+// queue: when the queue is full (QueueSize envelopes), it fails at once
+// with an error wrapping grain.ErrOverloaded. Other errors are those of
+// Call before the request is sent.
 func (c *Client) Send(ctx context.Context, addr string, req *Envelope) error {
 	req.Kind = KindOneWay
 	s, _, err := c.prepare(ctx, addr, req)
@@ -208,11 +210,16 @@ func (c *Client) Send(ctx context.Context, addr string, req *Envelope) error {
 		return err
 	}
 	req.setID(s.nextID.Add(1))
-	switch err := s.w.enqueue(ctx, req); {
-	case err == errWriterClosed:
-		return unavailable(addr, err)
-	case err != nil:
-		return c.ctxError(ctx, addr, req)
+	if !s.w.offer(req) {
+		select {
+		case <-s.w.done:
+			return unavailable(addr, errWriterClosed)
+		default:
+		}
+		// Nobody waits for a one-way call (a grain turn may be sending
+		// it): refuse it rather than wait for the network.
+		return fmt.Errorf("transport: one-way %s method %d to %s: %d envelopes queued on the stream: %w",
+			req.Target, req.Method, addr, cap(s.w.ch), grain.ErrOverloaded)
 	}
 	return nil
 }

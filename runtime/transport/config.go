@@ -16,6 +16,11 @@ const (
 	DefaultMaxHeaderSize        = 64 << 10
 	DefaultMaxEnvelopesPerFrame = 1024
 	DefaultQueueSize            = 1024
+	DefaultMaxInflightPerStream = 4096
+	DefaultMaxInflightPerConn   = 8192
+	DefaultMaxStreamsPerConn    = 16
+	DefaultSendStallTimeout     = 10 * time.Second
+	DefaultMalformedPerSecond   = 1000
 	DefaultDialTimeout          = 5 * time.Second
 	DefaultKeepaliveTime        = 10 * time.Second
 	DefaultKeepaliveTimeout     = 5 * time.Second
@@ -69,9 +74,43 @@ func (l *Limits) validate(pkg string) error {
 // ServerConfig configures a Server. The zero value works.
 type ServerConfig struct {
 	Limits
-	// QueueSize is how many envelopes a stream's writer queues before a
-	// reply blocks. Default 1024.
+	// MaxInflightPerStream caps the requests of one stream that have not
+	// been answered yet (their reply not sent); a request beyond it is
+	// answered at once with grain.ErrOverloaded, not queued. Default 4096.
+	MaxInflightPerStream int
+	// MaxInflightPerConnection is the same cap over all the streams of one
+	// connection. Default 8192. (It is not enforced for listeners whose
+	// connections all report the same remote address, such as in-memory
+	// pipes; MaxInflightPerStream still is.)
+	MaxInflightPerConnection int
+	// MaxStreamsPerConnection caps the concurrent streams a client may
+	// open on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); our
+	// Client opens one. Default 16.
+	MaxStreamsPerConnection int
+	// QueueSize is how many replies a stream's writer holds beyond
+	// MaxInflightPerStream, for the answers to requests rejected at once
+	// (overloaded, malformed, server stopping). While that many envelopes
+	// wait to be sent, the stream's reader waits for room rather than
+	// reject more (the peer's sends wait with it). The replies of admitted
+	// requests never wait: they always find room (a reply that did not
+	// would fail the stream). Default 1024.
 	QueueSize int
+	// SendStallTimeout is how long a stream's writer may make no progress
+	// while replies wait (the peer does not read them: HTTP/2 flow control
+	// stops the writer) before the server closes the peer's connection,
+	// ending the stream with codes.ResourceExhausted. Default 10 s.
+	SendStallTimeout time.Duration
+	// MalformedPerSecond is how many malformed requests (and frames) a
+	// connection may send per second, in bursts of a quarter of that, before the
+	// server slows it down: its streams' readers then wait for the excess
+	// to be paid back before reading on. Malformed: not decodable, over a
+	// limit, or answered with grain.ErrBadRequest, ErrUnknownMethod,
+	// ErrUnknownGrainType or ErrTooLarge. Default 1000; -1: no limit.
+	MalformedPerSecond int
+	// MaxRequestTimeout caps the timeout a request may ask for; a request
+	// without one gets it. 0: no cap. Silos set it to their
+	// ResponseTimeout.
+	MaxRequestTimeout time.Duration
 	// KeepaliveTime is how long a connection is idle before the server
 	// pings the client to see if it is alive; KeepaliveTimeout how long it
 	// waits for the ack before closing the connection. Defaults 10 s and
@@ -96,6 +135,30 @@ func (c *ServerConfig) validate() error {
 	if c.QueueSize < 0 {
 		return fmt.Errorf("transport: ServerConfig.QueueSize %d is negative", c.QueueSize)
 	}
+	if c.MaxInflightPerStream == 0 {
+		c.MaxInflightPerStream = DefaultMaxInflightPerStream
+	}
+	if c.MaxInflightPerConnection == 0 {
+		c.MaxInflightPerConnection = DefaultMaxInflightPerConn
+	}
+	if c.MaxStreamsPerConnection == 0 {
+		c.MaxStreamsPerConnection = DefaultMaxStreamsPerConn
+	}
+	if c.SendStallTimeout == 0 {
+		c.SendStallTimeout = DefaultSendStallTimeout
+	}
+	switch {
+	case c.MalformedPerSecond == 0:
+		c.MalformedPerSecond = DefaultMalformedPerSecond
+	case c.MalformedPerSecond == -1:
+		c.MalformedPerSecond = 0 // badBudget: unlimited
+	case c.MalformedPerSecond < 0:
+		return fmt.Errorf("transport: ServerConfig.MalformedPerSecond %d is negative (-1 means no limit)", c.MalformedPerSecond)
+	}
+	if c.MaxInflightPerStream < 0 || c.MaxInflightPerConnection < 0 || c.MaxStreamsPerConnection < 0 || c.MaxRequestTimeout < 0 || c.SendStallTimeout < 0 {
+		return fmt.Errorf("transport: ServerConfig: negative MaxInflightPerStream %d, MaxInflightPerConnection %d, MaxStreamsPerConnection %d, MaxRequestTimeout %v or SendStallTimeout %v",
+			c.MaxInflightPerStream, c.MaxInflightPerConnection, c.MaxStreamsPerConnection, c.MaxRequestTimeout, c.SendStallTimeout)
+	}
 	if err := validateKeepalive("ServerConfig", &c.KeepaliveTime, &c.KeepaliveTimeout, time.Second); err != nil {
 		return err
 	}
@@ -113,8 +176,9 @@ func (c *ServerConfig) keepalive() (keepalive.ServerParameters, keepalive.Enforc
 // ClientConfig configures a Client. The zero value works.
 type ClientConfig struct {
 	Limits
-	// QueueSize is how many envelopes a stream's writer queues before Call
-	// and Send block (until their ctx ends). Default 1024.
+	// QueueSize is how many envelopes a stream's writer queues. When it is
+	// full, Call waits for room (until its ctx ends) and Send fails at once
+	// with grain.ErrOverloaded. Default 1024.
 	QueueSize int
 	// DialTimeout bounds connecting to a peer and opening the stream.
 	// Default 5 s.

@@ -105,6 +105,30 @@
 // length before checking it against the bytes left, and copies what it
 // keeps, so envelopes do not pin frame buffers.
 //
+// # Backpressure
+//
+// A server never lets one peer hold up another, or a grain:
+//
+//   - Replies never wait for room in a stream's queue, which holds
+//     MaxInflightPerStream + QueueSize envelopes: the replies of the
+//     requests admitted always fit, and answers to requests rejected at
+//     once take at most QueueSize places (while they fill them, the
+//     stream's reader waits, and the peer's sends with it). A stream whose
+//     writer makes no progress for SendStallTimeout while replies wait
+//     (the peer does not read them) has its connection closed.
+//   - Requests whose reply has not been sent are capped per stream
+//     (MaxInflightPerStream, 4096) and per connection
+//     (MaxInflightPerConnection, 8192); beyond the caps they are answered
+//     at once with grain.ErrOverloaded. A connection carries at most
+//     MaxStreamsPerConnection (16) streams.
+//   - MaxRequestTimeout caps the timeout a request asks for.
+//   - A connection that sends more than MalformedPerSecond (1000) malformed
+//     requests or frames per second is slowed down: its streams' readers
+//     wait until it is back within that budget. Warnings about a peer are
+//     logged at most once a second per host.
+//   - Client.Send never waits for room: a full queue fails it with
+//     grain.ErrOverloaded. Client.Call waits for room until its ctx ends.
+//
 // # Failures
 //
 // When a stream breaks (the peer stopped or crashed, the connection was

@@ -31,8 +31,11 @@ type Handler interface {
 	// non-nil and reply.Reply must be called exactly once, from any
 	// goroutine, with the response (see NewResponse, NewErrorResponse,
 	// NewNotHereResponse); the transport sets its Kind and ID and ignores
-	// further calls. Reply may block while the stream's send queue is full,
-	// at most until the stream ends.
+	// further calls. Reply never blocks: the stream's send queue always has
+	// room for the replies of the requests it admitted (see
+	// ServerConfig.QueueSize). A peer that stops reading its replies has its
+	// connection closed after ServerConfig.SendStallTimeout; replies to it
+	// are then dropped.
 	//
 	// For a KindOneWay request, reply is nil, and ctx is only cancelled when
 	// the stream dies: nothing tells the transport when the runtime is done
@@ -71,6 +74,10 @@ type Server struct {
 
 	wg    sync.WaitGroup // stream readers and writers
 	stats counters
+
+	connMu sync.Mutex
+	conns  map[string][]*trackedConn // by remote address
+	logs   logLimiter                // per peer host: warnings about misbehaving peers
 }
 
 // NewServer returns a Server that passes requests to h. Call Serve to start
@@ -83,8 +90,10 @@ func NewServer(cfg ServerConfig, h Handler) (*Server, error) {
 		return nil, err
 	}
 	kp, ep := cfg.keepalive()
-	s := &Server{cfg: cfg, h: h, log: cfg.Logger, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, h: h, log: cfg.Logger, stopping: make(chan struct{}), conns: make(map[string][]*trackedConn)}
+	s.logs.init(time.Second)
 	opts := append([]grpc.ServerOption{
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreamsPerConnection)),
 		grpc.MaxRecvMsgSize(cfg.MaxFrameSize),
 		grpc.MaxSendMsgSize(cfg.MaxFrameSize),
 		grpc.KeepaliveParams(kp),
@@ -99,7 +108,7 @@ func NewServer(cfg ServerConfig, h Handler) (*Server, error) {
 // Serve accepts connections on lis until Stop. It returns nil after Stop,
 // and an error if lis fails or Serve is called after Stop.
 func (s *Server) Serve(lis net.Listener) error {
-	if err := s.gs.Serve(lis); err != nil {
+	if err := s.gs.Serve(&trackingListener{Listener: lis, s: s}); err != nil {
 		return fmt.Errorf("transport: serve %s: %w", lis.Addr(), err)
 	}
 	return nil
@@ -155,23 +164,58 @@ type serverStream struct {
 	inflight atomic.Int64
 	draining atomic.Bool
 	idle     chan struct{}
+
+	// unsent counts the requests of this stream whose reply has not been
+	// sent (queued or not); conn is the same count over the stream's
+	// connection (nil if it cannot be told apart). Requests beyond
+	// MaxInflightPerStream or MaxInflightPerConnection are answered with
+	// grain.ErrOverloaded at once.
+	unsent atomic.Int64
+	conn   *trackedConn
+	// bad is the malformed-request budget of the stream's connection (or
+	// of the stream alone).
+	bad *badBudget
+
+	// failed is closed, once, when the peer is found not to read its
+	// replies: a reply could not be queued, or the writer made no progress
+	// for SendStallTimeout while the reader waited for room.
+	failed   chan struct{}
+	failOnce sync.Once
+	// room gets a token whenever the writer sent a frame.
+	room chan struct{}
 }
 
 // connect runs one stream; it is the gRPC handler of Connect. It owns the
 // stream's reader and writer goroutines and returns after the writer.
 func (s *Server) connect(st grpc.ServerStream) error {
 	ctx := st.Context()
-	ss := &serverStream{srv: s, st: st, ctx: ctx, idle: make(chan struct{}, 1)}
+	ss := &serverStream{srv: s, st: st, ctx: ctx, idle: make(chan struct{}, 1),
+		failed: make(chan struct{}), room: make(chan struct{}, 1)}
 	if p, ok := peer.FromContext(ctx); ok {
 		ss.peer = p.Addr.String()
+		ss.conn = s.connOf(ss.peer)
+	}
+	if ss.conn != nil {
+		ss.bad = ss.conn.bad
+	} else {
+		ss.bad = newBadBudget(s.cfg.MalformedPerSecond)
 	}
 	ss.log = s.log.With(zap.String("peer", ss.peer))
-	ss.w = newWriter(&s.cfg.Limits, s.cfg.QueueSize, st.SendMsg, &s.stats)
+	// Room for every reply the stream may owe plus QueueSize more
+	// (answers to rejected requests): a reply that finds it full means the
+	// peer sends without reading.
+	ss.w = newWriter(&s.cfg.Limits, s.cfg.MaxInflightPerStream+s.cfg.QueueSize, st.SendMsg, &s.stats)
+	ss.w.sent = ss.sent
 	readDone := make(chan error, 1)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		readDone <- ss.read()
+		// The stream has ended: what it still owes will never be sent.
+		<-ss.w.done
+		if ss.conn != nil {
+			ss.conn.unsent.Add(-ss.unsent.Load())
+		}
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -196,12 +240,106 @@ func (s *Server) connect(st grpc.ServerStream) error {
 	case <-ss.w.done:
 		ss.log.Debug("transport: stream send failed", zap.Error(ss.w.err))
 		result = ss.w.err
+	case <-ss.failed:
+		return ss.abandon()
 	case <-s.stopping:
 		ss.waitIdle()
 	}
 	close(ss.w.flush)
-	<-ss.w.done
+	if !ss.awaitWriter() {
+		return ss.abandon()
+	}
 	return result
+}
+
+// abandon ends the stream of a peer that does not read its replies. The
+// writer may be stuck in SendMsg on flow control, and the stream cannot
+// end while its frames wait: close the connection, which unblocks the
+// writer and ends the stream.
+func (ss *serverStream) abandon() error {
+	if ss.srv.logs.allow(ss.peer) {
+		ss.log.Warn("transport: closing connection: the peer does not read its replies",
+			zap.Int("queued", len(ss.w.ch)), zap.Int64("unsent", ss.unsent.Load()))
+	}
+	if ss.conn != nil {
+		_ = ss.conn.Close()
+	}
+	return status.Errorf(codes.ResourceExhausted,
+		"transport: %d replies waiting: the peer does not read its replies", len(ss.w.ch))
+}
+
+// awaitWriter waits until the writer has sent what is queued and stopped.
+// It reports false if the writer made no progress for SendStallTimeout.
+func (ss *serverStream) awaitWriter() bool {
+	stall := time.NewTimer(ss.srv.cfg.SendStallTimeout)
+	defer stall.Stop()
+	for {
+		select {
+		case <-ss.w.done:
+			return true
+		case <-ss.room:
+			stall.Reset(ss.srv.cfg.SendStallTimeout)
+		case <-stall.C:
+			return false
+		}
+	}
+}
+
+// sent is the writer's report that n replies went out.
+func (ss *serverStream) sent(n int) {
+	ss.unsent.Add(int64(-n))
+	if ss.conn != nil {
+		ss.conn.unsent.Add(int64(-n))
+	}
+	select {
+	case ss.room <- struct{}{}:
+	default:
+	}
+}
+
+// answerNow queues, from the reader goroutine, the reply to a request
+// rejected at once (malformed, overloaded, server stopping). Such replies
+// take at most QueueSize places of the queue, so that the replies of the
+// admitted requests always find room: while the queue holds QueueSize
+// envelopes, the reader waits (the peer's sends wait with it), and a
+// writer that makes no progress for SendStallTimeout meanwhile means the
+// peer does not read: the stream fails.
+func (ss *serverStream) answerNow(id uint64, resp *Envelope) {
+	if len(ss.w.ch) >= ss.srv.cfg.QueueSize {
+		stall := time.NewTimer(ss.srv.cfg.SendStallTimeout)
+		defer stall.Stop()
+		for len(ss.w.ch) >= ss.srv.cfg.QueueSize {
+			select {
+			case <-ss.room:
+				stall.Reset(ss.srv.cfg.SendStallTimeout)
+			case <-stall.C:
+				ss.fail()
+				return
+			case <-ss.failed:
+				return
+			case <-ss.w.done:
+				return
+			case <-ss.ctx.Done():
+				return
+			}
+		}
+	}
+	ss.queue(id, resp)
+}
+
+// count counts a request that will be answered (until its reply is sent)
+// and reports whether its stream and connection are within their caps.
+func (ss *serverStream) count() bool {
+	ok := ss.unsent.Add(1) <= int64(ss.srv.cfg.MaxInflightPerStream)
+	if ss.conn != nil && ss.conn.unsent.Add(1) > int64(ss.srv.cfg.MaxInflightPerConnection) {
+		ok = false
+	}
+	return ok
+}
+
+// fail ends the stream: a reply could not be queued.
+func (ss *serverStream) fail() {
+	ss.failOnce.Do(func() { close(ss.failed) })
 }
 
 // waitIdle stops admitting requests and waits until every admitted one is
@@ -238,6 +376,8 @@ func (ss *serverStream) read() error {
 		}
 		if f.err != nil {
 			stats.rejected.Add(1)
+			ss.bad.charge(1)
+			ss.slowDown()
 			return frameError{f.err}
 		}
 		stats.framesReceived.Add(1)
@@ -249,23 +389,46 @@ func (ss *serverStream) read() error {
 		for _, e := range f.d.envs {
 			ss.dispatch(e)
 		}
+		ss.slowDown()
+	}
+}
+
+// slowDown makes the reader wait while the peer is past its budget of
+// malformed requests (at most a second at a time, so that the stream's
+// end and the server's stop are noticed).
+func (ss *serverStream) slowDown() {
+	d := ss.bad.deficit()
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(min(d, time.Second))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ss.ctx.Done():
+	case <-ss.srv.stopping:
 	}
 }
 
 // reject answers a malformed request, if it can be identified and expects
 // an answer.
 func (ss *serverStream) reject(b badEnvelope) {
-	ss.log.Warn("transport: rejected malformed envelope",
-		zap.Bool("identified", b.known), zap.Uint64("id", b.id), zap.Stringer("kind", b.kind), zap.Error(b.err))
+	if ss.srv.logs.allow(ss.peer) {
+		ss.log.Warn("transport: rejected malformed envelope (further ones from this host logged at most once a second)",
+			zap.Bool("identified", b.known), zap.Uint64("id", b.id), zap.Stringer("kind", b.kind), zap.Error(b.err))
+	}
 	if !b.known || b.kind == KindOneWay || b.kind == KindResponse {
+		ss.bad.charge(1) // an answered one is charged by queue
 		return
 	}
-	ss.queue(b.id, NewErrorResponse(b.err))
+	ss.count() // answered whatever the caps
+	ss.answerNow(b.id, NewErrorResponse(b.err))
 }
 
 // queue checks resp, replacing it with an error response if it is over the
-// limits, and queues it as the response to request id, blocking while the
-// stream's queue is full, at most until the stream ends.
+// limits, and queues it as the response to request id, which must have
+// been counted in unsent. It never blocks: when the stream's queue is full
+// it fails the stream and drops resp.
 func (ss *serverStream) queue(id uint64, resp *Envelope) {
 	lim := &ss.srv.cfg.Limits
 	resp.Kind = KindResponse
@@ -275,18 +438,29 @@ func (ss *serverStream) queue(id uint64, resp *Envelope) {
 		resp.ErrMessage = truncate(resp.ErrMessage, lim.MaxHeaderSize/2)
 		if err := checkEnvelope(resp, lim); err != nil {
 			ss.log.Error("transport: cannot send response", zap.Uint64("id", id), zap.Error(err))
+			ss.sent(1) // it never will be
 			return
 		}
 	}
+	if resp.Status == StatusError && malformedCode(resp.ErrCode) {
+		ss.bad.charge(1)
+	}
 	resp.setID(id)
-	if err := ss.w.enqueue(ss.ctx, resp); err != nil {
-		ss.log.Debug("transport: response dropped", zap.Uint64("id", id), zap.Error(err))
+	if !ss.w.offer(resp) {
+		ss.fail()
+		ss.log.Debug("transport: response dropped: the stream's queue is full", zap.Uint64("id", id))
 	}
 }
 
-var errStopping = fmt.Errorf("transport: server stopping: %w", grain.ErrSiloUnavailable)
+var (
+	errStopping   = fmt.Errorf("transport: server stopping: %w", grain.ErrSiloUnavailable)
+	errStreamBusy = fmt.Errorf("transport: too many requests in flight on this stream or connection: %w", grain.ErrOverloaded)
+)
 
 func (ss *serverStream) dispatch(e *Envelope) {
+	if mt := ss.srv.cfg.MaxRequestTimeout; mt > 0 && (e.Timeout > mt || e.Timeout <= 0 && e.Kind == KindRequest) {
+		e.Timeout = mt
+	}
 	switch e.Kind {
 	case KindOneWay:
 		if ss.draining.Load() {
@@ -295,10 +469,15 @@ func (ss *serverStream) dispatch(e *Envelope) {
 		}
 		ss.srv.h.HandleRequest(ss.ctx, e, nil)
 	case KindRequest:
+		if !ss.count() {
+			ss.srv.stats.overloaded.Add(1)
+			ss.answerNow(e.ID, NewErrorResponse(errStreamBusy))
+			return
+		}
 		ss.inflight.Add(1)
 		if ss.draining.Load() {
 			ss.done()
-			ss.queue(e.ID, NewErrorResponse(errStopping))
+			ss.answerNow(e.ID, NewErrorResponse(errStopping))
 			return
 		}
 		r := &replier{ss: ss, id: e.ID}
@@ -311,7 +490,10 @@ func (ss *serverStream) dispatch(e *Envelope) {
 		ss.srv.h.HandleRequest(ctx, e, r)
 	default:
 		ss.srv.stats.rejected.Add(1)
-		ss.log.Warn("transport: unexpected envelope from client", zap.Stringer("kind", e.Kind), zap.Uint64("id", e.ID))
+		ss.bad.charge(1)
+		if ss.srv.logs.allow(ss.peer) {
+			ss.log.Warn("transport: unexpected envelope from client", zap.Stringer("kind", e.Kind), zap.Uint64("id", e.ID))
+		}
 	}
 }
 

@@ -27,6 +27,7 @@ type writer struct {
 	lim   *Limits
 	send  func(any) error // the stream's SendMsg
 	stats *counters
+	sent  func(n int) // if set, told how many envelopes each frame carried
 
 	carry *Envelope // taken from ch but did not fit the last frame
 	batch []*Envelope
@@ -59,6 +60,17 @@ func (w *writer) enqueue(ctx context.Context, e *Envelope) error {
 		return ctx.Err()
 	case <-w.done:
 		return errWriterClosed
+	}
+}
+
+// offer queues e, a checked envelope, if the queue has room, without
+// blocking. It reports false if the queue is full.
+func (w *writer) offer(e *Envelope) bool {
+	select {
+	case w.ch <- e:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -147,6 +159,9 @@ fill:
 	}
 	w.stats.framesSent.Add(1)
 	w.stats.envelopesSent.Add(uint64(envs))
+	if w.sent != nil {
+		w.sent(envs)
+	}
 	return nil
 }
 
@@ -157,6 +172,7 @@ type counters struct {
 	framesReceived    atomic.Uint64
 	envelopesReceived atomic.Uint64
 	rejected          atomic.Uint64
+	overloaded        atomic.Uint64
 }
 
 // Stats are cumulative counts of a Server's or Client's traffic, over all
@@ -169,14 +185,19 @@ type Stats struct {
 	// EnvelopesRejected counts received envelopes that were malformed or
 	// over a limit.
 	EnvelopesRejected uint64
+	// RequestsOverloaded counts requests a Server answered with
+	// grain.ErrOverloaded because their stream or connection had too many
+	// requests in flight.
+	RequestsOverloaded uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
-		FramesSent:        c.framesSent.Load(),
-		EnvelopesSent:     c.envelopesSent.Load(),
-		FramesReceived:    c.framesReceived.Load(),
-		EnvelopesReceived: c.envelopesReceived.Load(),
-		EnvelopesRejected: c.rejected.Load(),
+		FramesSent:         c.framesSent.Load(),
+		EnvelopesSent:      c.envelopesSent.Load(),
+		FramesReceived:     c.framesReceived.Load(),
+		EnvelopesReceived:  c.envelopesReceived.Load(),
+		EnvelopesRejected:  c.rejected.Load(),
+		RequestsOverloaded: c.overloaded.Load(),
 	}
 }
