@@ -523,7 +523,7 @@ func TestReminderBucketNotListedRecordsNoProgress(t *testing.T) {
 // got, must not be skipped by the silo that takes the bucket over should
 // this one crash before it lists the bucket again.
 func TestProgressNeverPassesTheLastListing(t *testing.T) {
-	table := reminder.NewMemory()
+	table := &listTimes{Table: reminder.NewMemory()}
 	ctx := ctxT(t)
 	before := time.Now()
 	runtimetest.NewCluster(t, 1, runtimetest.Options{
@@ -531,7 +531,9 @@ func TestProgressNeverPassesTheLastListing(t *testing.T) {
 			ReminderProgressInterval: 50 * time.Millisecond, ReminderRefreshInterval: time.Hour},
 		Register: registerTestGrains(obsNone),
 	})
-	listed := time.Now() // every bucket was listed between before and now
+	// The silo lists its buckets once it has started (not necessarily
+	// before Start returns), then not again for an hour.
+	runtimetest.Eventually(t, 10*time.Second, func() bool { return table.listedAll() }, "buckets never listed")
 	time.Sleep(time.Second)
 	recorded := 0
 	for b := range reminder.Buckets {
@@ -539,8 +541,8 @@ func TestProgressNeverPassesTheLastListing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.After(listed) {
-			t.Fatalf("bucket %d: progress recorded through %v, after the listing (by %v)", b, p, listed)
+		if listed := table.last(b); p.After(listed) {
+			t.Fatalf("bucket %d: progress recorded through %v, after its last listing (at %v)", b, p, listed)
 		}
 		if !p.IsZero() && !p.Before(before.Add(-time.Second)) {
 			recorded++
@@ -549,6 +551,40 @@ func TestProgressNeverPassesTheLastListing(t *testing.T) {
 	if recorded == 0 {
 		t.Fatal("no progress recorded at all")
 	}
+}
+
+// listTimes records when each bucket's last listing ended.
+type listTimes struct {
+	reminder.Table
+	mu    sync.Mutex
+	times [reminder.Buckets]time.Time
+}
+
+func (l *listTimes) ListBucket(ctx context.Context, b int) ([]reminder.Entry, error) {
+	es, err := l.Table.ListBucket(ctx, b)
+	if err == nil && b >= 0 && b < reminder.Buckets {
+		l.mu.Lock()
+		l.times[b] = time.Now()
+		l.mu.Unlock()
+	}
+	return es, err
+}
+
+func (l *listTimes) last(b int) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.times[b]
+}
+
+func (l *listTimes) listedAll() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, t := range l.times {
+		if t.IsZero() {
+			return false
+		}
+	}
+	return true
 }
 
 var obsNone = testgrains.NewObserver()
