@@ -426,8 +426,9 @@ func TestRemindersHandedOverOnStop(t *testing.T) {
 	// Registered before the silos start; the first ticks come due once
 	// the three silos have seen each other (while they join, a bucket can
 	// have two owners for a moment: a documented duplicate, not this
-	// test's subject).
-	start := time.Now().Add(3 * time.Second)
+	// test's subject). Starting three silos takes well under a second
+	// alone, several on two cores shared with the other test packages.
+	start := time.Now().Add(5 * time.Second)
 	for i := range n {
 		e := reminder.Entry{Grain: grain.ID{Type: testgrains.ClockType.Name, Key: fmt.Sprint(i)}, Name: "beat",
 			Start: start.Add(time.Duration(i) * period / n), Period: period}
