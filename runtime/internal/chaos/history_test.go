@@ -1,0 +1,234 @@
+package chaos
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+type opKind uint8
+
+const (
+	opGet opKind = iota
+	opPut
+)
+
+func (k opKind) String() string {
+	if k == opPut {
+		return "put"
+	}
+	return "get"
+}
+
+// op is one call in a history. Times are nanoseconds since the history
+// began, on this process's monotonic clock.
+type op struct {
+	Client int    `json:"client"`
+	Key    string `json:"key"`
+	Kind   opKind `json:"kind"`
+	// Value is what a put wrote or what a get read.
+	Value int64 `json:"value"`
+	Call  int64 `json:"call"`
+	// Return is when the reply arrived; for an op whose outcome is
+	// unknown, when the caller gave up.
+	Return int64 `json:"return"`
+	// OK: the call succeeded. A failed get is dropped from the check; a
+	// failed put may or may not have happened (its outcome is unknown).
+	OK   bool   `json:"ok"`
+	Silo string `json:"silo,omitempty"`
+	Err  string `json:"err,omitempty"`
+}
+
+// event is a fault the nemesis injected or healed, for the saved history.
+type event struct {
+	At   int64  `json:"at"`
+	What string `json:"what"`
+}
+
+// maxOps bounds a history (the workers are rate-limited far below it).
+const maxOps = 2_000_000
+
+// history records ops from concurrent clients.
+type history struct {
+	start time.Time
+
+	mu      sync.Mutex
+	ops     []op
+	events  []event
+	dropped int
+}
+
+func newHistory() *history { return &history{start: time.Now()} }
+
+func (h *history) now() int64 { return int64(time.Since(h.start)) }
+
+func (h *history) add(o op) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.ops) >= maxOps {
+		h.dropped++
+		return
+	}
+	h.ops = append(h.ops, o)
+}
+
+func (h *history) note(format string, args ...any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, event{At: h.now(), What: fmt.Sprintf(format, args...)})
+}
+
+// stats summarises a history.
+type stats struct {
+	ops, ok, unknown, failedGets int
+}
+
+func (s stats) String() string {
+	return fmt.Sprintf("%d ops: %d acknowledged, %d writes of unknown outcome, %d failed reads (dropped)",
+		s.ops, s.ok, s.unknown, s.failedGets)
+}
+
+func (h *history) snapshot() ([]op, []event, stats) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ops := append([]op(nil), h.ops...)
+	events := append([]event(nil), h.events...)
+	var st stats
+	st.ops = len(ops)
+	for _, o := range ops {
+		switch {
+		case o.OK:
+			st.ok++
+		case o.Kind == opPut:
+			st.unknown++
+		default:
+			st.failedGets++
+		}
+	}
+	return ops, events, st
+}
+
+// regInput and regOutput are porcupine's view of an op.
+type regInput struct {
+	key   string
+	kind  opKind
+	value int64 // written by a put
+}
+
+type regOutput struct {
+	value   int64 // read by a get
+	unknown bool  // a put whose outcome is unknown
+}
+
+// registerModel is a register per key, 0 before the first write.
+var registerModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		var keys []string
+		for _, o := range history {
+			k := o.Input.(regInput).key
+			if _, ok := byKey[k]; !ok {
+				keys = append(keys, k)
+			}
+			byKey[k] = append(byKey[k], o)
+		}
+		sort.Strings(keys)
+		out := make([][]porcupine.Operation, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, byKey[k])
+		}
+		return out
+	},
+	Init: func() any { return int64(0) },
+	Step: func(state, input, output any) (bool, any) {
+		in, out := input.(regInput), output.(regOutput)
+		if in.kind == opPut {
+			return true, in.value
+		}
+		return out.value == state.(int64), state
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(regInput), output.(regOutput)
+		switch {
+		case in.kind == opGet:
+			return fmt.Sprintf("get(%s) -> %d", in.key, out.value)
+		case out.unknown:
+			return fmt.Sprintf("put(%s, %d) outcome unknown", in.key, in.value)
+		default:
+			return fmt.Sprintf("put(%s, %d)", in.key, in.value)
+		}
+	},
+	DescribeState: func(state any) string { return fmt.Sprint(state) },
+}
+
+// operations converts a history for porcupine: failed gets are dropped,
+// and a put whose outcome is unknown gets a return time after the end of
+// the history, so that it may take effect at any time after its call, or
+// never (porcupine linearizes it at the end, unobserved).
+func operations(ops []op) []porcupine.Operation {
+	var end int64
+	for _, o := range ops {
+		end = max(end, o.Return)
+	}
+	out := make([]porcupine.Operation, 0, len(ops))
+	for _, o := range ops {
+		if !o.OK && o.Kind == opGet {
+			continue
+		}
+		ret := o.Return
+		if !o.OK {
+			ret = end + 1
+		}
+		out = append(out, porcupine.Operation{
+			ClientId: o.Client,
+			Input:    regInput{key: o.Key, kind: o.Kind, value: o.Value},
+			Call:     o.Call,
+			Output:   regOutput{value: o.Value, unknown: !o.OK},
+			Return:   ret,
+			Metadata: o.Silo + " " + o.Err,
+		})
+	}
+	return out
+}
+
+// checkResult is the outcome of a linearizability check.
+type checkResult struct {
+	result   porcupine.CheckResult
+	took     time.Duration
+	htmlPath string // the visualization, written when the result is not Ok
+	rawPath  string // the raw history (JSON), written when not Ok
+}
+
+// check checks ops for linearizability within timeout and, unless the
+// history is linearizable, writes the raw history and porcupine's
+// visualization to dir.
+func check(dir string, ops []op, events []event, timeout time.Duration) (checkResult, error) {
+	start := time.Now()
+	res, info := porcupine.CheckOperationsVerbose(registerModel, operations(ops), timeout)
+	cr := checkResult{result: res, took: time.Since(start)}
+	if res == porcupine.Ok {
+		return cr, nil
+	}
+	cr.rawPath = filepath.Join(dir, "history.json")
+	raw, err := json.MarshalIndent(struct {
+		Ops    []op    `json:"ops"`
+		Events []event `json:"events"`
+	}{ops, events}, "", " ")
+	if err != nil {
+		return cr, err
+	}
+	if err := os.WriteFile(cr.rawPath, raw, 0o644); err != nil {
+		return cr, err
+	}
+	cr.htmlPath = filepath.Join(dir, "history.html")
+	if err := porcupine.VisualizePath(registerModel, info, cr.htmlPath); err != nil {
+		return cr, fmt.Errorf("visualize: %w", err)
+	}
+	return cr, nil
+}

@@ -1,0 +1,72 @@
+// Package chaos is the fault-injection test of the runtime's guarantees:
+// silo processes and an etcd process that a nemesis kills, freezes,
+// restarts and partitions, clients recording a history of reads and
+// writes of a register grain, and a linearizability check of that history
+// (github.com/anishathalye/porcupine). The test lives in this package's
+// test files; cmd/chaosnode is the process it starts for etcd and silos.
+//
+// Building chaosnode with the build tag granary_brokenfencing breaks the
+// silo's self-fencing on purpose (see runtime/cluster), so that the test
+// can show the checker catches a zombie activation. Nothing else reads the
+// tag.
+package chaos
+
+//go:generate go run github.com/granary-rt/granary/codegen/cmd/granary-gen
+
+import (
+	"context"
+
+	"github.com/granary-rt/granary/grain"
+)
+
+// Register is a grain holding one integer, written to storage before a
+// Put returns.
+//
+//granary:grain name=chaos.Register
+type Register interface {
+	// Get returns the value (0 if never written) and the silo serving it.
+	Get(ctx context.Context) (Reading, error) //granary:readonly
+	// Put sets the value and writes it before returning; it returns the
+	// silo that served it.
+	Put(ctx context.Context, value int64) (string, error)
+}
+
+// Reading is what Register.Get returns.
+type Reading struct {
+	Value int64  `msgpack:"v"`
+	Silo  string `msgpack:"s"`
+}
+
+type registerState struct {
+	Value int64 `msgpack:"v"`
+}
+
+type register struct {
+	silo  string
+	state *grain.State[registerState]
+}
+
+// NewRegister returns a Register factory for a silo named silo (reported
+// by Get and Put, to tell in a history which silo served a call).
+func NewRegister(silo string) func(grain.Context) Register {
+	return func(c grain.Context) Register {
+		return &register{silo: silo, state: grain.NewState[registerState](c, "register")}
+	}
+}
+
+func (r *register) Get(ctx context.Context) (Reading, error) {
+	return Reading{Value: r.state.Value.Value, Silo: r.silo}, nil
+}
+
+// Put writes explicitly and restores the old value in memory when the
+// write fails, so a failed Put is never visible to a later Get of this
+// activation (whatever the runtime's write-through policy does).
+func (r *register) Put(ctx context.Context, value int64) (string, error) {
+	old := r.state.Value.Value
+	r.state.Value.Value = value
+	if err := r.state.Write(ctx); err != nil {
+		r.state.Value.Value = old
+		return "", err
+	}
+	return r.silo, nil
+}
