@@ -5,7 +5,7 @@ PKGS    := ./...
 # Tests of packages with concurrency run under the race detector; all do.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all demo test vet generate check-generate bench bench-micro build tidy
+.PHONY: all demo test chaos vet generate check-generate bench bench-micro build tidy
 
 all: build test
 
@@ -25,6 +25,15 @@ demo:
 test: vet
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(GO) test -count=1 -timeout 10m -run '^TestRemindersAtScale$$' ./runtime/
+
+## chaos: the fault-injection test's long pass (runtime/internal/chaos; needs root):
+## 3 silo processes and an etcd process under kill -9, SIGSTOP past the lease,
+## etcd restarts and a partition of one silo from etcd for CHAOS_DURATION (10m),
+## then a linearizability check of every key's history (make test runs 40 s of it)
+CHAOS_DURATION ?= 10m
+chaos:
+	GRANARY_CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -race -count=1 -timeout 60m -v \
+		-run '^TestFaultInjection$$' ./runtime/internal/chaos/
 
 vet:
 	$(GO) vet $(PKGS)

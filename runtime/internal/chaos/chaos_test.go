@@ -16,9 +16,9 @@ import (
 
 // Environment of the fault-injection test.
 const (
-	// envDuration: how long the nemesis runs (a Go duration). Unset: one
-	// round of each fault, about 40 s (the pass `make test` runs).
-	// `make chaos` sets 10m.
+	// envDuration: how long the nemesis runs (a Go duration), at least
+	// one round of every fault. Unset: shortDuration, the pass `make
+	// test` runs. `make chaos` sets 10m.
 	envDuration = "GRANARY_CHAOS_DURATION"
 	// envSeed: the nemesis's random seed, to replay a schedule.
 	envSeed = "GRANARY_CHAOS_SEED"
@@ -26,6 +26,10 @@ const (
 	// history. Unset: a temporary directory, removed when the test passes.
 	envArtifacts = "GRANARY_CHAOS_ARTIFACTS"
 )
+
+// shortDuration is how long the nemesis runs by default: a round of
+// every fault takes about 16 s.
+const shortDuration = 40 * time.Second
 
 // pastLease is how long a frozen or partitioned silo stays so: beyond its
 // lease, so that etcd expires it and other silos take its grains over.
@@ -89,7 +93,7 @@ func TestFaultInjection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the fault-injection test starts processes and injects faults")
 	}
-	duration := time.Duration(0)
+	duration := shortDuration
 	if v := os.Getenv(envDuration); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -162,7 +166,7 @@ func TestFaultInjection(t *testing.T) {
 	ops, events, st := h.snapshot()
 	t.Logf("nemesis ran %v: %v", time.Since(start).Round(time.Second), injected)
 	t.Logf("history: %v", st)
-	res, err := check(c.dir, ops, events, checkTimeout(duration))
+	res, err := check(c.dir, ops, events, checkTimeout(duration), os.Getenv(envArtifacts) != "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +275,7 @@ func TestPartitionedSiloFencing(t *testing.T) {
 			ops, events, st := h.snapshot()
 			stale := staleReads(ops, written)
 			t.Logf("history: %v; %d reads through silo0 returned a value older than a write acknowledged before they were sent", st, stale)
-			res, err := check(c.dir, ops, events, time.Minute)
+			res, err := check(c.dir, ops, events, time.Minute, os.Getenv(envArtifacts) != "")
 			if err != nil {
 				t.Fatal(err)
 			}

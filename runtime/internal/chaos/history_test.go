@@ -201,18 +201,18 @@ func operations(ops []op) []porcupine.Operation {
 type checkResult struct {
 	result   porcupine.CheckResult
 	took     time.Duration
-	htmlPath string // the visualization, written when the result is not Ok
-	rawPath  string // the raw history (JSON), written when not Ok
+	htmlPath string // the visualization, written when the result is not Ok (or saved)
+	rawPath  string // the raw history (JSON), likewise
 }
 
 // check checks ops for linearizability within timeout and, unless the
-// history is linearizable, writes the raw history and porcupine's
-// visualization to dir.
-func check(dir string, ops []op, events []event, timeout time.Duration) (checkResult, error) {
+// history is linearizable (or always, if save), writes the raw history and
+// porcupine's visualization to dir.
+func check(dir string, ops []op, events []event, timeout time.Duration, save bool) (checkResult, error) {
 	start := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(registerModel, operations(ops), timeout)
 	cr := checkResult{result: res, took: time.Since(start)}
-	if res == porcupine.Ok {
+	if res == porcupine.Ok && !save {
 		return cr, nil
 	}
 	cr.rawPath = filepath.Join(dir, "history.json")
