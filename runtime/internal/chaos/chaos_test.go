@@ -25,6 +25,10 @@ const (
 	// envArtifacts: a directory under which every run keeps its logs and
 	// history. Unset: a temporary directory, removed when the test passes.
 	envArtifacts = "GRANARY_CHAOS_ARTIFACTS"
+	// envBrokenFencing=1 runs the silos of TestFaultInjection built with
+	// fencing broken (the granary_brokenfencing tag): the test must then
+	// fail (`make chaos-broken`).
+	envBrokenFencing = "GRANARY_CHAOS_BROKEN_FENCING"
 )
 
 // shortDuration is how long the nemesis runs by default: a round of
@@ -112,7 +116,12 @@ func TestFaultInjection(t *testing.T) {
 	t.Logf("nemesis seed %d (replay with %s=%d)", seed, envSeed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 
-	c := startCluster(t, "")
+	tags := ""
+	if os.Getenv(envBrokenFencing) == "1" {
+		tags = "granary_brokenfencing"
+		t.Logf("%s=1: silos built with fencing broken; this test must fail", envBrokenFencing)
+	}
+	c := startCluster(t, tags)
 	h := newHistory()
 	w := &workload{h: h, keys: keyNames("k", 12), timeout: time.Second, pause: 20 * time.Millisecond}
 	// Clients: one per silo through its gateway only (calls keep reaching
@@ -173,7 +182,7 @@ func TestFaultInjection(t *testing.T) {
 	t.Logf("linearizability check: %s in %v", res.result, res.took.Round(time.Millisecond))
 	switch res.result {
 	case porcupine.Illegal:
-		t.Errorf("a key's history is not linearizable: visualization %s, raw history %s", res.htmlPath, res.rawPath)
+		t.Errorf("the history of keys %v is not linearizable: visualization %s, raw history %s", res.badKeys, res.htmlPath, res.rawPath)
 	case porcupine.Unknown:
 		t.Errorf("the linearizability check did not finish: history %s", res.rawPath)
 	}
@@ -288,7 +297,7 @@ func TestPartitionedSiloFencing(t *testing.T) {
 			case !tc.wantLinearize && res.result == porcupine.Ok:
 				t.Errorf("with fencing broken the checker found the history linearizable (%d stale reads): the fault-injection test would not catch a zombie silo", stale)
 			case !tc.wantLinearize:
-				t.Logf("as it must, the checker caught the zombie (visualization written to %s; kept when %s is set)", res.htmlPath, envArtifacts)
+				t.Logf("as it must, the checker caught the zombie: keys %v not linearizable (visualization written to %s; kept when %s is set)", res.badKeys, res.htmlPath, envArtifacts)
 			}
 		})
 	}

@@ -201,8 +201,9 @@ func operations(ops []op) []porcupine.Operation {
 type checkResult struct {
 	result   porcupine.CheckResult
 	took     time.Duration
-	htmlPath string // the visualization, written when the result is not Ok (or saved)
-	rawPath  string // the raw history (JSON), likewise
+	badKeys  []string // keys whose own history is not linearizable
+	htmlPath string   // the visualization, written when the result is not Ok (or saved)
+	rawPath  string   // the raw history (JSON), likewise
 }
 
 // check checks ops for linearizability within timeout and, unless the
@@ -212,6 +213,13 @@ func check(dir string, ops []op, events []event, timeout time.Duration, save boo
 	start := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(registerModel, operations(ops), timeout)
 	cr := checkResult{result: res, took: time.Since(start)}
+	if res == porcupine.Illegal {
+		for _, part := range registerModel.Partition(operations(ops)) {
+			if porcupine.CheckOperationsTimeout(registerModel, part, timeout) == porcupine.Illegal {
+				cr.badKeys = append(cr.badKeys, part[0].Input.(regInput).key)
+			}
+		}
+	}
 	if res == porcupine.Ok && !save {
 		return cr, nil
 	}

@@ -29,6 +29,9 @@ type Register interface {
 	// Put sets the value and writes it before returning; it returns the
 	// silo that served it.
 	Put(ctx context.Context, value int64) (string, error)
+	// Deactivate asks for the activation to be deactivated once idle, so
+	// that the next call activates the grain again, maybe elsewhere.
+	Deactivate(ctx context.Context) error
 }
 
 // Reading is what Register.Get returns.
@@ -42,6 +45,7 @@ type registerState struct {
 }
 
 type register struct {
+	c     grain.Context
 	silo  string
 	state *grain.State[registerState]
 }
@@ -50,7 +54,7 @@ type register struct {
 // by Get and Put, to tell in a history which silo served a call).
 func NewRegister(silo string) func(grain.Context) Register {
 	return func(c grain.Context) Register {
-		return &register{silo: silo, state: grain.NewState[registerState](c, "register")}
+		return &register{c: c, silo: silo, state: grain.NewState[registerState](c, "register")}
 	}
 }
 
@@ -69,4 +73,9 @@ func (r *register) Put(ctx context.Context, value int64) (string, error) {
 		return "", err
 	}
 	return r.silo, nil
+}
+
+func (r *register) Deactivate(ctx context.Context) error {
+	r.c.DeactivateOnIdle()
+	return nil
 }

@@ -46,6 +46,14 @@ var RegisterType = &grain.TypeDesc{
 				return &registerPutReply{R0: r0}, nil
 			},
 		},
+		{ // 2
+			Name:    "Deactivate",
+			Flags:   grain.CopyFree,
+			NewArgs: func() any { return new(registerDeactivateArgs) },
+			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
+				return nil, impl.(Register).Deactivate(ctx)
+			},
+		},
 	},
 }
 
@@ -70,6 +78,11 @@ type registerPutArgs struct {
 type registerPutReply struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	R0       string
+}
+
+// registerDeactivateArgs holds the arguments of Register.Deactivate, encoded as a msgpack array.
+type registerDeactivateArgs struct {
+	_msgpack struct{} `msgpack:",as_array"`
 }
 
 // RegisterRef is a typed reference to a Register grain. It implements Register by
@@ -106,6 +119,12 @@ func (r RegisterRef) Put(ctx context.Context, value int64) (string, error) {
 		return zero, err
 	}
 	return res.(*registerPutReply).R0, nil
+}
+
+// Deactivate calls Register.Deactivate on the referenced grain.
+func (r RegisterRef) Deactivate(ctx context.Context) error {
+	_, err := r.ref.Invoke(ctx, 2, &registerDeactivateArgs{})
+	return err
 }
 
 // RegisterRegister registers the Register grain type with r; f builds the

@@ -57,8 +57,21 @@ func (w *workload) put(client int, c grain.Caller, key string) op {
 	return o
 }
 
+// churnOneIn: one call in churnOneIn asks for the grain's deactivation, so
+// that grains keep moving between silos (activation churn): a fault then
+// always finds some grains on the silo it hits.
+const churnOneIn = 25
+
+// deactivate asks key's activation to deactivate when idle. It changes no
+// value, so it is not part of the history.
+func (w *workload) deactivate(c grain.Caller, key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	defer cancel()
+	_ = NewRegisterRef(c, key).Deactivate(ctx)
+}
+
 // start runs a client loop on c until stop closes: random keys, reads and
-// writes half and half. After a failed call it only reads, until a read
+// writes half and half, now and then a deactivation. After a failed call it only reads, until a read
 // succeeds: writes of unknown outcome make the check slower, and a client
 // whose gateway is down would otherwise pile them up.
 func (w *workload) start(client int, c grain.Caller, stop <-chan struct{}) {
@@ -72,6 +85,10 @@ func (w *workload) start(client int, c grain.Caller, stop <-chan struct{}) {
 			case <-time.After(time.Duration(rng.Int64N(int64(2*w.pause) + 1))):
 			}
 			key := w.keys[rng.IntN(len(w.keys))]
+			if healthy && rng.IntN(churnOneIn) == 0 {
+				w.deactivate(c, key)
+				continue
+			}
 			var o op
 			if healthy && rng.IntN(2) == 0 {
 				o = w.put(client, c, key)
