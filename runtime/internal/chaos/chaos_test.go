@@ -29,6 +29,9 @@ const (
 	// fencing broken (the granary_brokenfencing tag): the test must then
 	// fail (`make chaos-broken`).
 	envBrokenFencing = "GRANARY_CHAOS_BROKEN_FENCING"
+	// envWriteThrough=1 makes the Register grain rely on the runtime's
+	// write-through policy instead of writing explicitly.
+	envWriteThrough = "GRANARY_CHAOS_WRITE_THROUGH"
 )
 
 // shortDuration is how long the nemesis runs by default: a round of

@@ -92,6 +92,9 @@ func (n *node) start() error {
 		argv = append([]string{"ip", "netns", "exec", netnsName}, argv...)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
+	// A child dies with the test process, even frozen by SIGSTOP (a
+	// running one also stops when its stdin closes).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := os.OpenFile(filepath.Join(n.logDir, n.name+".stderr"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -294,6 +297,7 @@ func startCluster(t *testing.T, tags string) *testCluster {
 				"-silo-id", fmt.Sprintf("silo%d.%d", i, inc),
 				"-listen", addr,
 				"-lease-ttl", leaseTTL.String(),
+				"-write-through=" + fmt.Sprint(os.Getenv(envWriteThrough) == "1"),
 			}
 		}
 		c.silos = append(c.silos, s)

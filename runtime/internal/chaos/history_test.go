@@ -215,7 +215,7 @@ func check(dir string, ops []op, events []event, timeout time.Duration, save boo
 	cr := checkResult{result: res, took: time.Since(start)}
 	if res == porcupine.Illegal {
 		for _, part := range registerModel.Partition(operations(ops)) {
-			if porcupine.CheckOperationsTimeout(registerModel, part, timeout) == porcupine.Illegal {
+			if porcupine.CheckOperationsTimeout(registerModel, part, min(timeout, 20*time.Second)) == porcupine.Illegal {
 				cr.badKeys = append(cr.badKeys, part[0].Input.(regInput).key)
 			}
 		}

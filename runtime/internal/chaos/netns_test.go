@@ -105,6 +105,9 @@ func setupNetns(t *testing.T) *netns {
 		{"ip", "netns", "exec", netnsName, "ip", "route", "add", etcdIP + "/32", "via", rootIP},
 	} {
 		if err := run(cmd...); err != nil {
+			if os.Getenv("CI") == "" {
+				t.Skipf("network namespaces unavailable here (skipped outside CI; CI must run this test): %v", err)
+			}
 			t.Fatalf("network namespace setup: %v", err)
 		}
 	}

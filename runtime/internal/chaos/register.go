@@ -20,7 +20,7 @@ import (
 )
 
 // Register is a grain holding one integer, written to storage before a
-// Put returns.
+// Put returns (explicitly, or by the runtime's write-through policy).
 //
 //granary:grain name=chaos.Register
 type Register interface {
@@ -45,16 +45,24 @@ type registerState struct {
 }
 
 type register struct {
-	c     grain.Context
-	silo  string
-	state *grain.State[registerState]
+	c       grain.Context
+	silo    string
+	through bool
+	state   *grain.State[registerState]
 }
 
 // NewRegister returns a Register factory for a silo named silo (reported
-// by Get and Put, to tell in a history which silo served a call).
-func NewRegister(silo string) func(grain.Context) Register {
+// by Get and Put, to tell in a history which silo served a call). With
+// writeThrough the state uses the runtime's write-through policy, which
+// writes it after every Put; otherwise Put writes it explicitly and
+// restores the old value in memory when the write fails.
+func NewRegister(silo string, writeThrough bool) func(grain.Context) Register {
 	return func(c grain.Context) Register {
-		return &register{c: c, silo: silo, state: grain.NewState[registerState](c, "register")}
+		var opts []grain.StateOption
+		if writeThrough {
+			opts = append(opts, grain.WithWriteThrough())
+		}
+		return &register{c: c, silo: silo, through: writeThrough, state: grain.NewState[registerState](c, "register", opts...)}
 	}
 }
 
@@ -62,13 +70,15 @@ func (r *register) Get(ctx context.Context) (Reading, error) {
 	return Reading{Value: r.state.Value.Value, Silo: r.silo}, nil
 }
 
-// Put writes explicitly and restores the old value in memory when the
-// write fails, so a failed Put is never visible to a later Get of this
-// activation (whatever the runtime's write-through policy does).
 func (r *register) Put(ctx context.Context, value int64) (string, error) {
 	old := r.state.Value.Value
 	r.state.Value.Value = value
+	if r.through {
+		return r.silo, nil // the runtime writes before it replies
+	}
 	if err := r.state.Write(ctx); err != nil {
+		// A failed Put must never be visible to a later Get of this
+		// activation.
 		r.state.Value.Value = old
 		return "", err
 	}

@@ -4,7 +4,7 @@
 // freezes and restarts it.
 //
 //	chaosnode etcd -dir DIR -addr HOST:PORT
-//	chaosnode silo [-log FILE] [runtime flags: -etcd, -cluster, -silo-id, -listen, -lease-ttl ...]
+//	chaosnode silo [-log FILE] [-write-through] [runtime flags: -etcd, -cluster, -silo-id, -listen, -lease-ttl ...]
 //
 // Once serving it prints one line on stdout, "READY <endpoint>" (etcd) or
 // "READY <silo-id> <address>" (silo), and it stops gracefully when stdin
@@ -116,6 +116,7 @@ func runSilo(fs *flag.FlagSet, args []string) int {
 	var cfg runtime.Config
 	cfg.BindFlags(fs)
 	logPath := fs.String("log", "", "append logs to this file")
+	writeThrough := fs.Bool("write-through", false, "Register's state uses the write-through policy instead of explicit writes")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -133,7 +134,7 @@ func runSilo(fs *flag.FlagSet, args []string) int {
 	}
 	// Prefer-local placement: a grain first called through a silo's
 	// gateway lives there, so the test knows which silo hosts what.
-	chaos.RegisterRegister(s, chaos.NewRegister(cfg.SiloID), grain.WithPlacement(grain.PlacePreferLocal))
+	chaos.RegisterRegister(s, chaos.NewRegister(cfg.SiloID, *writeThrough), grain.WithPlacement(grain.PlacePreferLocal))
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	err = s.Start(ctx)
 	cancel()
