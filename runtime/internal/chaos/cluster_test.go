@@ -343,11 +343,33 @@ func (c *testCluster) connect(t *testing.T, gateways []string) *runtime.Client {
 // in the viewer's membership view.
 func (c *testCluster) waitHealthy(t *testing.T, timeout time.Duration) {
 	t.Helper()
+	if err := c.healthy(timeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// healthy is waitHealthy returning an error.
+func (c *testCluster) healthy(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	_, err := c.viewer.View().WaitFor(ctx, func(s *cluster.Snapshot) bool { return c.allActive(s) })
 	if err != nil {
-		t.Fatalf("silos %v not all active within %v: %v (view: %s)", c.siloIDs(), timeout, err, describeView(c.viewer.View().Current()))
+		return fmt.Errorf("silos %v not all active within %v: %w (view: %s)", c.siloIDs(), timeout, err, describeView(c.viewer.View().Current()))
+	}
+	return nil
+}
+
+// heal undoes every fault that may still be in place after a failed
+// nemesis step: it thaws frozen processes, heals the partition and starts
+// what is not running.
+func (c *testCluster) heal() {
+	_ = c.net.healEtcd()
+	for _, n := range append([]*node{c.etcd}, c.silos...) {
+		if n.running() {
+			_ = n.thaw()
+		} else if err := n.start(); err != nil {
+			c.t.Errorf("heal: %v", err)
+		}
 	}
 }
 

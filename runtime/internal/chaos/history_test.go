@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -239,4 +241,37 @@ func check(dir string, ops []op, events []event, timeout time.Duration, save boo
 		return cr, fmt.Errorf("visualize: %w", err)
 	}
 	return cr, nil
+}
+
+// errorDetails matches what varies between errors of one kind: grain keys,
+// silo ids, addresses, numbers.
+var errorDetails = regexp.MustCompile(`k[0-9]+|f[0-9]+|silo[0-9]+\.[0-9]+|[0-9]+(\.[0-9]+)*(:[0-9]+)?`)
+
+// errorSummary counts the errors of failed calls by kind (the message
+// with keys, silos and numbers blanked) and describes the top n.
+func errorSummary(ops []op, n int) string {
+	counts := map[string]int{}
+	for _, o := range ops {
+		if !o.OK {
+			msg := o.Err
+			if len(msg) > 160 {
+				msg = msg[:160]
+			}
+			counts[o.Kind.String()+": "+errorDetails.ReplaceAllString(msg, "_")]++
+		}
+	}
+	kinds := make([]string, 0, len(counts))
+	for k := range counts {
+		kinds = append(kinds, k)
+	}
+	sort.Slice(kinds, func(i, j int) bool { return counts[kinds[i]] > counts[kinds[j]] })
+	var b strings.Builder
+	for i, k := range kinds {
+		if i == n {
+			fmt.Fprintf(&b, "\n\t(%d more kinds)", len(kinds)-n)
+			break
+		}
+		fmt.Fprintf(&b, "\n\t%d× %s", counts[k], k)
+	}
+	return b.String()
 }
