@@ -186,6 +186,9 @@ nemesis:
 	ops, events, st := h.snapshot()
 	t.Logf("nemesis ran %v: %v", time.Since(start).Round(time.Second), injected)
 	t.Logf("history: %v", st)
+	if st.overflow > 0 {
+		t.Errorf("the history overflowed (%d ops): lower the call rate or raise maxOps", maxOps)
+	}
 	t.Logf("errors of failed calls, most frequent first: %s", errorSummary(ops, 6))
 	res, err := check(c.dir, ops, events, checkTimeout(duration), os.Getenv(envArtifacts) != "")
 	if err != nil {

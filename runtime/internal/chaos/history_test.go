@@ -89,11 +89,18 @@ func (h *history) note(format string, args ...any) {
 // stats summarises a history.
 type stats struct {
 	ops, ok, unknown, failedGets int
+	// overflow counts ops not recorded because the history was full: a
+	// check of such a history proves nothing.
+	overflow int
 }
 
 func (s stats) String() string {
-	return fmt.Sprintf("%d ops: %d acknowledged, %d writes of unknown outcome, %d failed reads (dropped)",
+	out := fmt.Sprintf("%d ops: %d acknowledged, %d writes of unknown outcome, %d failed reads (dropped)",
 		s.ops, s.ok, s.unknown, s.failedGets)
+	if s.overflow > 0 {
+		out += fmt.Sprintf("; %d ops NOT RECORDED (history full)", s.overflow)
+	}
+	return out
 }
 
 func (h *history) snapshot() ([]op, []event, stats) {
@@ -101,8 +108,7 @@ func (h *history) snapshot() ([]op, []event, stats) {
 	defer h.mu.Unlock()
 	ops := append([]op(nil), h.ops...)
 	events := append([]event(nil), h.events...)
-	var st stats
-	st.ops = len(ops)
+	st := stats{ops: len(ops), overflow: h.dropped}
 	for _, o := range ops {
 		switch {
 		case o.OK:
