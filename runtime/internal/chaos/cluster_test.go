@@ -26,8 +26,20 @@ var builds sync.Map // build tags -> *buildResult
 
 type buildResult struct {
 	once sync.Once
+	dir  string
 	path string
 	err  error
+}
+
+// removeBuilds removes the binaries chaosnode built; TestMain calls it
+// after the tests.
+func removeBuilds() {
+	builds.Range(func(_, v any) bool {
+		if b := v.(*buildResult); b.dir != "" {
+			_ = os.RemoveAll(b.dir)
+		}
+		return true
+	})
 }
 
 // chaosnode builds cmd/chaosnode, without the race detector (the silos
@@ -43,7 +55,7 @@ func chaosnode(t *testing.T, tags string) string {
 			b.err = err
 			return
 		}
-		b.path = filepath.Join(dir, "chaosnode")
+		b.dir, b.path = dir, filepath.Join(dir, "chaosnode")
 		args := []string{"build", "-o", b.path}
 		if tags != "" {
 			args = append(args, "-tags", tags)

@@ -10,6 +10,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	removeBuilds()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
