@@ -278,6 +278,7 @@ func artifactDir(t *testing.T) string {
 // startCluster starts etcd and three silos built with tags.
 func startCluster(t *testing.T, tags string) *testCluster {
 	t.Helper()
+	requireRoot(t)
 	bin := chaosnode(t, tags)
 	c := &testCluster{t: t, name: fmt.Sprintf("chaos-%d", time.Now().UnixNano()), net: setupNetns(t), dir: artifactDir(t)}
 	etcdAddr := net.JoinHostPort(etcdIP, freePort(t, etcdIP))
