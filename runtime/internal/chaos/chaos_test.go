@@ -32,6 +32,12 @@ const (
 	// envWriteThrough=1 makes the Register grain rely on the runtime's
 	// write-through policy instead of writing explicitly.
 	envWriteThrough = "GRANARY_CHAOS_WRITE_THROUGH"
+	// envStorage=postgres stores the grains' state in PostgreSQL (a
+	// throwaway database, see pgtest.DSN) instead of etcd. The partition
+	// then cuts silo0 off from etcd only: its storage stays reachable
+	// (a Unix socket), so a zombie's writes reach storage and only etags
+	// stop them.
+	envStorage = "GRANARY_CHAOS_STORAGE"
 )
 
 // shortDuration is how long the nemesis runs by default: a round of

@@ -17,6 +17,7 @@ import (
 
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/cluster"
+	"github.com/granary-rt/granary/runtime/storage/postgres/pgtest"
 )
 
 // leaseTTL is the silos' lease TTL: short, so that faults play out fast.
@@ -281,6 +282,15 @@ func startCluster(t *testing.T, tags string) *testCluster {
 	requireRoot(t)
 	bin := chaosnode(t, tags)
 	c := &testCluster{t: t, name: fmt.Sprintf("chaos-%d", time.Now().UnixNano()), net: setupNetns(t), dir: artifactDir(t)}
+	var pgDSN string
+	switch v := os.Getenv(envStorage); v {
+	case "", "etcd":
+	case "postgres":
+		pgDSN = pgtest.DSN(t)
+		t.Logf("grain state in PostgreSQL (%s=postgres)", envStorage)
+	default:
+		t.Fatalf("%s=%q: want etcd or postgres", envStorage, v)
+	}
 	etcdAddr := net.JoinHostPort(etcdIP, freePort(t, etcdIP))
 	c.endpoints = []string{"http://" + etcdAddr}
 	etcdDir := filepath.Join(c.dir, "etcd-data")
@@ -311,6 +321,7 @@ func startCluster(t *testing.T, tags string) *testCluster {
 				"-listen", addr,
 				"-lease-ttl", leaseTTL.String(),
 				"-write-through=" + fmt.Sprint(os.Getenv(envWriteThrough) == "1"),
+				"-postgres", pgDSN,
 			}
 		}
 		c.silos = append(c.silos, s)

@@ -4,7 +4,7 @@
 // freezes and restarts it.
 //
 //	chaosnode etcd -dir DIR -addr HOST:PORT
-//	chaosnode silo [-log FILE] [-write-through] [runtime flags: -etcd, -cluster, -silo-id, -listen, -lease-ttl ...]
+//	chaosnode silo [-log FILE] [-write-through] [-postgres DSN] [runtime flags: -etcd, -cluster, -silo-id, -listen, -lease-ttl ...]
 //
 // Once serving it prints one line on stdout, "READY <endpoint>" (etcd) or
 // "READY <silo-id> <address>" (silo), and it stops gracefully when stdin
@@ -28,6 +28,8 @@ import (
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/etcdembed"
 	"github.com/granary-rt/granary/runtime/internal/chaos"
+	"github.com/granary-rt/granary/runtime/storage"
+	"github.com/granary-rt/granary/runtime/storage/postgres"
 )
 
 const (
@@ -117,6 +119,7 @@ func runSilo(fs *flag.FlagSet, args []string) int {
 	cfg.BindFlags(fs)
 	logPath := fs.String("log", "", "append logs to this file")
 	writeThrough := fs.Bool("write-through", false, "Register's state uses the write-through policy instead of explicit writes")
+	pgDSN := fs.String("postgres", "", "store grain state in PostgreSQL at this DSN instead of etcd")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -127,6 +130,17 @@ func runSilo(fs *flag.FlagSet, args []string) int {
 	}
 	defer func() { _ = log.Sync() }()
 	cfg.Logger = log
+	if *pgDSN != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		p, err := postgres.New(ctx, postgres.Config{DSN: *pgDSN, Logger: log})
+		cancel()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chaosnode silo:", err)
+			return 1
+		}
+		defer p.Close()
+		cfg.Storage = map[string]storage.Provider{runtime.DefaultStorage: p}
+	}
 	s, err := runtime.NewSilo(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaosnode silo:", err)
