@@ -40,7 +40,7 @@ func (k *keeper) interval() time.Duration { return k.ttl / 3 }
 // renewed records a keepalive sent at sent that etcd answered with ttl.
 func (k *keeper) renewed(sent time.Time, ttl time.Duration) {
 	k.ttl = ttl
-	if d := sent.Add(ttl - k.margin); d.After(k.deadline) {
+	if d := sent.Add(ttl - k.margin + brokenFencingSlack); d.After(k.deadline) {
 		k.deadline = d
 	}
 	k.next = sent.Add(k.interval())
