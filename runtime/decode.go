@@ -35,11 +35,13 @@ func decodeArgs(desc *grain.TypeDesc, i int, body []byte) (*grain.MethodDesc, an
 }
 
 // decodeReply decodes the reply of method md of grain type typ, sent by
-// silo.
+// silo. A reply that does not decode is ErrBadRequest, but the call it
+// answers ran: its outcome is unknown.
 func decodeReply(typ string, md *grain.MethodDesc, silo string, body []byte) (any, error) {
 	reply := md.NewReply()
 	if err := codec.Unmarshal(body, reply); err != nil {
-		return nil, fmt.Errorf("%w: %s.%s: reply from silo %s: %w", grain.ErrBadRequest, typ, md.Name, silo, err)
+		return nil, grain.WithOutcome(fmt.Errorf("%w: %s.%s: reply from silo %s: %w", grain.ErrBadRequest, typ, md.Name, silo, err),
+			grain.OutcomeUnknown)
 	}
 	return reply, nil
 }

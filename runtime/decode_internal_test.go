@@ -115,6 +115,10 @@ func TestReplyDecodingRejectsHostileBytes(t *testing.T) {
 			if !strings.Contains(err.Error(), tc2.name) || !strings.Contains(err.Error(), "hostile") {
 				t.Errorf("error %q does not name the method %s and the silo", err, tc2.name)
 			}
+			// The call was answered, so it ran: only the reply is bad.
+			if o := grain.OutcomeOf(err); o != grain.OutcomeUnknown {
+				t.Errorf("outcome of a malformed reply: %v, want %v", o, grain.OutcomeUnknown)
+			}
 			if alloc > 1<<20 {
 				t.Errorf("the call allocated %d bytes, want < 1 MiB", alloc)
 			}
