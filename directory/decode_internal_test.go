@@ -2,30 +2,14 @@ package directory
 
 import (
 	"errors"
-	"math"
-	"runtime"
 	"testing"
 
 	"github.com/granary-rt/granary/grain/codec"
+	"github.com/granary-rt/granary/grain/codec/codectest"
 )
 
-// allocatedBy returns the bytes f allocates: the least of up to 5 runs,
-// stopping at the first within limit. The process runs an embedded etcd
-// whose allocations count too; the minimum leaves them out.
-func allocatedBy(limit uint64, f func()) uint64 {
-	least := uint64(math.MaxUint64)
-	for range 5 {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		f()
-		runtime.ReadMemStats(&after)
-		least = min(least, after.TotalAlloc-before.TotalAlloc)
-		if least <= limit {
-			break
-		}
-	}
-	return least
-}
+// allocatedBy measures what a decode allocates.
+var allocatedBy = codectest.AllocatedBy
 
 var hostileEntries = map[string][]byte{
 	// {"s": str of 2^26 bytes}: msgpack allocated 1 MiB for it.

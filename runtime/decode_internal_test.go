@@ -3,9 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
-	"math"
 	"net"
-	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -15,28 +13,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/grain/codec/codectest"
 	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
 	"github.com/granary-rt/granary/runtime/transport"
 )
 
-// allocatedBy returns the bytes f allocates: the least of up to 5 runs,
-// stopping at the first within limit. The process runs an embedded etcd
-// whose allocations count too; the minimum leaves them out.
-func allocatedBy(limit uint64, f func()) uint64 {
-	least := uint64(math.MaxUint64)
-	for range 5 {
-		var before, after goruntime.MemStats
-		goruntime.ReadMemStats(&before)
-		f()
-		goruntime.ReadMemStats(&after)
-		least = min(least, after.TotalAlloc-before.TotalAlloc)
-		if least <= limit {
-			break
-		}
-	}
-	return least
-}
+// allocatedBy measures what a decode allocates.
+var allocatedBy = codectest.AllocatedBy
 
 // Method indexes of testgrains.Probe (source order).
 const (

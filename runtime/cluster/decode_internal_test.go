@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"errors"
-	"math"
-	"runtime"
 	"testing"
 	"time"
 
@@ -11,25 +9,11 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/granary-rt/granary/grain/codec"
+	"github.com/granary-rt/granary/grain/codec/codectest"
 )
 
-// allocatedBy returns the bytes f allocates: the least of up to 5 runs,
-// stopping at the first within limit. The process runs an embedded etcd
-// whose allocations count too; the minimum leaves them out.
-func allocatedBy(limit uint64, f func()) uint64 {
-	least := uint64(math.MaxUint64)
-	for range 5 {
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		f()
-		runtime.ReadMemStats(&after)
-		least = min(least, after.TotalAlloc-before.TotalAlloc)
-		if least <= limit {
-			break
-		}
-	}
-	return least
-}
+// allocatedBy measures what a decode allocates.
+var allocatedBy = codectest.AllocatedBy
 
 // hostileSiloRecords are membership records that msgpack panicked on or
 // allocated for far beyond their size.
