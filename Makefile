@@ -69,6 +69,8 @@ check-generate: generate
 ##   W4-pg-*        cold activation with state read from PostgreSQL (p50/p99); write-through writes/s of one silo
 ##   W5-reminders   100,000 reminders (period 10 s) over 3 silos, each fires exactly as due: ticks/s,
 ##                  due-to-delivery delay p50/p99 of first (activating) and later ticks, ticks per CPU-second
+##   W6-malformed-flood  p99 of valid calls to a silo alone and while one peer floods it with malformed
+##                  requests (the default per-connection budget of malformed requests)
 ## The cluster benchmarks (bench_cluster_test.go) run their workload once whatever -benchtime says.
 ## "other processes" is CPU the rest of the machine took meanwhile: compare runs only when it is near 0.
 ## GRANARY_BENCH_PROFILE=<dir> make bench also writes CPU profiles of every process of W1 and W2.
@@ -87,6 +89,7 @@ bench:
 		else if ($$1 ~ /^BenchmarkPostgresColdActivation/) label = "W4-pg-cold-activation"; \
 		else if ($$1 ~ /^BenchmarkPostgresWrites/) label = "W4-pg-writes"; \
 		else if ($$1 ~ /^BenchmarkReminders/) label = "W5-reminders"; \
+		else if ($$1 ~ /^BenchmarkMalformedFlood\/malformed-budget=default/) label = "W6-malformed-flood"; \
 		if (label == "") next; \
 		split("", m); for (i = 3; i < NF; i += 2) m[$$(i + 1)] = $$i; \
 		line = label ":"; \
@@ -98,6 +101,8 @@ bench:
 		if ("first-p50-µs" in m) line = line " first ticks (activating) p50=" dur(m["first-p50-µs"]) " p99=" dur(m["first-p99-µs"]) ", later ticks"; \
 		if ("B/activation" in m) line = line sprintf(" %d B per idle activation", m["B/activation"]); \
 		if ("p50-µs" in m) line = line " p50=" dur(m["p50-µs"]) " p99=" dur(m["p99-µs"]); \
+		if ("p99-ratio" in m) line = line sprintf(" valid calls p99 %s alone, %s under the flood (%.2fx); %d malformed requests answered/s", \
+			dur(m["unloaded-p99-µs"]), dur(m["flooded-p99-µs"]), m["p99-ratio"], m["malformed/s"]); \
 		if ("client-cores" in m) line = line sprintf(" (cores: client %.2f, silos %.2f, etcd %.2f", \
 			m["client-cores"], m["silo-cores"], m["etcd-cores"]) \
 			(("other-cores" in m) ? sprintf("; other processes %.2f)", m["other-cores"]) : ")"); \
