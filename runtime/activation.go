@@ -371,7 +371,7 @@ func (a *activation) turn(m *message) (failed bool) {
 	}
 	if !m.method.Flags.Has(grain.ReadOnly) {
 		if werr := a.afterTurn(); werr != nil {
-			reply, err = nil, grain.WithOutcome(werr, writeOutcome(werr))
+			reply, err = nil, werr // marked with its outcome
 		}
 	}
 	if err == nil && reply != nil && m.done != nil && !m.method.Flags.Has(grain.CopyFree) {

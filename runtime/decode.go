@@ -141,7 +141,10 @@ func (s *Silo) recoverRequest(ctx context.Context, req *transport.Envelope, repl
 		zap.String("peer", peerOf(ctx)), zap.Stringer("grain", req.Target), zap.Int("method", req.Method),
 		zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 	if reply != nil {
-		// The transport ignores a second reply if the first was sent.
-		reply.Reply(transport.NewErrorResponse(fmt.Errorf("%w: %s: handling the request panicked", grain.ErrBadRequest, req.Target.Type)))
+		// The transport ignores a second reply if the first was sent. The
+		// panic may have come after the call was queued, so it may still
+		// run: the outcome is unknown.
+		reply.Reply(transport.NewErrorResponse(grain.WithOutcome(
+			fmt.Errorf("%w: %s: handling the request panicked", grain.ErrBadRequest, req.Target.Type), grain.OutcomeUnknown)))
 	}
 }

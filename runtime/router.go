@@ -261,7 +261,8 @@ func encodeResponse(reply any, err error) *transport.Envelope {
 	}
 	body, err := msgpack.Marshal(reply)
 	if err != nil {
-		return transport.NewErrorResponse(fmt.Errorf("%w: encode reply: %w", grain.ErrBadRequest, err))
+		// The method ran; only its result cannot be sent.
+		return transport.NewErrorResponse(grain.WithOutcome(fmt.Errorf("%w: encode reply: %w", grain.ErrBadRequest, err), grain.OutcomeFailed))
 	}
 	return transport.NewResponse(body)
 }

@@ -116,7 +116,9 @@ func (st *stateStore) noteFailure(err error) {
 	if errors.Is(err, grain.ErrConflict) {
 		a.conflict.Store(true)
 	}
-	if a.writeFailed == nil {
+	// Keep the first failure, unless a later one may have landed where
+	// the first surely did not: the turn's outcome is the worse.
+	if a.writeFailed == nil || writeOutcome(a.writeFailed) != grain.OutcomeUnknown && writeOutcome(err) == grain.OutcomeUnknown {
 		a.writeFailed = fmt.Errorf("state %q: %w", st.key.State, err)
 	}
 }

@@ -182,9 +182,18 @@ func (a *activation) afterTurn() error {
 	if a.fenced() {
 		if a.through {
 			// Never reported as written: the turn fails.
-			return fmt.Errorf("%w: silo %s is fenced; write-through state of %s not written", grain.ErrSiloUnavailable, a.silo.id, a.id)
+			return grain.WithOutcome(fmt.Errorf("%w: silo %s is fenced; write-through state of %s not written",
+				grain.ErrSiloUnavailable, a.silo.id, a.id), grain.OutcomeFailed)
 		}
 		return nil
+	}
+	if a.through && a.writeFailed != nil {
+		// A write of this turn failed: the activation is torn down after
+		// it, and writing its states now could persist the change the
+		// failed write's caller was told about, or overwrite one that
+		// landed. The turn fails, as unknown as that write.
+		return grain.WithOutcome(fmt.Errorf("runtime: %s: write-through skipped after a failed write: %w", a.id, a.writeFailed),
+			writeOutcome(a.writeFailed))
 	}
 	if a.behind > 0 && !a.flushArmed {
 		a.armFlush(a.behind)
@@ -195,6 +204,7 @@ func (a *activation) afterTurn() error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.silo.cfg.DeactivationTimeout)
 	defer cancel()
 	var errs []error
+	outcome := grain.OutcomeFailed
 	for _, st := range a.states {
 		if st.cfg.Policy != grain.WriteThrough {
 			continue
@@ -202,10 +212,13 @@ func (a *activation) afterTurn() error {
 		if _, err := st.p.WriteIfChanged(ctx); err != nil {
 			a.silo.log.Warn("write-through failed", zap.Stringer("grain", a.id), zap.Error(err))
 			errs = append(errs, err)
+			if writeOutcome(err) == grain.OutcomeUnknown {
+				outcome = grain.OutcomeUnknown // one that may have landed is enough
+			}
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("runtime: %s: the call ran but its state was not written: %w", a.id, errors.Join(errs...))
+		return grain.WithOutcome(fmt.Errorf("runtime: %s: the call ran but its state was not written: %w", a.id, errors.Join(errs...)), outcome)
 	}
 	return nil
 }

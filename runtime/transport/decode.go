@@ -537,8 +537,9 @@ func (d *frameDecoder) response(r *reader, e *Envelope, n int) (int, error) {
 	if err != nil {
 		return respFields, err
 	}
-	if o <= uint64(grain.OutcomeOK) {
-		// An outcome this version does not know is treated as unsaid.
+	if o >= uint64(grain.OutcomeUnknown) && o <= uint64(grain.OutcomeFailed) {
+		// An outcome this version does not know, or "ok" on an error,
+		// is treated as unsaid.
 		e.ErrOutcome = grain.Outcome(o)
 	}
 	return respFields, nil

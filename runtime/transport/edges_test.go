@@ -174,3 +174,24 @@ func TestMalformedRequestsPastTheBudgetAreSlowedDown(t *testing.T) {
 		t.Logf("1000 malformed requests answered in %v", d)
 	}
 }
+
+// TestGrainErrorsAreNotChargedAsMalformed: an error a grain's turn
+// returned (ran and failed) is not the peer's fault, whatever its code: it
+// must not slow the connection down like a malformed request.
+func TestGrainErrorsAreNotChargedAsMalformed(t *testing.T) {
+	h := HandlerFunc(func(ctx context.Context, req *Envelope, reply Replier) {
+		reply.Reply(NewErrorResponse(grain.WithOutcome(grain.ErrBadRequest, grain.OutcomeFailed)))
+	})
+	_, addr := startServer(t, ServerConfig{MalformedPerSecond: 8}, h)
+	c := newTestClient(t, ClientConfig{})
+	ctx := testCtx(t)
+	start := time.Now()
+	for range 40 {
+		if _, err := c.Call(ctx, addr, request(mEcho, "")); grain.OutcomeOf(err) != grain.OutcomeFailed {
+			t.Fatalf("call: %v (%v), want a ran-and-failed error", err, grain.OutcomeOf(err))
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("40 calls answered with a grain's error took %v: charged as malformed", d)
+	}
+}

@@ -434,7 +434,13 @@ func (ss *serverStream) queue(id uint64, resp *Envelope) {
 	resp.Kind = KindResponse
 	if err := checkEnvelope(resp, lim); err != nil {
 		ss.log.Warn("transport: response replaced by an error", zap.Uint64("id", id), zap.Error(err))
-		resp = NewErrorResponse(fmt.Errorf("transport: response: %w", err))
+		// The handler answered, so the call ran (unless its answer says
+		// otherwise): the replacement must not read "did not run".
+		o := grain.OutcomeFailed
+		if resp.Status == StatusError && resp.ErrOutcome != 0 {
+			o = resp.ErrOutcome
+		}
+		resp = NewErrorResponse(grain.WithOutcome(fmt.Errorf("transport: response: %w", err), o))
 		resp.ErrMessage = truncate(resp.ErrMessage, lim.MaxHeaderSize/2)
 		if err := checkEnvelope(resp, lim); err != nil {
 			ss.log.Error("transport: cannot send response", zap.Uint64("id", id), zap.Error(err))
@@ -442,7 +448,9 @@ func (ss *serverStream) queue(id uint64, resp *Envelope) {
 			return
 		}
 	}
-	if resp.Status == StatusError && malformedCode(resp.ErrCode) {
+	if resp.Status == StatusError && resp.ErrOutcome == grain.OutcomeNotRun && malformedCode(resp.ErrCode) {
+		// Refused before it ran: the peer sent something malformed. An
+		// error a grain's turn returned is not the peer's fault.
 		ss.bad.charge(1)
 	}
 	resp.setID(id)

@@ -455,13 +455,23 @@ func TestTooLarge(t *testing.T) {
 	if !errors.Is(err, grain.ErrTooLarge) {
 		t.Fatalf("call over the server's limit: %v, want ErrTooLarge", err)
 	}
+	errOver := err
 	// A response over the limit is replaced by an error.
 	h2 := HandlerFunc(func(ctx context.Context, req *Envelope, reply Replier) {
 		reply.Reply(NewResponse(make([]byte, 1<<10+1)))
 	})
 	_, addr2 := startServer(t, ServerConfig{Limits: Limits{MaxBodySize: 1 << 10}}, h2)
-	if _, err := c.Call(ctx, addr2, request(mEcho, "")); !errors.Is(err, grain.ErrTooLarge) {
+	_, err = c.Call(ctx, addr2, request(mEcho, ""))
+	if !errors.Is(err, grain.ErrTooLarge) {
 		t.Fatalf("oversized response: %v, want ErrTooLarge", err)
+	}
+	// The handler answered: the call ran, whatever happened to its reply.
+	if o := grain.OutcomeOf(err); o != grain.OutcomeFailed {
+		t.Fatalf("outcome of an oversized response: %v, want %v", o, grain.OutcomeFailed)
+	}
+	// A request the server refused before handling it did not run.
+	if o := grain.OutcomeOf(errOver); o != grain.OutcomeNotRun {
+		t.Fatalf("outcome of a request over the server's limit: %v, want %v", o, grain.OutcomeNotRun)
 	}
 	if st := srv.Stats(); st.EnvelopesRejected != 1 {
 		t.Fatalf("server rejected %d envelopes, want 1", st.EnvelopesRejected)
