@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/transport"
 )
 
@@ -130,5 +133,65 @@ func TestHostileRequestDoesNotKillSiloProcess(t *testing.T) {
 	}
 	if n, err := p.SumInts(ctx, []int64{1, 2}); err != nil || n != 3 {
 		t.Fatalf("SumInts = %d, %v; want 3", n, err)
+	}
+}
+
+// slowGet is a reminder table whose Get waits until released: etcd slow
+// or cut off while another silo's notice asks this one to re-read a
+// reminder.
+type slowGet struct {
+	reminder.Table
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowGet) Get(ctx context.Context, id grain.ID, name string) (reminder.Entry, bool, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+	}
+	return s.Table.Get(ctx, id, name)
+}
+
+// TestReminderNoticeDoesNotBlockItsStream: a reminder notice makes the
+// silo read the reminder table; while etcd is slow, the calls that follow
+// it on the same stream must still be served (it used to be handled on the
+// stream's reader goroutine).
+func TestReminderNoticeDoesNotBlockItsStream(t *testing.T) {
+	table := &slowGet{Table: reminder.NewMemory(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	f := start(t, 1, runtime.Config{Reminders: table})
+	ctx := ctxT(t)
+	tc := newRawClient(t)
+	addr := f.Silos[0].Address()
+	p := testgrains.NewProbeRef(f.Client(), "after-notice")
+	if err := p.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	notice, err := msgpack.Marshal(map[string]string{"Type": testgrains.ProbeType.Name, "Key": "k", "Name": "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noticeDone := make(chan error, 1)
+	go func() {
+		noticeDone <- rawCall(ctx, tc, addr, grain.ID{Type: "granary.reminders", Key: "notice"}, 0, notice)
+	}()
+	select {
+	case <-table.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the notice never read the table")
+	}
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	const probePing = 6
+	if err := rawCall(short, tc, addr, p.ID(), probePing, []byte{0x80}); err != nil {
+		t.Fatalf("a call behind a reminder notice on the same stream: %v", err)
+	}
+	close(table.release)
+	if err := <-noticeDone; err != nil {
+		t.Fatalf("notice: %v", err)
 	}
 }

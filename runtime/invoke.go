@@ -316,7 +316,20 @@ func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply
 		return
 	}
 	if req.Target.Type == reminderServiceType && reply != nil {
-		reply.Reply(s.reminders.handleNotice(ctx, req))
+		// A notice may read the reminder table: off the stream's reader,
+		// and within the routing bound.
+		select {
+		case s.routing <- struct{}{}:
+		default:
+			reply.Reply(encodeResponse(nil, fmt.Errorf("%w: silo %s: too many calls being routed", grain.ErrOverloaded, s.id)))
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.routing }()
+			reply.Reply(s.reminders.handleNotice(ctx, req))
+		}()
 		return
 	}
 	t := s.types[req.Target.Type]
