@@ -13,7 +13,7 @@ import (
 
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // status of an activation. Transitions only move forward, except that a

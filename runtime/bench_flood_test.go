@@ -14,8 +14,8 @@ import (
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 	"github.com/granary-rt/granary/runtime/runtimetest"
-	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // BenchmarkMalformedFlood measures how a silo serves well-behaved callers

@@ -14,7 +14,7 @@ import (
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // ClientConfig configures a client: frontend code (HTTP handlers, jobs,

@@ -8,9 +8,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/storage"
-	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // Defaults applied by Config validation.
@@ -67,9 +67,6 @@ type Config struct {
 	// bounds how many ticks a silo taking over a crashed silo's reminders
 	// may deliver again. Default 1 minute.
 	ReminderRefreshInterval time.Duration
-	// Directory overrides the grain directory. Default: the etcd
-	// directory, entries bound to this silo's lease.
-	Directory directory.Directory
 	// LeaseTTL is the silo's etcd lease TTL: how long after a crash its
 	// grains may be activated elsewhere. Default 10s. Stop returns within
 	// DeactivationTimeout + LeaseTTL (see Silo.Stop).
@@ -111,6 +108,11 @@ type Config struct {
 	MaxRouting int
 	// Logger receives the silo's logs. Default: no logs.
 	Logger *zap.Logger
+
+	// directory overrides the grain directory (a test hook, set through
+	// export_test.go). Default: the etcd directory, entries bound to this
+	// silo's lease.
+	directory directory.Directory
 }
 
 // EtcdConfig says how to reach etcd.

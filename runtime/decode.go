@@ -13,7 +13,7 @@ import (
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/grain/codec"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // The decoders of what other processes send a silo or a client: request
@@ -131,7 +131,7 @@ func (s *Silo) logBadRequest(ctx context.Context, req *transport.Envelope, err e
 
 // recoverRequest is the last line of defence of the per-request path, which
 // runs on a transport stream's reader goroutine where a panic would end the
-// process: it turns a panic into an error reply. Deferred by HandleRequest.
+// process: it turns a panic into an error reply. Deferred by handleRequest.
 func (s *Silo) recoverRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
 	p := recover()
 	if p == nil {

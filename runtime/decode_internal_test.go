@@ -16,7 +16,7 @@ import (
 	"github.com/granary-rt/granary/grain/codec/codectest"
 	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // allocatedBy measures what a decode allocates.

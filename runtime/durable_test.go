@@ -240,11 +240,10 @@ func TestStaleEtagWriteFailsAndTearsDown(t *testing.T) {
 	var silos []*runtime.Silo
 	for range 2 {
 		c := runtimetest.NewCluster(t, 1, runtimetest.Options{
-			Config: runtime.Config{
-				Etcd:      runtime.EtcdConfig{Endpoints: endpoints},
-				Storage:   map[string]storage.Provider{runtime.DefaultStorage: st},
-				Directory: directory.NewMemory(), // the test hook: no shared directory
-			},
+			Config: runtime.WithDirectory(runtime.Config{ // the test hook: no shared directory
+				Etcd:    runtime.EtcdConfig{Endpoints: endpoints},
+				Storage: map[string]storage.Provider{runtime.DefaultStorage: st},
+			}, directory.NewMemory()),
 			Register: registerTestGrains(obs, grain.WithPlacement(grain.PlacePreferLocal)),
 		})
 		silos = append(silos, c.Silos[0])

@@ -18,11 +18,11 @@ import (
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // rawCodec sends byte slices as they are, under the transport's codec name,
-// so a test can speak the wire format (runtime/transport's doc) by hand.
+// so a test can speak the wire format (runtime/internal/transport's doc) by hand.
 type rawCodec struct{}
 
 func (rawCodec) Name() string { return transport.CodecName }
@@ -236,8 +236,8 @@ func rawResponses(t testing.TB, frame []byte) [][]any {
 func TestRoutingIsBounded(t *testing.T) {
 	const maxRouting, frames, perFrame = 100, 20, 1000
 	dir := &blockingDirectory{Memory: directory.NewMemory()}
-	f := start(t, 1, runtime.Config{Directory: dir, MaxRouting: maxRouting,
-		ResponseTimeout: 2 * time.Second, DeactivationTimeout: 2 * time.Second})
+	f := start(t, 1, runtime.WithDirectory(runtime.Config{MaxRouting: maxRouting,
+		ResponseTimeout: 2 * time.Second, DeactivationTimeout: 2 * time.Second}, dir))
 	before := goruntime.NumGoroutine()
 
 	st := rawPeer(t, f.Silos[0].Address())

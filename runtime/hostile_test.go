@@ -17,8 +17,8 @@ import (
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 	"github.com/granary-rt/granary/runtime/reminder"
-	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // Method indexes of testgrains.Probe (source order).

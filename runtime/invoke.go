@@ -11,7 +11,7 @@ import (
 
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // maxForwards bounds how often one call is re-queued on this silo (a
@@ -295,14 +295,14 @@ func (s *Silo) warnDropped(msg string, fields ...zap.Field) {
 	s.log.Warn(msg+" (further drops logged at most once a second)", fields...)
 }
 
-// HandleRequest implements transport.Handler: a call from another silo or
+// handleRequest is the silo's transport.Handler: a call from another silo or
 // a client. It decodes the arguments and queues the call; the reply is sent
 // when the turn ends. It never blocks on the network: a request that needs
 // a directory lookup is routed on its own goroutine, and at most
 // Config.MaxRouting requests wait for a lookup or an activation (the
 // others are answered with grain.ErrOverloaded). Their deadline is at most
 // the silo's ResponseTimeout (the transport caps it).
-func (s *Silo) HandleRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
+func (s *Silo) handleRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
 	defer s.recoverRequest(ctx, req, reply)
 	fail := func(err error) {
 		if reply != nil {

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/granary-rt/granary/grain"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // message is one call on its way to, or inside, an activation.

@@ -16,8 +16,8 @@ import (
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 	"github.com/granary-rt/granary/runtime/reminder"
-	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // Durable reminders.

@@ -11,7 +11,7 @@ import (
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // maxRouteAttempts bounds how often one call is routed again after a

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/granary-rt/granary/grain"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // A grain's error that merely wraps a routing answer (from its own call to

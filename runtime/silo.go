@@ -17,10 +17,10 @@ import (
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/etcdembed"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/storage"
 	"github.com/granary-rt/granary/runtime/storage/etcdstore"
-	"github.com/granary-rt/granary/runtime/transport"
 )
 
 // Silo hosts grain activations. Create it with NewSilo, register grain types
@@ -260,7 +260,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if tcfg.MaxRequestTimeout <= 0 || tcfg.MaxRequestTimeout > s.cfg.ResponseTimeout {
 		tcfg.MaxRequestTimeout = s.cfg.ResponseTimeout
 	}
-	s.server, err = transport.NewServer(tcfg, s)
+	s.server, err = transport.NewServer(tcfg, transport.HandlerFunc(s.handleRequest))
 	if err != nil {
 		return fmt.Errorf("runtime: transport server: %w", err)
 	}
@@ -434,7 +434,7 @@ func (s *Silo) closeBackends() {
 	}
 	if inc := s.inc.Load(); inc != nil {
 		inc.member.Close()
-		if c, ok := inc.dir.(interface{ Close() error }); ok && s.cfg.Directory == nil {
+		if c, ok := inc.dir.(interface{ Close() error }); ok && s.cfg.directory == nil {
 			_ = c.Close()
 		}
 	}
@@ -530,7 +530,7 @@ type incarnation struct {
 // newIncarnation builds the incarnation of member: its directory (entries
 // bound to its lease) and, once the transport exists, its router.
 func (s *Silo) newIncarnation(member *cluster.Member) (*incarnation, error) {
-	inc := &incarnation{member: member, id: member.Info().Incarnation, dir: s.cfg.Directory}
+	inc := &incarnation{member: member, id: member.Info().Incarnation, dir: s.cfg.directory}
 	if inc.dir == nil {
 		d, err := directory.NewEtcd(s.etcd, directory.EtcdConfig{
 			Prefix: s.cfg.prefix(),

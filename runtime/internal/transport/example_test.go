@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/granary-rt/granary/grain"
-	"github.com/granary-rt/granary/runtime/transport"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // A server answers requests through a Handler; a client calls it by

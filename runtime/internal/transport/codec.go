@@ -107,5 +107,5 @@ var serviceDesc = grpc.ServiceDesc{
 			return srv.(transportService).connect(st)
 		},
 	}},
-	Metadata: "github.com/granary-rt/granary/runtime/transport",
+	Metadata: "github.com/granary-rt/granary/runtime/internal/transport",
 }
