@@ -5,20 +5,44 @@ import (
 	"go/types"
 	"reflect"
 	"strings"
+
+	"github.com/granary-rt/granary/grain/codec"
 )
 
 // wireProblem explains why values of type t cannot cross the wire (be
-// encoded with msgpack by one process and decoded by another), or returns
-// "" if they can. It looks through pointers, slices, arrays, maps and the
-// fields msgpack encodes (exported ones, and embedded ones, which it
-// inlines), and rejects channels, functions, unsafe pointers, interfaces
-// (nothing to decode into), complex numbers (msgpack has none) and
-// unexported named types. Named types that encode themselves (msgpack's
-// CustomEncoder or Marshaler, encoding.BinaryMarshaler or TextMarshaler,
-// with the matching decoder) are accepted as they are.
+// encoded with msgpack by one process and decoded by another, arriving
+// equal to what was sent), or returns "" if they can. It looks through
+// pointers, slices, arrays, maps and struct fields, and rejects:
+//
+//   - channels, functions, unsafe pointers, uintptr (msgpack's encoder
+//     panics on one) and complex numbers (msgpack has none);
+//   - interfaces: the receiver would get msgpack's generic maps, slices
+//     and numbers, not the type that was sent;
+//   - unexported named types, and type parameters;
+//   - unexported struct fields, which msgpack leaves out: they would
+//     arrive as zero values. A field tagged `msgpack:"-"` is left out on
+//     purpose and is fine, and so is a blank (_) field. An embedded
+//     unexported struct is fine when its own fields are (msgpack reaches
+//     them through it), but an embedded pointer to an unexported type or
+//     an embedded unexported non-struct type is not: msgpack cannot set
+//     it when decoding;
+//   - recursive types (a type that reaches itself through pointers,
+//     slices or maps): msgpack does not detect cycles, so encoding one
+//     recurses until the goroutine's stack overflows, which kills the
+//     process, and even acyclic values are limited to codec.MaxDepth
+//     levels of nesting, a limit that would fail only at run time, on the
+//     receiving side, once the data grows deep enough;
+//   - a named type that encodes itself only through pointer methods,
+//     used where msgpack has no pointer to it (a map key or value, or
+//     inside one): msgpack then fails to encode it.
+//
+// Named types that encode themselves (msgpack's CustomEncoder or
+// Marshaler, encoding.BinaryMarshaler or TextMarshaler, with the matching
+// decoder) are accepted as they are, whatever their fields: time.Time is
+// one.
 func wireProblem(t types.Type, pkg *types.Package) string {
-	c := &wireChecker{pkg: pkg, seen: map[string]bool{}}
-	reason := c.check(t, false, "")
+	c := &wireChecker{pkg: pkg, onPath: map[string]bool{}, done: map[string]bool{}}
+	reason := c.check(t, true, "")
 	if reason == "" {
 		return ""
 	}
@@ -26,19 +50,38 @@ func wireProblem(t types.Type, pkg *types.Package) string {
 	if len(c.trail) > 0 {
 		msg += " (in field " + strings.Join(c.trail, ", field ") + ")"
 	}
+	if c.why != "" {
+		msg += ": " + c.why
+	}
 	return msg
 }
 
 type wireChecker struct {
-	pkg   *types.Package
-	seen  map[string]bool
+	pkg *types.Package
+	// onPath holds the named types being checked, outermost first: one
+	// met again is recursive.
+	onPath map[string]bool
+	// done holds the named types found fine, with the addressability they
+	// were checked with.
+	done  map[string]bool
 	trail []string // struct fields leading to the problem, innermost last
+	why   string   // why the problem is one, if the reason does not say
 }
 
-// check explains why t cannot cross the wire. embedded is set for the type
-// of an embedded field; owner names the named type whose underlying type t
-// is, for messages.
-func (c *wireChecker) check(t types.Type, embedded bool, owner string) string {
+// fail returns what is wrong, and keeps why for the end of the message,
+// after the fields that lead to it.
+func (c *wireChecker) fail(why, format string, args ...any) string {
+	c.why = why
+	return fmt.Sprintf(format, args...)
+}
+
+// check explains why t cannot cross the wire. addressable is whether
+// msgpack reaches values of t through a pointer (it does for the argument
+// and reply structs, and through pointers and slices, but not in map keys
+// and values): it matters for types that encode themselves through
+// pointer methods. owner names the named type whose underlying type t is,
+// for messages.
+func (c *wireChecker) check(t types.Type, addressable bool, owner string) string {
 	switch t := types.Unalias(t).(type) {
 	case *types.Basic:
 		switch {
@@ -46,16 +89,18 @@ func (c *wireChecker) check(t types.Type, embedded bool, owner string) string {
 			return "its type could not be determined"
 		case t.Kind() == types.UnsafePointer:
 			return "unsafe.Pointer cannot be encoded"
+		case t.Kind() == types.Uintptr:
+			return c.fail("its encoder panics", "uintptr is not supported by msgpack")
 		case t.Info()&types.IsComplex != 0:
 			return t.Name() + " is not supported by msgpack"
 		}
 		return ""
 	case *types.Pointer:
-		return c.check(t.Elem(), embedded, "")
+		return c.check(t.Elem(), true, "")
 	case *types.Slice:
-		return c.check(t.Elem(), false, "")
+		return c.check(t.Elem(), true, "")
 	case *types.Array:
-		return c.check(t.Elem(), false, "")
+		return c.check(t.Elem(), addressable, "")
 	case *types.Map:
 		if r := c.check(t.Key(), false, ""); r != "" {
 			return r
@@ -66,41 +111,47 @@ func (c *wireChecker) check(t types.Type, embedded bool, owner string) string {
 	case *types.Signature:
 		return c.str(t) + " is a function"
 	case *types.Interface:
-		return c.str(t) + " is an interface"
+		return c.fail(interfaceWhy, "%s is an interface", c.str(t))
 	case *types.TypeParam:
 		return c.str(t) + " is a type parameter"
 	case *types.Named:
 		if _, isIface := t.Underlying().(*types.Interface); isIface {
-			return c.str(t) + " is an interface"
+			return c.fail(interfaceWhy, "%s is an interface", c.str(t))
 		}
-		// An embedded field's type name does not cross the wire: msgpack
-		// inlines its fields.
-		if !t.Obj().Exported() && !embedded {
+		if !t.Obj().Exported() {
 			return c.str(t) + " is unexported"
 		}
 		if holdsRef(t) {
 			return c.str(t) + " is a grain reference, which msgpack would encode as nothing: pass the grain's key or grain.ID instead"
 		}
-		key := types.TypeString(t, nil)
-		if c.seen[key] {
-			return ""
-		}
-		c.seen[key] = true
-		if encodesItself(t) {
-			return ""
-		}
-		return c.check(t.Underlying(), false, t.Obj().Name())
+		return c.named(t, addressable)
 	case *types.Struct:
 		for i := range t.NumFields() {
 			f := t.Field(i)
-			if !f.Exported() && !f.Embedded() || msgpackSkipped(t.Tag(i)) {
+			// A blank field holds nothing; _msgpack holds msgpack's options.
+			if f.Name() == "_" || f.Name() == "_msgpack" || msgpackSkipped(t.Tag(i)) {
 				continue
 			}
-			if r := c.check(f.Type(), f.Embedded(), ""); r != "" {
-				name := f.Name()
-				if owner != "" {
-					name = owner + "." + name
+			name := f.Name()
+			if owner != "" {
+				name = owner + "." + name
+			}
+			var r string
+			switch {
+			case f.Embedded():
+				r = c.embedded(f, addressable)
+			case !f.Exported():
+				// Not pushed onto the trail: the message names it.
+				fix := "export it, or tag it `msgpack:\"-\"` to leave it out on purpose"
+				if f.Pkg() != c.pkg {
+					fix = "tag the field that holds it `msgpack:\"-\"`, or send a type of your own"
 				}
+				return c.fail("msgpack leaves unexported fields out, so it would arrive as its zero value: "+fix,
+					"field %s is unexported", name)
+			default:
+				r = c.check(f.Type(), addressable, "")
+			}
+			if r != "" {
 				c.trail = append([]string{name}, c.trail...)
 				return r
 			}
@@ -110,6 +161,66 @@ func (c *wireChecker) check(t types.Type, embedded bool, owner string) string {
 	return c.str(t) + " is not supported"
 }
 
+const interfaceWhy = "msgpack would decode it as generic maps, slices and numbers, not as the type that was sent"
+
+// named checks a named type that is not an interface, whatever its name.
+func (c *wireChecker) named(t *types.Named, addressable bool) string {
+	if encodesItself(t) {
+		if addressable || encodesItselfByValue(t) {
+			return "" // opaque: its methods decide what crosses
+		}
+		name := c.str(t)
+		return c.fail(fmt.Sprintf("msgpack cannot call them on a map key or value, or on a value inside one: "+
+			"give the encoding method a %s receiver, not *%s, or put *%s in the map", name, name, name),
+			"%s encodes itself only through methods of *%s", name, name)
+	}
+	key := types.TypeString(t, nil)
+	if c.onPath[key] {
+		return c.fail(fmt.Sprintf("msgpack does not detect cycles (encoding one recurses until the process runs out of stack), "+
+			"and the receiver decodes at most %d levels of nesting: flatten it "+
+			"(a slice of nodes that refer to each other by index, for example), or give it its own encoding methods", codec.MaxDepth),
+			"%s refers to itself", c.str(t))
+	}
+	doneKey := fmt.Sprintf("%s/%t", key, addressable)
+	if c.done[doneKey] {
+		return ""
+	}
+	c.onPath[key] = true
+	r := c.check(t.Underlying(), addressable, c.str(t))
+	delete(c.onPath, key)
+	if r == "" {
+		c.done[doneKey] = true
+	}
+	return r
+}
+
+// embedded checks an embedded struct field. An exported one is a field
+// like any other: msgpack either inlines its fields or encodes it under
+// its type's name. Of an unexported one, msgpack can reach the fields of
+// a struct value, but cannot set a pointer or a value of another kind.
+func (c *wireChecker) embedded(f *types.Var, addressable bool) string {
+	if f.Exported() {
+		return c.check(f.Type(), addressable, "")
+	}
+	t := types.Unalias(f.Type())
+	if _, ok := t.(*types.Pointer); ok {
+		return c.fail("msgpack cannot allocate it when decoding: embed the struct value, or export its type",
+			"embedded %s is a pointer to an unexported type", c.str(t))
+	}
+	n, ok := t.(*types.Named)
+	if !ok { // a type parameter: reported as such
+		return c.check(t, addressable, "")
+	}
+	if _, isStruct := n.Underlying().(*types.Struct); !isStruct || encodesItself(n) {
+		what := "not a struct"
+		if isStruct {
+			what = "encodes itself"
+		}
+		return c.fail("msgpack cannot set it when decoding: export its type, or make it a named field",
+			"embedded %s is unexported and %s", c.str(n), what)
+	}
+	return c.named(n, addressable)
+}
 func (c *wireChecker) str(t types.Type) string { return typeString(t, c.pkg) }
 
 // holdsRef reports whether t is grain.Ref or a struct holding one in a
@@ -140,15 +251,38 @@ func msgpackSkipped(tag string) bool {
 	return ok && (v == "-" || strings.HasPrefix(v, "-,"))
 }
 
+// selfCoders are the encoding and decoding methods msgpack prefers to a
+// type's structure, in the order it looks for them.
+var selfCoders = [][2]string{
+	{"EncodeMsgpack", "DecodeMsgpack"},     // msgpack.CustomEncoder, CustomDecoder
+	{"MarshalMsgpack", "UnmarshalMsgpack"}, // msgpack.Marshaler, Unmarshaler
+	{"MarshalBinary", "UnmarshalBinary"},   // encoding.BinaryMarshaler, BinaryUnmarshaler
+	{"MarshalText", "UnmarshalText"},       // encoding.TextMarshaler, TextUnmarshaler
+}
+
 // encodesItself reports whether msgpack encodes t through methods of t or
 // *t rather than through its structure, and can decode it back.
 func encodesItself(t *types.Named) bool {
 	ms := types.NewMethodSet(types.NewPointer(t))
-	has := func(name string) bool { return ms.Lookup(nil, name) != nil }
-	return has("EncodeMsgpack") && has("DecodeMsgpack") ||
-		has("MarshalMsgpack") && has("UnmarshalMsgpack") ||
-		has("MarshalBinary") && has("UnmarshalBinary") ||
-		has("MarshalText") && has("UnmarshalText")
+	for _, m := range selfCoders {
+		if ms.Lookup(nil, m[0]) != nil && ms.Lookup(nil, m[1]) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// encodesItselfByValue reports whether encodesItself(t) and msgpack can
+// also encode a value of t that it has no pointer to: the encoding method
+// has a value receiver.
+func encodesItselfByValue(t *types.Named) bool {
+	vs, ps := types.NewMethodSet(t), types.NewMethodSet(types.NewPointer(t))
+	for _, m := range selfCoders {
+		if vs.Lookup(nil, m[0]) != nil && ps.Lookup(nil, m[1]) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // isCopyFree reports whether values of type t share no memory and encode

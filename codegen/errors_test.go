@@ -46,6 +46,27 @@ func TestErrors(t *testing.T) {
 		{"bad/signatures.go", "Nested(ctx", "chan int is a channel (in field Outer.Items, field Inner.C)"},
 		{"bad/signatures.go", "DeepUnexported(ctx", "local is unexported (in field Wrapper.M)"},
 
+		// What msgpack would drop or could not decode (wire.go); the
+		// methods there without a case here must not be reported.
+		{"bad/wire.go", "EventParam(ctx", "parameter e: type Event cannot cross the wire: field Event.name is unexported: msgpack leaves unexported fields out, so it would arrive as its zero value: export it, or tag it `msgpack:\"-\"`"},
+		{"bad/wire.go", "BatchResult(ctx", "result: type Batch cannot cross the wire: field Event.name is unexported (in field Batch.Events)"},
+		{"bad/wire.go", "AnonStruct(ctx", "field a is unexported"},
+		{"bad/wire.go", "GenericPair(ctx", "field Pair[int].second is unexported"},
+		{"bad/wire.go", "MutexField(ctx", "field sync.Mutex.mu is unexported (in field Guarded.Mu): msgpack leaves unexported fields out, so it would arrive as its zero value: tag the field that holds it `msgpack:\"-\"`, or send a type of your own"},
+		{"bad/wire.go", "TimeLocation(ctx", "type *time.Location cannot cross the wire: field time.Location.name is unexported"},
+		{"bad/wire.go", "EmbedHidden(ctx", "field hidden.a is unexported (in field EmbedsHidden.hidden)"},
+		{"bad/wire.go", "EmbedPointer(ctx", "embedded *inner is a pointer to an unexported type (in field EmbedsPointer.inner): msgpack cannot allocate it when decoding"},
+		{"bad/wire.go", "EmbedName(ctx", "embedded label is unexported and not a struct (in field EmbedsName.label): msgpack cannot set it when decoding"},
+		{"bad/wire.go", "Uintptr(ctx", "parameter u: type uintptr cannot cross the wire: uintptr is not supported by msgpack: its encoder panics"},
+		{"bad/wire.go", "UintptrField(ctx", "uintptr is not supported by msgpack (in field Handle.H)"},
+		{"bad/wire.go", "\tList(ctx", "type *ListNode cannot cross the wire: ListNode refers to itself (in field ListNode.Next): msgpack does not detect cycles"},
+		{"bad/wire.go", "Tree(ctx", "TreeNode refers to itself (in field TreeNode.Kids)"},
+		{"bad/wire.go", "Mutual(ctx", "Ping refers to itself (in field Ping.P, field Pong.P)"},
+		{"bad/wire.go", "RecursiveInMap(ctx", "ListNode refers to itself (in field ListNode.Next)"},
+		{"bad/wire.go", "PtrCodedInMap(ctx", "PtrCoded encodes itself only through methods of *PtrCoded: msgpack cannot call them on a map key or value"},
+		{"bad/wire.go", "PtrCodedKey(ctx", "PtrCoded encodes itself only through methods of *PtrCoded"},
+		{"bad/wire.go", "PtrCodedDeepInMap(ctx", "PtrCoded encodes itself only through methods of *PtrCoded (in field Bundle.P)"},
+
 		// Directives.
 		{"bad/directives.go", "//granary:fast", "unknown directive //granary:fast"},
 		{"bad/directives.go", "//granary:readonly please", "//granary:readonly takes no arguments"},

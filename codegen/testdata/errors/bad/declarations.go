@@ -52,13 +52,12 @@ type ConflictRef struct{}
 //granary:grain
 type Valid interface {
 	Plain(ctx context.Context, h Hidden, s Skipped, c Custom) error
-	Recursive(ctx context.Context, n Node) (Node, error)
 }
 
-// Hidden has an unexported channel: msgpack does not encode it.
+// Hidden has an unexported channel msgpack is told to skip.
 type Hidden struct {
 	X int
-	c chan int
+	c chan int `msgpack:"-"`
 }
 
 // Skipped has a function msgpack is told to skip.
@@ -72,12 +71,6 @@ type Custom struct{ f func() }
 
 func (c Custom) MarshalText() ([]byte, error)  { return nil, nil }
 func (c *Custom) UnmarshalText(b []byte) error { return nil }
-
-// Node is recursive.
-type Node struct {
-	Children []Node
-	Parent   *Node
-}
 
 // References to grains do not cross the wire (yet).
 //

@@ -15,5 +15,5 @@ type Price struct {
 type Basket struct {
 	Items []Price
 	Note  string
-	cache map[string]int // unexported: not encoded, not checked
+	cache map[string]int `msgpack:"-"` // unexported, and left out on purpose
 }
