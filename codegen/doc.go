@@ -45,16 +45,20 @@
 //     (return a struct to return more), or with a variadic parameter (use
 //     a slice), or unexported;
 //   - a //granary:oneway method with a result besides the error;
-//   - parameters and results that cannot cross the wire: channels,
-//     functions, unsafe.Pointer, complex numbers, interfaces (including any
-//     and error), unexported named types and grain references (grain.Ref
-//     and generated XxxRef types, whose fields msgpack cannot see: pass a
-//     key or a grain.ID), found recursively through
-//     pointers, slices, arrays, maps and the struct fields msgpack encodes
-//     (exported ones and embedded ones). Named types that encode themselves
-//     (msgpack's CustomEncoder or Marshaler, encoding.BinaryMarshaler or
-//     encoding.TextMarshaler, with the decoding counterpart) are accepted
-//     whatever they contain;
+//   - parameters and results that cannot cross the wire intact, found
+//     recursively through pointers, slices, arrays, maps and struct fields:
+//     channels, functions, unsafe.Pointer, uintptr, complex numbers,
+//     interfaces (including any and error), unexported named types, grain
+//     references (grain.Ref and generated XxxRef types: pass a key or a
+//     grain.ID), unexported struct fields (msgpack drops them; tag one
+//     `msgpack:"-"` to leave it out on purpose), embedded pointers to
+//     unexported types and embedded unexported non-struct types (msgpack
+//     cannot set them), recursive types (msgpack does not detect cycles,
+//     and the decoder bounds nesting), and types that encode themselves
+//     only through pointer methods used in a map key or value. Named types
+//     that encode themselves (msgpack's CustomEncoder or Marshaler,
+//     encoding.BinaryMarshaler or encoding.TextMarshaler, with the decoding
+//     counterpart) are accepted whatever they contain;
 //   - embedded interfaces and other embedded elements: method indexes are
 //     positions in the interface's source, which an embedded interface does
 //     not have, so declare the methods in the grain interface itself;
