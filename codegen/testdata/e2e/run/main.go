@@ -16,6 +16,7 @@ import (
 
 	"github.com/granary-rt/granary/codegen/testdata/e2e/bank"
 	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/grain/codec"
 )
 
 func main() {
@@ -81,6 +82,9 @@ func run(ctx context.Context) error {
 
 	total, err := bank.NewLedgerRef(s, "all").Total(ctx, []string{"alice", "bob"})
 	show("total", total, err)
+	if err := checkWire(ctx, s); err != nil {
+		return err
+	}
 	fmt.Println("notified:", strings.Join(s.account("alice").notes, ","))
 	return nil
 }
@@ -119,7 +123,7 @@ func (s *silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		return nil, err
 	}
 	args := m.NewArgs()
-	if err := msgpack.Unmarshal(data, args); err != nil {
+	if err := codec.Unmarshal(data, args); err != nil {
 		return nil, fmt.Errorf("decode args: %w", err)
 	}
 	impl, ok := s.active[call.Target]
@@ -143,7 +147,7 @@ func (s *silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 
 	// The caller's side again: decode the reply.
 	out := m.NewReply()
-	if err := msgpack.Unmarshal(data, out); err != nil {
+	if err := codec.Unmarshal(data, out); err != nil {
 		return nil, fmt.Errorf("decode reply: %w", err)
 	}
 	return out, nil
