@@ -35,6 +35,10 @@ import (
 //   - a named type that encodes itself only through pointer methods,
 //     used where msgpack has no pointer to it (a map key or value, or
 //     inside one): msgpack then fails to encode it.
+//   - a struct whose encoding methods are promoted from an embedded
+//     field, and that has other fields: msgpack calls the promoted
+//     methods, which encode the embedded field alone
+//     (struct{ time.Time; Note string } loses Note).
 //
 // Named types that encode themselves (msgpack's CustomEncoder or
 // Marshaler, encoding.BinaryMarshaler or TextMarshaler, with the matching
@@ -165,6 +169,11 @@ const interfaceWhy = "msgpack would decode it as generic maps, slices and number
 
 // named checks a named type that is not an interface, whatever its name.
 func (c *wireChecker) named(t *types.Named, addressable bool) string {
+	if method, from, lost := promotedCoder(t); method != "" {
+		return c.fail(fmt.Sprintf("msgpack would encode that field alone, and %s would arrive as its zero value: "+
+			"make %s a named field, or give %s its own encoding methods", lost, from, c.str(t)),
+			"%s encodes itself with %s promoted from its embedded field %s", c.str(t), method, from)
+	}
 	if encodesItself(t) {
 		if addressable || encodesItselfByValue(t) {
 			return "" // opaque: its methods decide what crosses
@@ -199,27 +208,26 @@ func (c *wireChecker) named(t *types.Named, addressable bool) string {
 // its type's name. Of an unexported one, msgpack can reach the fields of
 // a struct value, but cannot set a pointer or a value of another kind.
 func (c *wireChecker) embedded(f *types.Var, addressable bool) string {
-	if f.Exported() {
-		return c.check(f.Type(), addressable, "")
-	}
 	t := types.Unalias(f.Type())
+	if _, isIface := t.Underlying().(*types.Interface); f.Exported() || isIface {
+		return c.check(t, addressable, "")
+	}
 	if _, ok := t.(*types.Pointer); ok {
 		return c.fail("msgpack cannot allocate it when decoding: embed the struct value, or export its type",
 			"embedded %s is a pointer to an unexported type", c.str(t))
 	}
-	n, ok := t.(*types.Named)
-	if !ok { // a type parameter: reported as such
-		return c.check(t, addressable, "")
-	}
-	if _, isStruct := n.Underlying().(*types.Struct); !isStruct || encodesItself(n) {
-		what := "not a struct"
-		if isStruct {
+	n, isNamed := t.(*types.Named)
+	what := "not a struct"
+	if isNamed {
+		if _, isStruct := n.Underlying().(*types.Struct); isStruct {
+			if !encodesItself(n) {
+				return c.named(n, addressable)
+			}
 			what = "encodes itself"
 		}
-		return c.fail("msgpack cannot set it when decoding: export its type, or make it a named field",
-			"embedded %s is unexported and %s", c.str(n), what)
 	}
-	return c.named(n, addressable)
+	return c.fail("msgpack cannot set it when decoding: export its type, or make it a named field",
+		"embedded %s is unexported and %s", c.str(t), what)
 }
 func (c *wireChecker) str(t types.Type) string { return typeString(t, c.pkg) }
 
@@ -270,6 +278,35 @@ func encodesItself(t *types.Named) bool {
 		}
 	}
 	return false
+}
+
+// promotedCoder reports, of a struct type that encodes itself only
+// through methods promoted from an embedded field, the encoding method,
+// the embedded field and another field that those methods would leave
+// out; otherwise it returns "".
+func promotedCoder(t *types.Named) (method, from, lost string) {
+	st, ok := t.Underlying().(*types.Struct)
+	if !ok {
+		return "", "", ""
+	}
+	ms := types.NewMethodSet(types.NewPointer(t))
+	for _, m := range selfCoders {
+		enc, dec := ms.Lookup(nil, m[0]), ms.Lookup(nil, m[1])
+		if enc == nil || dec == nil {
+			continue
+		}
+		if len(enc.Index()) == 1 {
+			return "", "", "" // t's own method: it decides what crosses
+		}
+		emb := enc.Index()[0]
+		for i := range st.NumFields() {
+			if f := st.Field(i); i != emb && f.Name() != "_" && f.Name() != "_msgpack" && !msgpackSkipped(st.Tag(i)) {
+				return m[0], st.Field(emb).Name(), f.Name()
+			}
+		}
+		return "", "", ""
+	}
+	return "", "", ""
 }
 
 // encodesItselfByValue reports whether encodesItself(t) and msgpack can

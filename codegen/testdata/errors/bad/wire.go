@@ -26,6 +26,11 @@ type Wire interface {
 	EmbedPointer(ctx context.Context, e EmbedsPointer) error
 	EmbedName(ctx context.Context, e EmbedsName) error
 	EmbedSkipped(ctx context.Context, e EmbedsSkipped) error // fine
+	EmbedBasic(ctx context.Context, e EmbedsBasic) error
+	EmbedCoded(ctx context.Context, e EmbedsCoded) error
+	EmbedError(ctx context.Context, e EmbedsError) error
+	EmbedTime(ctx context.Context, s Stamped) error
+	EmbedTimeAlone(ctx context.Context, i Instant) (Instant, error) // fine
 
 	// Types msgpack cannot encode.
 	Uintptr(ctx context.Context, u uintptr) error
@@ -112,6 +117,42 @@ type EmbedsName struct {
 type EmbedsSkipped struct {
 	*inner `msgpack:"-"`
 	C      int
+}
+
+// EmbedsBasic embeds a predeclared type, whose name is unexported.
+type EmbedsBasic struct {
+	int
+	C int
+}
+
+// EmbedsCoded embeds an unexported type that encodes itself.
+type EmbedsCoded struct {
+	coded
+	C int
+}
+
+type coded struct{ n int }
+
+func (c coded) MarshalBinary() ([]byte, error) { return nil, nil }
+func (c *coded) UnmarshalBinary([]byte) error  { return nil }
+
+// Stamped embeds time.Time, whose encoding methods it gets: msgpack would
+// encode the time alone, without Note.
+type Stamped struct {
+	time.Time
+	Note string
+}
+
+// Instant embeds time.Time and holds nothing else.
+type Instant struct {
+	time.Time
+	_ [0]int
+}
+
+// EmbedsError embeds an interface.
+type EmbedsError struct {
+	error
+	C int
 }
 
 // Handle holds a uintptr.
