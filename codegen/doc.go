@@ -54,11 +54,13 @@
 //     `msgpack:"-"` to leave it out on purpose), embedded pointers to
 //     unexported types and embedded unexported non-struct types (msgpack
 //     cannot set them), recursive types (msgpack does not detect cycles,
-//     and the decoder bounds nesting), and types that encode themselves
-//     only through pointer methods used in a map key or value. Named types
-//     that encode themselves (msgpack's CustomEncoder or Marshaler,
-//     encoding.BinaryMarshaler or encoding.TextMarshaler, with the decoding
-//     counterpart) are accepted whatever they contain;
+//     and the decoder bounds nesting), types that encode themselves only
+//     through pointer methods used in a map key or value, and structs with
+//     encoding methods promoted from an embedded field and other fields
+//     those methods leave out. Named types that encode themselves
+//     (msgpack's CustomEncoder or Marshaler, encoding.BinaryMarshaler or
+//     encoding.TextMarshaler, with the decoding counterpart) are accepted
+//     whatever they contain;
 //   - embedded interfaces and other embedded elements: method indexes are
 //     positions in the interface's source, which an embedded interface does
 //     not have, so declare the methods in the grain interface itself;
