@@ -24,6 +24,7 @@ type Wire interface {
 	Struct(ctx context.Context, p Point) (Point, error)
 	Everything(ctx context.Context, v Everything) (Everything, error)
 	EverythingPtr(ctx context.Context, v *Everything) (*Everything, error)
+	Versions(ctx context.Context, v Version, vs []Version, arr [2]Version) (Version, error)
 }
 
 // Tags is a named slice type.
@@ -46,6 +47,23 @@ func (c Code) MarshalText() ([]byte, error) { return fmt.Appendf(nil, "%d.%d", c
 
 func (c *Code) UnmarshalText(b []byte) error {
 	_, err := fmt.Sscanf(string(b), "%d.%d", &c.major, &c.minor)
+	return err
+}
+
+// Version encodes itself through pointer methods only: msgpack can call
+// them because it reaches arguments, results, slice elements and array
+// elements through pointers (the generator rejects it in a map).
+type Version struct{ major, minor int }
+
+// NewVersion returns a version.
+func NewVersion(major, minor int) Version { return Version{major, minor} }
+
+func (v *Version) MarshalText() ([]byte, error) {
+	return fmt.Appendf(nil, "v%d.%d", v.major, v.minor), nil
+}
+
+func (v *Version) UnmarshalText(b []byte) error {
+	_, err := fmt.Sscanf(string(b), "v%d.%d", &v.major, &v.minor)
 	return err
 }
 

@@ -81,6 +81,16 @@ func checkWire(ctx context.Context, s *silo) error {
 		check("Named", args, w.got, r, labels)
 	}
 
+	// A type that encodes itself through pointer methods only.
+	w.got = nil
+	v1, v2 := bank.NewVersion(1, 2), bank.NewVersion(3, 4)
+	args = []any{v1, []bank.Version{v2, {}}, [2]bank.Version{v2, v1}}
+	if r, err := ref.Versions(ctx, v1, args[1].([]bank.Version), args[2].([2]bank.Version)); err != nil {
+		errs = append(errs, fmt.Errorf("Versions: %w", err))
+	} else {
+		check("Versions", args, w.got, r, v1)
+	}
+
 	// Every kind in one struct, by value and by pointer.
 	v := everything()
 	want := v
@@ -173,6 +183,10 @@ func (w *wire) Named(ctx context.Context, m bank.Money, tags bank.Tags, labels b
 }
 func (w *wire) Everything(ctx context.Context, v bank.Everything) (bank.Everything, error) {
 	w.record(v)
+	return v, nil
+}
+func (w *wire) Versions(ctx context.Context, v bank.Version, vs []bank.Version, arr [2]bank.Version) (bank.Version, error) {
+	w.record(v, vs, arr)
 	return v, nil
 }
 func (w *wire) EverythingPtr(ctx context.Context, v *bank.Everything) (*bank.Everything, error) {
