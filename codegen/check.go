@@ -34,7 +34,7 @@ import (
 //     receiving side, once the data grows deep enough;
 //   - a named type that encodes itself only through pointer methods,
 //     used where msgpack has no pointer to it (a map key or value, or
-//     inside one): msgpack then fails to encode it.
+//     inside one): msgpack then fails to encode it;
 //   - a struct whose encoding methods are promoted from an embedded
 //     field, and that has other fields: msgpack calls the promoted
 //     methods, which encode the embedded field alone
@@ -148,7 +148,8 @@ func (c *wireChecker) check(t types.Type, addressable bool, owner string) string
 				// Not pushed onto the trail: the message names it.
 				fix := "export it, or tag it `msgpack:\"-\"` to leave it out on purpose"
 				if f.Pkg() != c.pkg {
-					fix = "tag the field that holds it `msgpack:\"-\"`, or send a type of your own"
+					fix = "if the type is yours, export the field or tag it `msgpack:\"-\"`; " +
+						"otherwise tag the field that holds it `msgpack:\"-\"`, or send a type of your own"
 				}
 				return c.fail("msgpack leaves unexported fields out, so it would arrive as its zero value: "+fix,
 					"field %s is unexported", name)
@@ -229,6 +230,7 @@ func (c *wireChecker) embedded(f *types.Var, addressable bool) string {
 	return c.fail("msgpack cannot set it when decoding: export its type, or make it a named field",
 		"embedded %s is unexported and %s", c.str(t), what)
 }
+
 func (c *wireChecker) str(t types.Type) string { return typeString(t, c.pkg) }
 
 // holdsRef reports whether t is grain.Ref or a struct holding one in a

@@ -52,7 +52,7 @@ func TestErrors(t *testing.T) {
 		{"bad/wire.go", "BatchResult(ctx", "result: type Batch cannot cross the wire: field Event.name is unexported (in field Batch.Events)"},
 		{"bad/wire.go", "AnonStruct(ctx", "field a is unexported"},
 		{"bad/wire.go", "GenericPair(ctx", "field Pair[int].second is unexported"},
-		{"bad/wire.go", "MutexField(ctx", "field sync.Mutex.mu is unexported (in field Guarded.Mu): msgpack leaves unexported fields out, so it would arrive as its zero value: tag the field that holds it `msgpack:\"-\"`, or send a type of your own"},
+		{"bad/wire.go", "MutexField(ctx", "field sync.Mutex.mu is unexported (in field Guarded.Mu): msgpack leaves unexported fields out, so it would arrive as its zero value: if the type is yours, export the field or tag it `msgpack:\"-\"`; otherwise tag the field that holds it `msgpack:\"-\"`, or send a type of your own"},
 		{"bad/wire.go", "TimeLocation(ctx", "type *time.Location cannot cross the wire: field time.Location.name is unexported"},
 		{"bad/wire.go", "EmbedHidden(ctx", "field hidden.a is unexported (in field EmbedsHidden.hidden)"},
 		{"bad/wire.go", "EmbedPointer(ctx", "embedded *inner is a pointer to an unexported type (in field EmbedsPointer.inner): msgpack cannot allocate it when decoding"},
