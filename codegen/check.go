@@ -38,7 +38,10 @@ import (
 //   - a struct whose encoding methods are promoted from an embedded
 //     field, and that has other fields: msgpack calls the promoted
 //     methods, which encode the embedded field alone
-//     (struct{ time.Time; Note string } loses Note).
+//     (struct{ time.Time; Note string } loses Note);
+//   - two fields of a struct encoded under one key (msgpack tags, or an
+//     embedded struct tagged `msgpack:",inline"` that shadows a field):
+//     msgpack decodes both from that key.
 //
 // Named types that encode themselves (msgpack's CustomEncoder or
 // Marshaler, encoding.BinaryMarshaler or TextMarshaler, with the matching
@@ -161,6 +164,10 @@ func (c *wireChecker) check(t types.Type, addressable bool, owner string) string
 				return r
 			}
 		}
+		if _, clash := msgpackKeys(t, owner); clash != "" {
+			return c.fail("msgpack would decode both from one key, and one of them would arrive as its zero value: "+
+				"give one another name with a msgpack tag", "%s", clash)
+		}
 		return ""
 	}
 	return c.str(t) + " is not supported"
@@ -249,6 +256,99 @@ func holdsRef(t *types.Named) bool {
 			if isRef(s.Field(i).Type()) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// wireKey is a key msgpack encodes a struct's field under, and the field.
+type wireKey struct{ key, field string }
+
+// msgpackKeys returns the keys msgpack encodes the fields of st under, as
+// its getFields does: a field's tag name or its name, and the fields of an
+// embedded plain struct in its place (inlined) unless they clash with
+// fields already there. It reports two fields encoded under one key (by
+// tags, or by an embedded struct tagged `msgpack:",inline"`, whose clashing
+// fields msgpack drops) as clash. owner prefixes field names in it.
+func msgpackKeys(st *types.Struct, owner string) (keys []wireKey, clash string) {
+	label := func(name string) string {
+		if owner == "" {
+			return name
+		}
+		return owner + "." + name
+	}
+	has := func(key string) (string, bool) {
+		for _, k := range keys {
+			if k.key == key {
+				return k.field, true
+			}
+		}
+		return "", false
+	}
+	for i := range st.NumFields() {
+		f := st.Field(i)
+		name, opts, _ := strings.Cut(reflect.StructTag(st.Tag(i)).Get("msgpack"), ",")
+		if name == "-" || f.Name() == "_" || f.Name() == "_msgpack" || !f.Exported() && !f.Embedded() {
+			continue
+		}
+		if name == "" {
+			name = f.Name()
+		}
+		if inner := inlinable(f); inner != nil && !hasOption(opts, "noinline") {
+			innerKeys, innerClash := msgpackKeys(inner.Underlying().(*types.Struct), label(f.Name()))
+			if innerClash != "" {
+				return nil, innerClash
+			}
+			shadowed := ""
+			for _, k := range innerKeys {
+				if prev, ok := has(k.key); ok && shadowed == "" {
+					shadowed = fmt.Sprintf("fields %s and %s are both encoded as %q", prev, k.field, k.key)
+				}
+			}
+			if hasOption(opts, "inline") && shadowed != "" {
+				return nil, shadowed
+			}
+			if shadowed == "" {
+				keys = append(keys, innerKeys...)
+				continue
+			}
+			// Not inlined: encoded as one field.
+		}
+		if prev, ok := has(name); ok {
+			return nil, fmt.Sprintf("fields %s and %s are both encoded as %q", prev, label(f.Name()), name)
+		}
+		keys = append(keys, wireKey{name, label(f.Name())})
+	}
+	return keys, ""
+}
+
+// inlinable returns the type of an embedded field whose fields msgpack
+// may inline: a plain struct (that does not encode itself), or a pointer
+// to one.
+func inlinable(f *types.Var) *types.Named {
+	if !f.Embedded() {
+		return nil
+	}
+	t := types.Unalias(f.Type())
+	if p, ok := t.(*types.Pointer); ok {
+		t = types.Unalias(p.Elem())
+	}
+	n, ok := t.(*types.Named)
+	if !ok {
+		return nil
+	}
+	if _, isStruct := n.Underlying().(*types.Struct); !isStruct || encodesItself(n) {
+		return nil
+	}
+	return n
+}
+
+// hasOption reports whether a struct tag's comma-separated options hold
+// opt.
+func hasOption(opts, opt string) bool {
+	for o := range strings.SplitSeq(opts, ",") {
+		if o == opt {
+			return true
 		}
 	}
 	return false

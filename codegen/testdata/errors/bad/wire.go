@@ -32,6 +32,12 @@ type Wire interface {
 	EmbedTime(ctx context.Context, s Stamped) error
 	EmbedTimeAlone(ctx context.Context, i Instant) (Instant, error) // fine
 
+	// Two fields under one key.
+	TagClash(ctx context.Context, d Dup) error
+	InlineClash(ctx context.Context, s Shadow) error
+	DeepClash(ctx context.Context) (Outer2, error)
+	EmbeddedClash(ctx context.Context, s Shadowed) error // fine: not inlined
+
 	// Types msgpack cannot encode.
 	Uintptr(ctx context.Context, u uintptr) error
 	UintptrField(ctx context.Context) (Handle, error)
@@ -147,6 +153,38 @@ type Stamped struct {
 type Instant struct {
 	time.Time
 	_ [0]int
+}
+
+// Dup has two fields encoded as "A".
+type Dup struct {
+	A int
+	B int `msgpack:"A"`
+}
+
+type Coords struct{ X, Y int }
+
+// Shadow inlines Coords, whose X msgpack would drop.
+type Shadow struct {
+	X      int
+	Coords `msgpack:",inline"`
+}
+
+// Outer2 reaches a clash inside an inlined struct.
+type Outer2 struct {
+	Coords
+	Z Inner2
+}
+
+type Inner2 struct {
+	Name  string `msgpack:"n"`
+	Other string `msgpack:"n"`
+}
+
+// Shadowed embeds Coords, whose X clashes with its own: msgpack encodes
+// Coords as one field instead of inlining it.
+type Shadowed struct {
+	X int
+	Coords
 }
 
 // EmbedsError embeds an interface.
