@@ -55,7 +55,9 @@
 //     unexported types and embedded unexported non-struct types (msgpack
 //     cannot set them), recursive types (msgpack does not detect cycles,
 //     and the decoder bounds nesting), types that encode themselves only
-//     through pointer methods used in a map key or value, and structs with
+//     through pointer methods used in a map key or value, two fields
+//     encoded under one key (by msgpack tags or an inlined embedded
+//     struct), and structs with
 //     encoding methods promoted from an embedded field and other fields
 //     those methods leave out. Named types that encode themselves
 //     (msgpack's CustomEncoder or Marshaler, encoding.BinaryMarshaler or
