@@ -165,4 +165,3 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool, msg string, 
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
