@@ -116,14 +116,14 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c.etcd, err = clientv3.New(ecfg)
+	c.etcd, err = clientv3.New(ecfg.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: etcd client for %v: %w", cfg.Etcd.Endpoints, err)
 	}
 	vctx, cancel := context.WithTimeout(ctx, cfg.Etcd.DialTimeout)
 	defer cancel()
 	if _, err := c.etcd.Get(vctx, prefix+"ping", clientv3.WithCountOnly()); err != nil {
-		return nil, fmt.Errorf("runtime: etcd at %v unreachable within %v: %w", cfg.Etcd.Endpoints, cfg.Etcd.DialTimeout, err)
+		return nil, ecfg.unreachable(ctx, err)
 	}
 	if c.view, err = cluster.WatchView(context.WithoutCancel(ctx), c.etcd, prefix, cluster.WithViewLogger(c.log)); err != nil {
 		return nil, fmt.Errorf("runtime: membership view: %w", err)

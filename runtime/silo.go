@@ -311,7 +311,7 @@ func (s *Silo) connectEtcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cli, err := clientv3.New(ecfg)
+	cli, err := clientv3.New(ecfg.cfg)
 	if err != nil {
 		return fmt.Errorf("runtime: etcd client for %v: %w", endpoints, err)
 	}
@@ -319,7 +319,7 @@ func (s *Silo) connectEtcd(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.Etcd.DialTimeout)
 	defer cancel()
 	if _, err := cli.Get(pctx, s.cfg.prefix()+"ping", clientv3.WithCountOnly()); err != nil {
-		return fmt.Errorf("runtime: etcd at %v unreachable within %v: %w", endpoints, s.cfg.Etcd.DialTimeout, err)
+		return ecfg.unreachable(ctx, err)
 	}
 	return nil
 }

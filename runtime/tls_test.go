@@ -315,9 +315,12 @@ func TestTLSEtcd(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		etcd runtime.EtcdConfig
+		want string
 	}{
-		{"no client certificate", runtime.EtcdConfig{Endpoints: eps, TLS: &runtime.TLSConfig{CAFile: pki.ca.CertFile}, DialTimeout: 2 * time.Second}},
-		{"plaintext", runtime.EtcdConfig{Endpoints: []string{strings.Replace(eps[0], "https://", "", 1)}, DialTimeout: 2 * time.Second}},
+		{"no client certificate", runtime.EtcdConfig{Endpoints: eps, TLS: &runtime.TLSConfig{CAFile: pki.ca.CertFile}, DialTimeout: 2 * time.Second},
+			"certificate required"},
+		{"plaintext", runtime.EtcdConfig{Endpoints: []string{strings.Replace(eps[0], "https://", "", 1)}, DialTimeout: 2 * time.Second},
+			"serves TLS: set Etcd.TLS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -328,6 +331,9 @@ func TestTLSEtcd(t *testing.T) {
 			}
 			if d := time.Since(start); d > 5*time.Second {
 				t.Errorf("Connect failed after %v, dial timeout 2s", d)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
 			}
 			t.Log(err)
 		})
