@@ -190,7 +190,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 			s.closeBackends()
 		}
 	}()
-	serverCreds, clientCreds, err := s.cfg.TLS.siloCredentials(s.cfg.Logger)
+	creds, err := s.cfg.TLS.siloCredentials(s.cfg.Logger)
 	if err != nil {
 		return err
 	}
@@ -252,7 +252,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("runtime: membership view: %w", err)
 	}
-	s.tc, err = transport.NewClient(transport.ClientConfig{Logger: s.log, Credentials: clientCreds})
+	s.tc, err = transport.NewClient(transport.ClientConfig{Logger: s.log, Credentials: creds.dial})
 	if err != nil {
 		return fmt.Errorf("runtime: transport client: %w", err)
 	}
@@ -266,7 +266,9 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	s.reminders = newReminderService(s, table)
 	tcfg := s.cfg.Transport
 	tcfg.Logger = s.log
-	tcfg.Credentials = serverCreds
+	// One listener serves clients and silos: client certificates as
+	// ClientAuth says.
+	tcfg.Credentials = creds.gateway
 	if tcfg.MaxRequestTimeout <= 0 || tcfg.MaxRequestTimeout > s.cfg.ResponseTimeout {
 		tcfg.MaxRequestTimeout = s.cfg.ResponseTimeout
 	}

@@ -49,9 +49,11 @@ type TLSConfig struct {
 	// the host of the address dialed (an advertised IP address must then
 	// be in the certificate's IP SANs).
 	ServerName string
-	// ClientAuth says whether a silo's listener requires clients to
-	// present a certificate signed by CAFile. Default ClientCertRequired.
-	// It has no effect on clients and etcd connections.
+	// ClientAuth says whether a silo requires clients to present a
+	// certificate signed by CAFile. Default ClientCertRequired. It has no
+	// effect on clients and etcd connections. (While clients and silos
+	// share the silo's one listener, it applies to silos too: with
+	// ClientCertOptional, a peer without a certificate is let in.)
 	ClientAuth ClientAuth
 	// ReloadInterval bounds how long a rotated file may go unnoticed.
 	// Default DefaultTLSReloadInterval (10s).
@@ -159,21 +161,39 @@ func (c *TLSConfig) clientCredentials(field string, log *zap.Logger) (credential
 	return src.ClientCredentials(c.ServerName), nil
 }
 
-// siloCredentials returns the credentials of a silo's listener and of its
-// connections to other silos, both over one load of c's files (nil, nil
-// for plaintext when c is nil).
-func (c *TLSConfig) siloCredentials(log *zap.Logger) (server, client credentials.TransportCredentials, err error) {
+// siloCreds are a silo's TLS credentials, all over one load of its
+// Config.TLS files; nil for plaintext.
+type siloCreds struct {
+	// silo is for a listener of other silos only: client certificates
+	// required, whatever ClientAuth says (mutual TLS between silos). Not
+	// used yet: today one listener serves clients and silos, with gateway.
+	silo credentials.TransportCredentials
+	// gateway is for a listener of clients: client certificates as
+	// ClientAuth says.
+	gateway credentials.TransportCredentials
+	// dial is for connections to other silos.
+	dial credentials.TransportCredentials
+}
+
+// siloCredentials loads c's files for a silo (zero siloCreds when c is
+// nil).
+func (c *TLSConfig) siloCredentials(log *zap.Logger) (siloCreds, error) {
 	if c == nil {
-		return nil, nil, nil
+		return siloCreds{}, nil
 	}
 	src, err := c.source("Config.TLS", log)
 	if err != nil {
-		return nil, nil, err
+		return siloCreds{}, err
 	}
-	if server, err = src.ServerCredentials(c.ClientAuth.tlsType()); err != nil {
-		return nil, nil, fmt.Errorf("runtime: Config.TLS: %w", err)
+	var sc siloCreds
+	if sc.silo, err = src.ServerCredentials(tls.RequireAndVerifyClientCert); err != nil {
+		return siloCreds{}, fmt.Errorf("runtime: Config.TLS: %w", err)
 	}
-	return server, src.ClientCredentials(c.ServerName), nil
+	if sc.gateway, err = src.ServerCredentials(c.ClientAuth.tlsType()); err != nil {
+		return siloCreds{}, fmt.Errorf("runtime: Config.TLS: %w", err)
+	}
+	sc.dial = src.ClientCredentials(c.ServerName)
+	return sc, nil
 }
 
 // isLoopback reports whether addr (a listener's address, or host:port, or

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"strings"
@@ -370,6 +371,7 @@ func TestTLSBindFlags(t *testing.T) {
 	t.Setenv(runtime.EnvEtcdTLSCA, "/env/etcd-ca.pem")
 	var cfg runtime.Config
 	fs := flag.NewFlagSet("silo", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	cfg.BindFlags(fs)
 	if err := fs.Parse([]string{"-tls-ca", "/flag/ca.pem", "-tls-server-name", "silo.internal", "-etcd-tls-cert", "/flag/etcd.pem", "-etcd-tls-key", "/flag/etcd-key.pem"}); err != nil {
 		t.Fatal(err)
