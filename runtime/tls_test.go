@@ -364,6 +364,32 @@ func TestTLSPlaintextWarning(t *testing.T) {
 	}
 }
 
+func TestTLSPlaintextEtcdWarning(t *testing.T) {
+	for _, tc := range []struct {
+		endpoint string
+		warns    bool
+	}{
+		{"http://192.0.2.1:2379", true}, // TEST-NET-1: never answers
+		{"http://127.0.0.1:1", false},
+	} {
+		t.Run(tc.endpoint, func(t *testing.T) {
+			core, logs := observer.New(zap.WarnLevel)
+			s, err := runtime.NewSilo(runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: []string{tc.endpoint}, DialTimeout: 500 * time.Millisecond},
+				Logger: zap.New(core)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Start(ctxT(t)); err == nil {
+				t.Fatal("started without etcd")
+			}
+			_ = s.Stop(ctxT(t))
+			if got := logs.FilterMessageSnippet("etcd is reached WITHOUT TLS on a non-loopback address").Len() > 0; got != tc.warns {
+				t.Fatalf("warned: %v, want %v", got, tc.warns)
+			}
+		})
+	}
+}
+
 func TestTLSBindFlags(t *testing.T) {
 	t.Setenv(runtime.EnvTLSCert, "/env/cert.pem")
 	t.Setenv(runtime.EnvTLSKey, "/env/key.pem")
