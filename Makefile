@@ -64,7 +64,8 @@ check-generate: generate
 
 ## bench: the runtime's benchmarks, then one summary line per workload:
 ##   W0-inproc      in-process calls, 64 callers over 10,000 active grains
-##   W1-remote      a client process calling 2 silo processes (gRPC on loopback), 64 callers, 10,000 grains, 10 s
+##   W1-remote      a client process calling 2 silo processes (gRPC on loopback), 64 callers, 10,000 grains, 10 s;
+##                  twice: plaintext (tls=off) and mutual TLS between client and silos (tls=on)
 ##   W2-activation  200,000 fresh grains activated through the client, each registered in etcd
 ##   W4-pg-*        cold activation with state read from PostgreSQL (p50/p99); write-through writes/s of one silo
 ##   W5-reminders   100,000 reminders (period 10 s) over 3 silos, each fires exactly as due: ticks/s,
@@ -84,7 +85,8 @@ bench:
 		if ($$1 ~ /^BenchmarkCall\//) label = "W0-inproc"; \
 		else if ($$1 ~ /^BenchmarkActivation\//) label = "W0-activation"; \
 		else if ($$1 ~ /^BenchmarkIdleActivationHeap\//) label = "W0-idle-heap"; \
-		else if ($$1 ~ /^BenchmarkClusterRemoteCall/) label = "W1-remote"; \
+		else if ($$1 ~ /^BenchmarkClusterRemoteCall/) { label = "W1-remote"; \
+			if (match($$1, /tls=[a-z]+/)) label = label " (" substr($$1, RSTART, RLENGTH) ")"; } \
 		else if ($$1 ~ /^BenchmarkClusterActivation/) label = "W2-activation"; \
 		else if ($$1 ~ /^BenchmarkPostgresColdActivation/) label = "W4-pg-cold-activation"; \
 		else if ($$1 ~ /^BenchmarkPostgresWrites/) label = "W4-pg-writes"; \

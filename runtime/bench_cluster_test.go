@@ -61,10 +61,22 @@ const (
 
 // BenchmarkClusterRemoteCall (W1-remote) measures calls from a client
 // process to two silo processes: 10,000 grains activated beforehand, 64
-// concurrent callers calling Probe.Ping for 10 seconds.
+// concurrent callers calling Probe.Ping for 10 seconds. It runs twice, on
+// plaintext (tls=off) and with TLS between the client and the silos
+// (tls=on: mutual TLS, ECDSA P-256 certificates), each on a cluster of its
+// own; etcd is plaintext in both.
 func BenchmarkClusterRemoteCall(b *testing.B) {
+	b.Run("tls=off", func(b *testing.B) { benchRemoteCall(b, nil) })
+	b.Run("tls=on", func(b *testing.B) { benchRemoteCall(b, newTestPKI(b)) })
+}
+
+func benchRemoteCall(b *testing.B, pki *testPKI) {
 	const grains, duration = 10_000, 10 * time.Second
-	bc := startBenchProcs(b, 2)
+	workload := "W1-remote"
+	if pki != nil {
+		workload += "-tls"
+	}
+	bc := startBenchProcs(b, 2, pki)
 	ctx := context.Background()
 	refs := make([]testgrains.ProbeRef, grains)
 	for i := range refs {
@@ -86,7 +98,7 @@ func BenchmarkClusterRemoteCall(b *testing.B) {
 			continue
 		}
 		ran = true
-		stop := bc.window(b, "W1-remote")
+		stop := bc.window(b, workload)
 		// Each caller walks the grains from its own offset, so that callers
 		// rarely meet on one grain.
 		st = benchRun(benchCallers, 0, duration, grains, func(i int) error { return refs[i%grains].Ping(ctx) })
@@ -115,7 +127,7 @@ func BenchmarkClusterRemoteCall(b *testing.B) {
 // caching or skipping them would not be strict.
 func BenchmarkClusterActivation(b *testing.B) {
 	const fresh = 200_000
-	bc := startBenchProcs(b, 2)
+	bc := startBenchProcs(b, 2, nil)
 	ctx := context.Background()
 	// Warm the client's connections to both silos.
 	if st := benchRun(benchCallers, 200, 0, 0, func(i int) error {
@@ -156,7 +168,10 @@ type benchProcs struct {
 	client *runtime.Client
 }
 
-func startBenchProcs(b *testing.B, n int) *benchProcs {
+// startBenchProcs starts etcd and n silos, and connects the client; with
+// pki, the silos and the client talk TLS (configured as a silo host's is,
+// through the GRANARY_TLS_* environment).
+func startBenchProcs(b *testing.B, n int, pki *testPKI) *benchProcs {
 	b.Helper()
 	if testing.Short() {
 		b.Skip("starts etcd and silo processes")
@@ -167,7 +182,11 @@ func startBenchProcs(b *testing.B, n int) *benchProcs {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			bc.silos[i] = runtimetest.StartSiloProcess(b, runtimetest.SiloProcessOptions{Endpoints: etcd, Cluster: name})
+			o := runtimetest.SiloProcessOptions{Endpoints: etcd, Cluster: name}
+			if pki != nil {
+				o.Env = pki.siloEnv()
+			}
+			bc.silos[i] = runtimetest.StartSiloProcess(b, o)
 		})
 	}
 	wg.Wait()
@@ -177,7 +196,11 @@ func startBenchProcs(b *testing.B, n int) *benchProcs {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var err error
-	if bc.client, err = runtime.Connect(ctx, runtime.ClientConfig{Cluster: name, Etcd: runtime.EtcdConfig{Endpoints: etcd}}); err != nil {
+	ccfg := runtime.ClientConfig{Cluster: name, Etcd: runtime.EtcdConfig{Endpoints: etcd}}
+	if pki != nil {
+		ccfg.TLS = pki.clientTLS()
+	}
+	if bc.client, err = runtime.Connect(ctx, ccfg); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { bc.client.Close() })

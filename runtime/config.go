@@ -3,6 +3,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -46,6 +47,13 @@ type Config struct {
 	// AdvertiseAddress is the address other silos and clients dial.
 	// Default: the address the listener got.
 	AdvertiseAddress string
+	// TLS secures the silo's listener and its connections to other silos,
+	// with mutual TLS: the silo presents CertFile to clients and silos,
+	// verifies other silos' certificates against CAFile (the cluster's
+	// CA), and treats clients' certificates as TLS.ClientAuth says.
+	// Default nil: plaintext, for development on loopback; a silo
+	// listening on another address without TLS logs a warning.
+	TLS *TLSConfig
 	// Storage maps provider names to providers. States use the provider
 	// named DefaultStorage unless they select another. Default: an etcd
 	// provider on the cluster's etcd, for small states.
@@ -125,6 +133,33 @@ type EtcdConfig struct {
 	DialTimeout time.Duration
 	// Username and Password, if the etcd cluster has auth enabled.
 	Username, Password string
+	// TLS secures the connections to etcd: the client verifies etcd's
+	// certificate against TLS.CAFile (or the system roots) and presents
+	// TLS.CertFile if etcd asks for client certificates. Endpoints are
+	// then https:// URLs or host:port. Default nil: plaintext (http://).
+	TLS *TLSConfig
+}
+
+// validate checks the etcd configuration of field ("Config.Etcd", ...).
+func (e *EtcdConfig) validate(field string) error {
+	if e.DialTimeout == 0 {
+		e.DialTimeout = DefaultDialTimeout
+	}
+	if err := e.TLS.validate(field+".TLS", false); err != nil {
+		return err
+	}
+	if e.TLS == nil {
+		return nil
+	}
+	if len(e.Endpoints) == 0 {
+		return fmt.Errorf("%s.TLS is set without endpoints: the embedded etcd serves plaintext on loopback; give the endpoints of a TLS etcd", field)
+	}
+	for _, ep := range e.Endpoints {
+		if strings.HasPrefix(ep, "http://") || strings.HasPrefix(ep, "unix://") {
+			return fmt.Errorf("%s: endpoint %q is plaintext but %s.TLS is set: use https://", field, ep, field)
+		}
+	}
+	return nil
 }
 
 func (c *Config) validate() error {
@@ -169,10 +204,16 @@ func (c *Config) validate() error {
 	if c.ListenAddress == "" {
 		c.ListenAddress = "127.0.0.1:0"
 	}
-	if c.Etcd.DialTimeout == 0 {
-		c.Etcd.DialTimeout = DefaultDialTimeout
-	}
 	var errs []error
+	if err := c.Etcd.validate("Config.Etcd"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.TLS.validate("Config.TLS", true); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Transport.Credentials != nil {
+		errs = append(errs, errors.New("Config.Transport.Credentials: use Config.TLS"))
+	}
 	if c.CollectionAge < 0 {
 		errs = append(errs, fmt.Errorf("collection age %v is negative", c.CollectionAge))
 	}

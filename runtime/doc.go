@@ -42,4 +42,13 @@
 //	if err != nil { ... }
 //	defer client.Close()
 //	balance, err := bank.NewAccountRef(client, "alice").Balance(ctx)
+//
+// TLS: plaintext is the default, for loopback. Config.TLS gives a silo a
+// certificate and the cluster's CA (mutual TLS between silos; clients'
+// certificates as TLSConfig.ClientAuth says), ClientConfig.TLS secures a
+// client's connections, EtcdConfig.TLS those to etcd. Rotated files are
+// picked up without a restart:
+//
+//	tc := &runtime.TLSConfig{CertFile: "silo.pem", KeyFile: "silo-key.pem", CAFile: "cluster-ca.pem"}
+//	silo, err := runtime.NewSilo(runtime.Config{Cluster: "bank", TLS: tc, Etcd: etcd})
 package runtime

@@ -190,6 +190,10 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 			s.closeBackends()
 		}
 	}()
+	creds, err := s.cfg.TLS.siloCredentials(s.cfg.Logger)
+	if err != nil {
+		return err
+	}
 	if err := s.connectEtcd(ctx); err != nil {
 		return err
 	}
@@ -198,6 +202,11 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("runtime: listen on %s: %w", s.cfg.ListenAddress, err)
 	}
 	s.lis = lis
+	if s.cfg.TLS == nil && !isLoopback(lis.Addr().String()) {
+		s.cfg.Logger.Warn("runtime: SILO LISTENS WITHOUT TLS ON A NON-LOOPBACK ADDRESS: anyone who can reach it can call "+
+			"any grain and forge internal requests; set Config.TLS (flags -tls-cert, -tls-key, -tls-ca)",
+			zap.String("listen", lis.Addr().String()))
+	}
 	s.addr = s.cfg.AdvertiseAddress
 	if s.addr == "" {
 		s.addr = lis.Addr().String()
@@ -243,7 +252,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("runtime: membership view: %w", err)
 	}
-	s.tc, err = transport.NewClient(transport.ClientConfig{Logger: s.log})
+	s.tc, err = transport.NewClient(transport.ClientConfig{Logger: s.log, Credentials: creds.dial})
 	if err != nil {
 		return fmt.Errorf("runtime: transport client: %w", err)
 	}
@@ -257,6 +266,9 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	s.reminders = newReminderService(s, table)
 	tcfg := s.cfg.Transport
 	tcfg.Logger = s.log
+	// One listener serves clients and silos: client certificates as
+	// ClientAuth says.
+	tcfg.Credentials = creds.gateway
 	if tcfg.MaxRequestTimeout <= 0 || tcfg.MaxRequestTimeout > s.cfg.ResponseTimeout {
 		tcfg.MaxRequestTimeout = s.cfg.ResponseTimeout
 	}
@@ -297,13 +309,11 @@ func (s *Silo) connectEtcd(ctx context.Context) error {
 		s.embedded, endpoints = srv, srv.Endpoints()
 		s.cfg.Logger.Info("started embedded etcd (no endpoints configured)", zap.Strings("endpoints", endpoints))
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: s.cfg.Etcd.DialTimeout,
-		Username:    s.cfg.Etcd.Username,
-		Password:    s.cfg.Etcd.Password,
-		Logger:      s.cfg.Logger.Named("etcd-client"),
-	})
+	ecfg, err := etcdClientConfig(s.cfg.Etcd, endpoints, "Config.Etcd", s.cfg.Logger)
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(ecfg.cfg)
 	if err != nil {
 		return fmt.Errorf("runtime: etcd client for %v: %w", endpoints, err)
 	}
@@ -311,7 +321,7 @@ func (s *Silo) connectEtcd(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.Etcd.DialTimeout)
 	defer cancel()
 	if _, err := cli.Get(pctx, s.cfg.prefix()+"ping", clientv3.WithCountOnly()); err != nil {
-		return fmt.Errorf("runtime: etcd at %v unreachable within %v: %w", endpoints, s.cfg.Etcd.DialTimeout, err)
+		return ecfg.unreachable(ctx, err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -40,6 +41,15 @@ type Config struct {
 	// StartTimeout bounds how long Start waits for the server to be ready.
 	// Default 30s.
 	StartTimeout time.Duration
+	// CertFile and KeyFile, PEM files, make the server serve TLS to its
+	// clients (https:// endpoints) with this certificate. The files are
+	// read on every handshake, so rotated files apply to new connections.
+	CertFile, KeyFile string
+	// CAFile is the PEM CA bundle client certificates must chain to.
+	CAFile string
+	// ClientCertAuth makes the server require a client certificate signed
+	// by CAFile (mutual TLS).
+	ClientCertAuth bool
 	// Logger receives the server's logs. Default: no logs.
 	Logger *zap.Logger
 }
@@ -59,6 +69,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	switch {
+	case (cfg.CertFile == "") != (cfg.KeyFile == ""):
+		return nil, fmt.Errorf("etcdembed: give both CertFile %q and KeyFile %q, or neither", cfg.CertFile, cfg.KeyFile)
+	case cfg.CertFile == "" && (cfg.CAFile != "" || cfg.ClientCertAuth):
+		return nil, errors.New("etcdembed: CAFile and ClientCertAuth need TLS: give CertFile and KeyFile")
+	case cfg.ClientCertAuth && cfg.CAFile == "":
+		return nil, errors.New("etcdembed: ClientCertAuth needs CAFile to verify client certificates")
 	}
 	s := &Server{dir: cfg.Dir}
 	if s.dir == "" {
@@ -88,6 +106,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(cfg.Logger)
 	ec.UnsafeNoFsync = !cfg.Fsync
 	cu := url.URL{Scheme: "http", Host: clientAddr}
+	if cfg.CertFile != "" {
+		cu.Scheme = "https"
+		ec.ClientTLSInfo = transport.TLSInfo{
+			CertFile:       cfg.CertFile,
+			KeyFile:        cfg.KeyFile,
+			TrustedCAFile:  cfg.CAFile,
+			ClientCertAuth: cfg.ClientCertAuth,
+		}
+	}
 	pu := url.URL{Scheme: "http", Host: peerAddr}
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
@@ -117,7 +144,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 }
 
-// Endpoints returns the client URLs to give to clientv3.
+// Endpoints returns the client URLs to give to clientv3 (https:// with
+// TLS).
 func (s *Server) Endpoints() []string { return []string{s.client} }
 
 // Dir returns the data directory.

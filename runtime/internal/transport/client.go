@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -363,8 +364,12 @@ func (c *Client) runPeer(p *peerConn) {
 // open connects to p.addr and opens the stream.
 func (c *Client) open(p *peerConn) (*clientStream, error) {
 	lim := c.cfg.MaxFrameSize
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if c.cfg.Credentials != nil {
+		creds = c.cfg.Credentials
+	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                c.cfg.KeepaliveTime,
 			Timeout:             c.cfg.KeepaliveTimeout,
@@ -387,9 +392,9 @@ func (c *Client) open(p *peerConn) (*clientStream, error) {
 		case c.ctx.Err() != nil:
 			return nil, ErrClosed
 		case timedOut:
-			return nil, fmt.Errorf("no stream after the dial timeout (%v)", c.cfg.DialTimeout)
+			return nil, fmt.Errorf("no stream after the dial timeout (%v)%s", c.cfg.DialTimeout, c.tlsHint(err))
 		}
-		return nil, err
+		return nil, fmt.Errorf("%w%s", err, c.tlsHint(err))
 	}
 	s := &clientStream{
 		c:       c,

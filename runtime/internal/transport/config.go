@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -118,10 +119,13 @@ type ServerConfig struct {
 	// often as every second.
 	KeepaliveTime    time.Duration
 	KeepaliveTimeout time.Duration
+	// Credentials secure the server's connections, for example TLS
+	// credentials whose peers' certificates a Handler finds with
+	// PeerTLS. Default nil: plaintext.
+	Credentials credentials.TransportCredentials
 	// Logger receives the transport's logs. Default: no logs.
 	Logger *zap.Logger
-	// GRPCOptions are appended to the transport's own gRPC server options,
-	// e.g. grpc.Creds for TLS.
+	// GRPCOptions are appended to the transport's own gRPC server options.
 	GRPCOptions []grpc.ServerOption
 }
 
@@ -189,10 +193,12 @@ type ClientConfig struct {
 	// and 5 s; gRPC does not ping more often than every 10 s.
 	KeepaliveTime    time.Duration
 	KeepaliveTimeout time.Duration
+	// Credentials secure the client's connections, for example TLS
+	// credentials. Default nil: plaintext.
+	Credentials credentials.TransportCredentials
 	// Logger receives the transport's logs. Default: no logs.
 	Logger *zap.Logger
 	// DialOptions are appended to the transport's own dial options, e.g.
-	// grpc.WithTransportCredentials for TLS (the default is plaintext) or
 	// grpc.WithContextDialer.
 	DialOptions []grpc.DialOption
 }

@@ -100,6 +100,9 @@ func NewServer(cfg ServerConfig, h Handler) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(ep),
 		grpc.WaitForHandlers(true),
 	}, cfg.GRPCOptions...)
+	if cfg.Credentials != nil {
+		opts = append(opts, grpc.Creds(cfg.Credentials))
+	}
 	s.gs = grpc.NewServer(opts...)
 	s.gs.RegisterService(&serviceDesc, s)
 	return s, nil

@@ -7,7 +7,9 @@
 // calls, and stops gracefully on SIGINT or SIGTERM: it deactivates its
 // accounts, writes their state and leaves the cluster, then exits 0. With no
 // etcd endpoints it starts an embedded etcd, which is only useful for a
-// single silo. `make demo` starts three of these.
+// single silo. `make demo` starts three of these. For TLS (mutual TLS
+// between silos, TLS to clients and etcd) give -tls-cert, -tls-key and
+// -tls-ca (and -etcd-tls-* for etcd); see the README's TLS section.
 package main
 
 import (
