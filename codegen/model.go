@@ -39,15 +39,15 @@ type grainType struct {
 
 // method is one method of a grain interface, in source order.
 type method struct {
-	name      string // Go name
-	wireName  string // name on the wire: name, or //granary:method name=...
-	readOnly  bool
-	oneWay    bool
-	copyFree  bool
-	ctxName   string   // name of the context parameter ("" or "_" if unnamed)
-	params    []*param // parameters after the context
-	result    types.Type
-	varName   string // package-level variable holding the method's descriptor
+	name     string // Go name
+	wireName string // name on the wire: name, or //granary:method name=...
+	readOnly bool
+	oneWay   bool
+	copyFree bool
+	ctxName  string   // name of the context parameter ("" or "_" if unnamed)
+	params   []*param // parameters after the context
+	result   types.Type
+	varName  string // package-level variable holding the method's descriptor
 }
 
 // param is a parameter after the context.

@@ -47,6 +47,6 @@ type Account interface {
 	Last(ctx context.Context) (Entry, error)
 	// Rename was called SetOwner: its wire name stays.
 	Rename(ctx context.Context, owner string) error //granary:method name=SetOwner
-	Notify(ctx context.Context, msg string) error //granary:oneway
+	Notify(ctx context.Context, msg string) error   //granary:oneway
 	Echo(ctx context.Context, a [3]int8, d time.Duration, ok bool, f float64, b []byte) ([]byte, error)
 }
