@@ -474,6 +474,9 @@ func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 	ctx, cancel := context.WithTimeout(r.ctx, r.s.cfg.ResponseTimeout)
 	defer cancel()
 	typ := &grain.TypeDesc{Name: it.e.Grain.Type}
+	if t := r.s.types[it.e.Grain.Type]; t != nil {
+		typ = t.desc // hosted here: no descriptor to resolve the tick against
+	}
 	_, err := r.s.Invoke(ctx, &grain.Call{Target: it.e.Grain, Type: typ, Method: typ.Lookup(grain.ReminderMethod), Args: &tick})
 	retry := err != nil && undelivered(err)
 	r.mu.Lock()
