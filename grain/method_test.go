@@ -66,6 +66,20 @@ func TestSignatures(t *testing.T) {
 	}
 }
 
+// TestFingerprintIsStable pins the fingerprint function: processes of
+// different releases compare fingerprints, so changing it breaks every
+// rolling upgrade across the change.
+func TestFingerprintIsStable(t *testing.T) {
+	for sig, want := range map[string]uint64{
+		"() error":                             0x8d133e3269c768c9,
+		"(string, int64) (journal.Ack, error)": 0xe5ed9ef1fb397fbe,
+	} {
+		if got := grain.Fingerprint(sig); got != want {
+			t.Errorf("Fingerprint(%q) = %016x, want %016x", sig, got, want)
+		}
+	}
+}
+
 func TestResolve(t *testing.T) {
 	buy := shopBuy.Desc()
 	if m, err := shopType.Resolve("Buy", buy.Fingerprint); err != nil || m != buy {
