@@ -31,14 +31,14 @@ func (f MethodFlags) Has(g MethodFlags) bool { return f&g == g }
 // them to dispatch and to encode.
 //
 // A method's wire identity is its Name and its Fingerprint, never its
-// position in the interface: see Signature for the compatibility rules.
+// position in the interface: see Fingerprint for the signature rule.
 type MethodDesc struct {
 	// Name is the method's wire name: the Go method name, or the name given
 	// with //granary:method name=... so that a renamed Go method keeps it.
 	// Errors and logs name methods by it.
 	Name string
 	// Signature is the canonical text of the parameter and result types,
-	// e.g. "(string, []string) (map[string]int, error)"; see Signature.
+	// e.g. "(string, []string) (map[string]int, error)"; see Fingerprint.
 	Signature string
 	// Fingerprint is a hash of Signature (see Fingerprint). A call is only
 	// dispatched to a method with the same Name and Fingerprint.

@@ -7,7 +7,10 @@ import (
 	"strings"
 )
 
-// Signature rule. A method's signature is the canonical text of its
+// Fingerprint returns the fingerprint of a signature text: the first 8
+// bytes of its SHA-256, big-endian.
+//
+// The signature rule: a method's signature is the canonical text of its
 // parameter types (after the context) and result types, in order, as Go
 // prints them with package names: "(string, []string, int) (map[string]int,
 // error)", "(bank.Amount) error", "(*time.Time, map[string][]money.Price)
@@ -26,9 +29,6 @@ import (
 // other, and a field the receiver does not know is ignored. Renaming a
 // named type or its package changes the signature; moving a type to
 // another package of the same name does not. Type aliases are transparent.
-
-// Fingerprint returns the fingerprint of a signature text: the first 8
-// bytes of its SHA-256, big-endian.
 func Fingerprint(signature string) uint64 {
 	h := sha256.Sum256([]byte(signature))
 	return binary.BigEndian.Uint64(h[:8])

@@ -91,7 +91,7 @@
 //
 //   - A request over a limit fails in Call or Send, before anything is sent,
 //     with an error wrapping grain.ErrTooLarge (grain.ErrBadRequest for a
-//     malformed one: no target type, a negative method index or timeout).
+//     malformed one: no target type, a bad method name, a negative timeout).
 //   - A response over a limit is replaced by an error response wrapping
 //     grain.ErrTooLarge.
 //   - A received envelope that is malformed (unknown kind, missing fields,
