@@ -17,6 +17,7 @@ const (
 	dirGrain    = "grain"
 	dirReadOnly = "readonly"
 	dirOneWay   = "oneway"
+	dirMethod   = "method"
 )
 
 // directive is one //granary:name arg... comment line.

@@ -31,7 +31,7 @@ func ExampleGenerate() {
 	}
 	// Output:
 	// greeter_granary.go
-	// var GreeterType = &grain.TypeDesc{
+	// var GreeterType = grain.NewType("hello.Greeter", greeterGreet, greeterCount, greeterTags, greeterNotify)
 	// type GreeterRef struct{ ref grain.Ref }
 	// func NewGreeterRef(c grain.Caller, key string) GreeterRef
 	// func (r GreeterRef) ID() grain.ID { return r.ref.ID() }

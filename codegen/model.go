@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/tools/go/packages"
 )
@@ -38,15 +39,15 @@ type grainType struct {
 
 // method is one method of a grain interface, in source order.
 type method struct {
-	name      string
-	readOnly  bool
-	oneWay    bool
-	copyFree  bool
-	ctxName   string   // name of the context parameter ("" or "_" if unnamed)
-	params    []*param // parameters after the context
-	result    types.Type
-	argsType  string // helper type holding the arguments
-	replyType string // helper type holding the result; "" if result is nil
+	name     string // Go name
+	wireName string // name on the wire: name, or //granary:method name=...
+	readOnly bool
+	oneWay   bool
+	copyFree bool
+	ctxName  string   // name of the context parameter ("" or "_" if unnamed)
+	params   []*param // parameters after the context
+	result   types.Type
+	varName  string // package-level variable holding the method's descriptor
 }
 
 // param is a parameter after the context.
@@ -65,10 +66,7 @@ func (t *grainType) registerFunc() string { return "Register" + t.name }
 func (t *grainType) declared() []string {
 	names := []string{t.typeVar(), t.refType(), t.newRefFunc(), t.registerFunc()}
 	for _, m := range t.methods {
-		names = append(names, m.argsType)
-		if m.replyType != "" {
-			names = append(names, m.replyType)
-		}
+		names = append(names, m.varName)
 	}
 	return names
 }
@@ -188,7 +186,7 @@ func (g *generator) grainType(p *packages.Package, f *ast.File, decl *ast.GenDec
 				}
 				name = v
 			}
-		case dirReadOnly, dirOneWay:
+		case dirReadOnly, dirOneWay, dirMethod:
 			g.sink.invalid(d.pos, "%s%s applies to methods of a grain interface, not to types", directivePrefix, d.name)
 		default:
 			g.sink.invalid(d.pos, "unknown directive %s%s", directivePrefix, d.name)
@@ -227,12 +225,29 @@ func (g *generator) grainType(p *packages.Package, f *ast.File, decl *ast.GenDec
 	t = &grainType{name: spec.Name.Name, regName: name, lower: lowerCamel(spec.Name.Name)}
 	for _, field := range iface.Methods.List {
 		if len(field.Names) == 0 {
-			g.sink.invalid(field.Pos(), "%s: embedded %s is not supported: declare its methods in the grain interface itself (method indexes follow source order)",
+			g.sink.invalid(field.Pos(), "%s: embedded %s is not supported: declare its methods in the grain interface itself (their directives and wire names belong there)",
 				spec.Name.Name, types.ExprString(field.Type))
 			continue
 		}
 		if m := g.method(p, t, field, spec, typeErrs); m != nil {
 			t.methods = append(t.methods, m)
+		}
+	}
+	// Calls address methods by wire name: two methods must not share one.
+	wire := map[string]*ast.Field{}
+	for _, field := range iface.Methods.List {
+		if len(field.Names) == 0 {
+			continue
+		}
+		for _, m := range t.methods {
+			if m.name != field.Names[0].Name {
+				continue
+			}
+			if other, dup := wire[m.wireName]; dup {
+				g.sink.invalid(field.Pos(), "%s.%s: wire name %q is also the wire name of %s at %s (rename one with %s%s name=...)",
+					t.name, m.name, m.wireName, other.Names[0].Name, g.sink.relPos(other.Pos(), field.Pos()), directivePrefix, dirMethod)
+			}
+			wire[m.wireName] = field
 		}
 	}
 	if len(g.sink.errs) > nerrs {
@@ -269,7 +284,8 @@ func (g *generator) method(p *packages.Package, t *grainType, field *ast.Field, 
 	nerrs := len(g.sink.errs)
 	m := &method{
 		name:     ident.Name,
-		argsType: t.lower + ident.Name + "Args",
+		wireName: ident.Name,
+		varName:  t.lower + ident.Name,
 	}
 
 	for _, d := range directives(field.Doc, field.Comment) {
@@ -278,6 +294,8 @@ func (g *generator) method(p *packages.Package, t *grainType, field *ast.Field, 
 			m.readOnly = true
 		case dirOneWay:
 			m.oneWay = true
+		case dirMethod:
+			g.methodDirective(d, m)
 		case dirGrain:
 			g.sink.invalid(d.pos, "%s%s applies to interface types, not to methods", directivePrefix, dirGrain)
 		default:
@@ -325,6 +343,9 @@ func (g *generator) method(p *packages.Package, t *grainType, field *ast.Field, 
 	}
 
 	params := sig.Params()
+	if params.Len()-1 > maxParams {
+		g.sink.invalid(paramPos[maxParams+1], "%s: at most %d parameters besides the context are supported: pass a struct to pass more", where, maxParams)
+	}
 	switch {
 	case params.Len() == 0:
 		g.sink.invalid(ident.Pos(), "%s: first parameter must be context.Context", where)
@@ -364,7 +385,6 @@ func (g *generator) method(p *packages.Package, t *grainType, field *ast.Field, 
 		if m.oneWay {
 			g.sink.invalid(ident.Pos(), "%s: a %s%s method must return only error", where, directivePrefix, dirOneWay)
 		}
-		m.replyType = t.lower + ident.Name + "Reply"
 	}
 
 	if len(g.sink.errs) > nerrs {
@@ -375,6 +395,47 @@ func (g *generator) method(p *packages.Package, t *grainType, field *ast.Field, 
 		m.copyFree = m.copyFree && isCopyFree(prm.typ)
 	}
 	return m
+}
+
+// maxParams is grain.MaxParams: the helpers of package grain cover methods
+// with up to that many parameters after the context.
+const maxParams = 8
+
+// methodDirective applies //granary:method name=<wire name> to m.
+func (g *generator) methodDirective(d directive, m *method) {
+	if len(d.args) == 0 {
+		g.sink.invalid(d.pos, "%s%s: want name=<wire name>", directivePrefix, dirMethod)
+	}
+	for _, arg := range d.args {
+		v, ok := strings.CutPrefix(arg, "name=")
+		if !ok {
+			g.sink.invalid(d.pos, "%s%s: unknown option %q (want name=<wire name>)", directivePrefix, dirMethod, arg)
+			continue
+		}
+		if err := validWireName(v); err != nil {
+			g.sink.invalid(d.pos, "%s%s: invalid name %q: %v", directivePrefix, dirMethod, v, err)
+			continue
+		}
+		m.wireName = v
+	}
+}
+
+// validWireName checks a method's wire name as grain does (grain panics
+// at init on a name it refuses): 1 to 128 bytes of printable characters
+// without spaces, not starting with '$', which is reserved for the
+// runtime's own methods (the reminder tick).
+func validWireName(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("empty")
+	case len(s) > 128:
+		return fmt.Errorf("longer than 128 bytes")
+	case strings.HasPrefix(s, "$"):
+		return fmt.Errorf("'$' starts the names reserved for the runtime's methods")
+	case !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }):
+		return fmt.Errorf("contains a space or an unprintable character")
+	}
+	return nil
 }
 
 // fieldPositions returns the position of each of the n parameters (or

@@ -25,7 +25,7 @@ func render(gp *grainPackage, src *sourceFile, out string) ([]byte, error) {
 	b.WriteString(Header + "\n\n")
 	fmt.Fprintf(&b, "package %s\n\n", gp.types.Name())
 	b.WriteString(im.block())
-	fmt.Fprintf(&b, "\n// Compile-time guard: fails to build against an incompatible grain package.\nconst _ = %s.SupportPackageIsVersion1\n\n", im.grain())
+	fmt.Fprintf(&b, "\n// Compile-time guard: fails to build against an incompatible grain package.\nconst _ = %s.SupportPackageIsVersion2\n\n", im.grain())
 	b.Write(body.Bytes())
 
 	return renderFormat(b.Bytes(), out)
@@ -75,67 +75,32 @@ func (r *renderer) p(format string, args ...any) { fmt.Fprintf(r.w, format, args
 
 // methodNames are the identifiers a reference method uses.
 type methodNames struct {
-	ctx            string
-	params         []string
-	res, err, zero string
-	resultType     string // printed result type; "" if the method returns only error
+	ctx        string
+	params     []string
+	resultType string // printed result type; "" if the method returns only error
 }
 
 func (r *renderer) grain() {
 	t, gr, ctx := r.t, r.im.grain(), r.im.context()
 
-	r.p("// %s describes the %s grain type: its registered name and\n", t.typeVar(), t.name)
-	r.p("// methods. A method's index is its position in Methods, which follows the\n")
-	r.p("// interface's source order: reordering, inserting or removing methods\n")
-	r.p("// changes the indexes, so callers and silos must run code generated from\n")
-	r.p("// the same interface.\n")
-	r.p("var %s = &%s.TypeDesc{\n", t.typeVar(), gr)
-	r.p("Name: %s,\n", strconv.Quote(t.regName))
-	r.p("Methods: []%s.MethodDesc{\n", gr)
+	vars := make([]string, len(t.methods))
 	for i, m := range t.methods {
-		r.p("{ // %d\n", i)
-		r.p("Name: %s,\n", strconv.Quote(m.name))
-		r.p("Flags: %s,\n", flags(m, gr))
-		r.p("NewArgs: func() any { return new(%s) },\n", m.argsType)
-		if m.replyType != "" {
-			r.p("NewReply: func() any { return new(%s) },\n", m.replyType)
-		}
-		r.p("Invoke: func(ctx %s.Context, impl any, args any) (any, error) {\n", ctx)
-		callArgs := []string{"ctx"}
-		if len(m.params) > 0 {
-			r.p("a := args.(*%s)\n", m.argsType)
-			for j := range m.params {
-				callArgs = append(callArgs, fmt.Sprintf("a.A%d", j))
-			}
-		}
-		call := fmt.Sprintf("impl.(%s).%s(%s)", t.name, m.name, strings.Join(callArgs, ", "))
-		if m.result == nil {
-			r.p("return nil, %s\n", call)
-		} else {
-			r.p("r0, err := %s\n", call)
-			r.p("if err != nil {\nreturn nil, err\n}\n")
-			r.p("return &%s{R0: r0}, nil\n", m.replyType)
-		}
-		r.p("},\n},\n")
+		vars[i] = m.varName
 	}
-	r.p("},\n}\n\n")
-
+	r.p("// %s describes the %s grain type: its registered name and\n", t.typeVar(), t.name)
+	r.p("// methods. Calls address a method by its wire name and the fingerprint of\n")
+	r.p("// its parameter and result types, never by its position.\n")
+	r.p("var %s = %s.NewType(%s, %s)\n\n", t.typeVar(), gr, strconv.Quote(t.regName), strings.Join(vars, ", "))
+	r.p("// The methods of %s: wire name, method expression, flags.\n", t.name)
+	r.p("var (\n")
 	for _, m := range t.methods {
-		r.p("// %s holds the arguments of %s.%s, encoded as a msgpack array.\n", m.argsType, t.name, m.name)
-		r.p("type %s struct {\n", m.argsType)
-		r.p("_msgpack struct{} `msgpack:\",as_array\"`\n")
-		for j, prm := range m.params {
-			r.p("A%d %s\n", j, r.im.typeString(prm.typ))
+		helper := "NewMethod"
+		if m.result == nil {
+			helper = "NewAction"
 		}
-		r.p("}\n\n")
-		if m.replyType != "" {
-			r.p("// %s holds the result of %s.%s, encoded as a msgpack array.\n", m.replyType, t.name, m.name)
-			r.p("type %s struct {\n", m.replyType)
-			r.p("_msgpack struct{} `msgpack:\",as_array\"`\n")
-			r.p("R0 %s\n", r.im.typeString(m.result))
-			r.p("}\n\n")
-		}
+		r.p("%s = %s.%s%d(%s, %s.%s, %s)\n", m.varName, gr, helper, len(m.params), strconv.Quote(m.wireName), t.name, m.name, flags(m, gr))
 	}
+	r.p(")\n\n")
 
 	ref := t.refType()
 	r.p("// %s is a typed reference to a %s grain. It implements %s by\n", ref, t.name, t.name)
@@ -160,22 +125,16 @@ func (r *renderer) grain() {
 			r.p("// %s calls %s.%s on the referenced grain.\n", m.name, t.name, m.name)
 		}
 		sig := []string{n.ctx + " " + ctx + ".Context"}
-		fields := make([]string, len(m.params))
 		for j, prm := range m.params {
 			sig = append(sig, n.params[j]+" "+r.im.typeString(prm.typ))
-			fields[j] = fmt.Sprintf("A%d: %s", j, n.params[j])
 		}
-		invoke := fmt.Sprintf("%s.ref.Invoke(%s, %d, &%s{%s})", recv, n.ctx, i, m.argsType, strings.Join(fields, ", "))
-		if m.result == nil {
-			r.p("func (%s %s) %s(%s) error {\n", recv, ref, m.name, strings.Join(sig, ", "))
-			r.p("_, %s := %s\n", n.err, invoke)
-			r.p("return %s\n}\n\n", n.err)
-			continue
+		results := "error"
+		if m.result != nil {
+			results = "(" + n.resultType + ", error)"
 		}
-		r.p("func (%s %s) %s(%s) (%s, error) {\n", recv, ref, m.name, strings.Join(sig, ", "), n.resultType)
-		r.p("%s, %s := %s\n", n.res, n.err, invoke)
-		r.p("if %s != nil {\nvar %s %s\nreturn %s, %s\n}\n", n.err, n.zero, n.resultType, n.zero, n.err)
-		r.p("return %s.(*%s).R0, nil\n}\n\n", n.res, m.replyType)
+		callArgs := append([]string{n.ctx, recv + ".ref"}, n.params...)
+		r.p("func (%s %s) %s(%s) %s {\n", recv, ref, m.name, strings.Join(sig, ", "), results)
+		r.p("return %s.Call(%s)\n}\n\n", m.varName, strings.Join(callArgs, ", "))
 	}
 
 	r.p("// %s registers the %s grain type with r; f builds the\n", t.registerFunc(), t.name)
@@ -185,24 +144,18 @@ func (r *renderer) grain() {
 }
 
 // names chooses the identifiers of the reference methods. Parameters keep
-// their declared names where they can (unnamed ones become p0, p1, ...,
-// after the argument fields A0, A1, ...); a parameter whose name would
-// shadow an identifier the method body needs (a package or type in the
-// result type, the helper types) is renamed. The receiver and the locals
-// then take names no parameter uses.
+// their declared names where they can (unnamed ones become p0, p1, ...); a
+// parameter whose name would shadow the method's descriptor variable,
+// which the body uses, is renamed. The receiver then takes a name no
+// parameter uses.
 func (r *renderer) names() (recv string, names []methodNames) {
 	used := map[string]bool{} // names any method's body needs, for the receiver
-	avoid := make([]map[string]bool, len(r.t.methods))
 	names = make([]methodNames, len(r.t.methods))
 	for i, m := range r.t.methods {
 		n := &names[i]
-		reserved := map[string]bool{"nil": true, m.argsType: true}
+		reserved := map[string]bool{m.varName: true}
 		if m.result != nil {
 			n.resultType = r.im.typeString(m.result)
-			for _, id := range identsIn(n.resultType) {
-				reserved[id] = true
-			}
-			reserved[m.replyType] = true
 		}
 		taken := map[string]bool{}
 		pick := func(want, fallback string) string {
@@ -220,24 +173,12 @@ func (r *renderer) names() (recv string, names []methodNames) {
 		for j, prm := range m.params {
 			n.params = append(n.params, pick(prm.name, fmt.Sprintf("p%d", j)))
 		}
-		avoid[i] = reserved
 		for name := range taken {
-			reserved[name] = true
-		}
-		for name := range reserved {
 			used[name] = true
 		}
+		used[m.varName] = true
 	}
 	recv = freeName("r", used)
-	for i := range names {
-		n, a := &names[i], avoid[i]
-		a[recv] = true
-		n.res = freeName("res", a)
-		a[n.res] = true
-		n.err = freeName("err", a)
-		a[n.err] = true
-		n.zero = freeName("zero", a)
-	}
 	return recv, names
 }
 

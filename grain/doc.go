@@ -27,8 +27,28 @@
 // calls one at a time, and when the grain has been idle for its collection
 // age runs OnDeactivate, writes state that changed and drops the activation.
 //
+// # Method identity and compatibility
+//
+// A call names its method by wire name (the Go name, or the one given with
+// //granary:method name=...) and by the fingerprint of its signature: the
+// parameter and result types as written, with package names, e.g.
+// "(string, int64) (journal.Ack, error)" (see Fingerprint). A silo runs a
+// call only in the method of that name whose fingerprint matches: a name
+// it does not have is ErrUnknownMethod, a different signature
+// ErrIncompatible, and neither runs anything. So adding, reordering and
+// renaming methods (with the directive) is compatible across versions of
+// an interface; changing a parameter or result type is not. Struct
+// arguments are not part of the fingerprint: their fields evolve like
+// msgpack maps (an added field is zero on the other side, an unknown one
+// ignored).
+//
+// # Generated code
+//
+// Generated code uses the invocation surface of invoke.go (Caller, Ref,
+// TypeDesc, MethodDesc) and the plumbing of generated.go and methods.go
+// (NewType, the NewMethodN and NewActionN helpers, the ArgsN and Reply
+// tuples, SupportPackageIsVersion2), which exists for it alone.
+//
 // This package depends on no other package of Granary but grain/codec (the
-// decoder of untrusted msgpack, which imports nothing of Granary);
-// generated code uses
-// only the invocation surface declared in invoke.go.
+// decoder of untrusted msgpack, which imports nothing of Granary).
 package grain

@@ -20,6 +20,12 @@ var (
 	ErrUnknownGrainType = NewError("unknown_grain_type", "grain: unknown grain type")
 	// ErrUnknownMethod: the grain type has no such method. Did not run.
 	ErrUnknownMethod = NewError("unknown_method", "grain: unknown method")
+	// ErrIncompatible: the grain type has a method of that name, but with
+	// other parameter or result types than the caller's (their signature
+	// fingerprints differ; see Fingerprint): caller and silo were built
+	// from different versions of the grain interface. The message names
+	// both signatures. Did not run.
+	ErrIncompatible = NewError("incompatible_method", "grain: incompatible method signature")
 	// ErrTimeout: the call's deadline passed before a reply arrived. The
 	// outcome of the call is unknown. Errors that match ErrTimeout also match
 	// context.DeadlineExceeded.

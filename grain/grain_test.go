@@ -207,15 +207,3 @@ func TestTypeConfig(t *testing.T) {
 		t.Fatalf("config = %+v", c)
 	}
 }
-
-func TestMethodLookup(t *testing.T) {
-	td := &grain.TypeDesc{Name: "x", Methods: []grain.MethodDesc{{Name: "A"}}}
-	if m, err := td.Method(0); err != nil || m.Name != "A" {
-		t.Fatalf("Method(0) = %v, %v", m, err)
-	}
-	for _, i := range []int{-1, 1} {
-		if _, err := td.Method(i); !errors.Is(err, grain.ErrUnknownMethod) {
-			t.Fatalf("Method(%d) err = %v", i, err)
-		}
-	}
-}

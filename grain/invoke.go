@@ -5,11 +5,6 @@ import (
 	"fmt"
 )
 
-// SupportPackageIsVersion1 is referenced by generated code. Code generated
-// for an incompatible invocation surface refers to a constant that does not
-// exist and fails to compile, instead of misbehaving at run time.
-const SupportPackageIsVersion1 = true
-
 // MethodFlags modify how the runtime schedules and delivers a call.
 type MethodFlags uint8
 
@@ -31,51 +26,99 @@ const (
 // Has reports whether all of the bits in g are set in f.
 func (f MethodFlags) Has(g MethodFlags) bool { return f&g == g }
 
-// MethodDesc describes one method of a grain interface. The generator writes
-// one per method; the runtime uses it to dispatch and to encode.
+// MethodDesc describes one method of a grain interface. Generated code
+// builds them with the NewMethodN and NewActionN helpers; the runtime uses
+// them to dispatch and to encode.
+//
+// A method's wire identity is its Name and its Fingerprint, never its
+// position in the interface: see Fingerprint for the signature rule.
 type MethodDesc struct {
-	// Name is the Go method name, for errors and logs.
+	// Name is the method's wire name: the Go method name, or the name given
+	// with //granary:method name=... so that a renamed Go method keeps it.
+	// Errors and logs name methods by it.
 	Name string
+	// Signature is the canonical text of the parameter and result types,
+	// e.g. "(string, []string) (map[string]int, error)"; see Fingerprint.
+	Signature string
+	// Fingerprint is a hash of Signature (see Fingerprint). A call is only
+	// dispatched to a method with the same Name and Fingerprint.
+	Fingerprint uint64
 	// Flags modify scheduling and delivery.
 	Flags MethodFlags
-	// NewArgs returns a pointer to a zero argument struct, to decode into.
+	// NewArgs returns a pointer to a zero argument tuple, to decode into.
 	NewArgs func() any
-	// NewReply returns a pointer to a zero result struct, to decode into.
+	// NewReply returns a pointer to a zero result tuple, to decode into.
 	// Nil when the method returns only an error.
 	NewReply func() any
 	// Invoke calls the method on impl with args (as NewArgs returns) and
-	// returns the result struct (as NewReply returns) or nil.
+	// returns the result tuple (as NewReply returns) or nil.
 	Invoke func(ctx context.Context, impl any, args any) (reply any, err error)
 }
 
-// TypeDesc describes a grain interface: its registered name and its methods.
-// Method indexes are positions in Methods, in source order.
+// String returns the method's name and signature, e.g.
+// "Greet(string) (string, error)".
+func (m *MethodDesc) String() string { return m.Name + m.Signature }
+
+// TypeDesc describes a grain interface: its registered name and its
+// methods. Generated code builds it with NewType; do not modify it after
+// that.
 type TypeDesc struct {
 	// Name is the registered grain type name, e.g. "bank.Account".
 	Name string
-	// Methods in interface source order.
+	// Methods in interface source order. The order means nothing on the
+	// wire: calls address methods by name.
 	Methods []MethodDesc
+
+	// byName indexes Methods; NewType fills it. Without it (a TypeDesc
+	// written as a literal) Lookup searches Methods.
+	byName map[string]*MethodDesc
 }
 
-// Method returns the method with index i, or nil and ErrUnknownMethod.
-// ReminderMethod is every type's method: it delivers a reminder tick.
-func (t *TypeDesc) Method(i int) (*MethodDesc, error) {
-	if i == ReminderMethod {
-		return &reminderMethod, nil
+// Lookup returns the method with wire name name, or nil. ReminderMethod is
+// every type's method: it delivers a reminder tick.
+func (t *TypeDesc) Lookup(name string) *MethodDesc {
+	if name == ReminderMethod {
+		return &reminderMethod
 	}
-	if i < 0 || i >= len(t.Methods) {
-		return nil, ErrUnknownMethod
+	if t.byName != nil {
+		return t.byName[name]
 	}
-	return &t.Methods[i], nil
+	for i := range t.Methods {
+		if t.Methods[i].Name == name {
+			return &t.Methods[i]
+		}
+	}
+	return nil
 }
 
-// ReminderMethod is the method index the runtime uses to deliver a
-// reminder Tick to any grain type: it calls Remindable.ReceiveReminder.
-const ReminderMethod = 1<<31 - 1
+// Resolve returns the method a call of name with the signature fingerprint
+// fp is dispatched to. A name the type does not have is ErrUnknownMethod;
+// a method of that name whose signature has another fingerprint is
+// ErrIncompatible, with a message that names this side's signature. Both
+// did not run. No other method is ever chosen.
+func (t *TypeDesc) Resolve(name string, fp uint64) (*MethodDesc, error) {
+	m := t.Lookup(name)
+	if m == nil {
+		return nil, fmt.Errorf("%w: %s has no method %s", ErrUnknownMethod, t.Name, name)
+	}
+	if m.Fingerprint != fp {
+		return nil, fmt.Errorf("%w: %s.%s here is %s%s (fingerprint %016x); the call was made for another signature (fingerprint %016x)",
+			ErrIncompatible, t.Name, name, m.Name, m.Signature, m.Fingerprint, fp)
+	}
+	return m, nil
+}
+
+// ReminderMethod is the wire name of the method the runtime uses to deliver
+// a reminder Tick to any grain type: it calls Remindable.ReceiveReminder.
+// No Go method can have it ('$' is not a letter), and //granary:method
+// names may not start with '$'.
+const ReminderMethod = "$reminder"
 
 var reminderMethod = MethodDesc{
-	Name:    "ReceiveReminder",
-	NewArgs: func() any { return new(Tick) },
+	Name:        ReminderMethod,
+	Signature:   "(grain.Tick) error",
+	Fingerprint: Fingerprint("(grain.Tick) error"),
+	NewArgs:     func() any { return new(Tick) },
 	Invoke: func(ctx context.Context, impl any, args any) (any, error) {
 		r, ok := impl.(Remindable)
 		if !ok {
@@ -89,17 +132,18 @@ var reminderMethod = MethodDesc{
 type Call struct {
 	// Target is the grain being called.
 	Target ID
-	// Type describes the target's grain type.
+	// Type describes the target's grain type, as the caller knows it.
 	Type *TypeDesc
-	// Method is the index of the method in Type.Methods.
-	Method int
-	// Args is a pointer to the method's argument struct.
+	// Method is the method called, one of Type's (or the reminder method).
+	Method *MethodDesc
+	// Args is a pointer to the method's argument tuple (as Method.NewArgs
+	// returns).
 	Args any
 }
 
 // Caller delivers calls to grains. The runtime's silo, its in-process
 // client, the cross-process client and a grain's Context all implement it.
-// Invoke returns the reply struct (as MethodDesc.NewReply returns) or nil
+// Invoke returns the reply tuple (as MethodDesc.NewReply returns) or nil
 // for methods that return only an error.
 type Caller interface {
 	Invoke(ctx context.Context, call *Call) (reply any, err error)
@@ -122,8 +166,9 @@ func NewRef(c Caller, t *TypeDesc, key string) Ref {
 // ID returns the target's identity.
 func (r Ref) ID() ID { return r.id }
 
-// Invoke calls method index m with args and returns the reply struct.
-func (r Ref) Invoke(ctx context.Context, m int, args any) (any, error) {
+// Invoke calls method m with args (as m.NewArgs returns) and returns the
+// reply tuple. Generated references call it through the typed helpers.
+func (r Ref) Invoke(ctx context.Context, m *MethodDesc, args any) (any, error) {
 	return r.caller.Invoke(ctx, &Call{Target: r.id, Type: r.typ, Method: m, Args: args})
 }
 

@@ -19,7 +19,7 @@ const (
 	// Read before you retry, or make the call idempotent.
 	OutcomeUnknown Outcome = iota + 1
 	// OutcomeNotRun: the call did not run and changed nothing: overloaded,
-	// unknown grain type or method, malformed or too-large request, no
+	// unknown grain type or method, incompatible method signature, malformed or too-large request, no
 	// silo available, activation failed. Safe to retry.
 	OutcomeNotRun
 	// OutcomeFailed: the method ran and failed: it returned an error (a
@@ -95,7 +95,7 @@ func OutcomeOf(err error) Outcome {
 // codeOutcome is the outcome an error with code has when nothing marks it.
 func codeOutcome(code string) Outcome {
 	switch code {
-	case ErrOverloaded.code, ErrUnknownGrainType.code, ErrUnknownMethod.code, ErrSiloUnavailable.code,
+	case ErrOverloaded.code, ErrUnknownGrainType.code, ErrUnknownMethod.code, ErrIncompatible.code, ErrSiloUnavailable.code,
 		ErrActivationFailed.code, ErrTooLarge.code, ErrBadRequest.code:
 		return OutcomeNotRun
 	case ErrPanic.code, ErrConflict.code, ErrNotFound.code:

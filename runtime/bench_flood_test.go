@@ -20,7 +20,7 @@ import (
 
 // BenchmarkMalformedFlood measures how a silo serves well-behaved callers
 // while one peer floods it with malformed requests: bodies that are not
-// msgpack, unknown methods, unknown grain types, and garbage frames on
+// msgpack, malformed method names, unknown grain types, and garbage frames on
 // fresh streams (each of which ends its stream). 8 callers on a client
 // connected through the silo's gateway call Probe.Ping on 100 active
 // grains, alternately for a second alone (unloaded) and for a second
@@ -157,7 +157,9 @@ func startFlood(b *testing.B, addr string, answered, streams *atomic.Int64) (sto
 }
 
 // malformedFrame is a frame of 256 malformed requests: bodies that are
-// not msgpack, an unknown method, an unknown grain type.
+// not msgpack, a method name that is not UTF-8, an unknown grain type.
+// (An unknown method is not malformed: callers of another version of an
+// interface send them in good faith.)
 func malformedFrame(tb testing.TB) []byte {
 	probe := testgrains.ProbeType.Name
 	envs := make([][]any, 256)
@@ -165,13 +167,13 @@ func malformedFrame(tb testing.TB) []byte {
 		id := uint64(i + 1)
 		switch i % 4 {
 		case 0:
-			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: "m"}, 3, time.Second, []byte{0xc1}) // Echo, bad body
+			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: "m"}, "Echo", time.Second, []byte{0xc1}) // Echo, bad body
 		case 1:
-			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: "m"}, 99, time.Second, []byte{0x90}) // no such method
+			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: "m"}, "Ping\xff", time.Second, []byte{0x90}) // bad method name
 		case 2:
-			envs[i] = rawRequest(id, grain.ID{Type: "no.Such", Key: "m"}, 0, time.Second, []byte{0x90}) // no such type
+			envs[i] = rawRequest(id, grain.ID{Type: "no.Such", Key: "m"}, "Add", time.Second, []byte{0x90}) // no such type
 		case 3:
-			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: "m"}, 6, time.Second, []byte{0xc1}) // Ping, bad body
+			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: "m"}, "Ping", time.Second, []byte{0xc1}) // Ping, bad body
 		}
 	}
 	return rawFrame(tb, envs...)

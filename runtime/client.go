@@ -147,9 +147,9 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if call.Type == nil || call.Type.Name != call.Target.Type {
 		return nil, fmt.Errorf("%w: %q (calling %s)", grain.ErrUnknownGrainType, call.Target.Type, call.Target)
 	}
-	md, err := call.Type.Method(call.Method)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s has no method %d", err, call.Target.Type, call.Method)
+	md := call.Method
+	if md == nil {
+		return nil, fmt.Errorf("%w: call to %s names no method", grain.ErrUnknownMethod, call.Target)
 	}
 	if _, ok := ctx.Deadline(); !ok && !md.Flags.Has(grain.OneWay) {
 		// No timer per call: the transport enforces the deadline.

@@ -21,17 +21,30 @@ import (
 // decoded with codec.Unmarshal, and a body that does not decode is an error
 // wrapping grain.ErrBadRequest that names the grain type and the method.
 
-// decodeArgs decodes the arguments of method index i of desc from body.
-func decodeArgs(desc *grain.TypeDesc, i int, body []byte) (*grain.MethodDesc, any, error) {
-	md, err := desc.Method(i)
+// decodeArgs decodes from body the arguments of desc's method with the
+// wire name name and the signature fingerprint fp. A method desc does not
+// have is grain.ErrUnknownMethod, one whose signature differs
+// grain.ErrIncompatible: no other method is chosen, and no arguments are
+// decoded into the types of another signature.
+func decodeArgs(desc *grain.TypeDesc, name string, fp uint64, body []byte) (*grain.MethodDesc, any, error) {
+	md, err := desc.Resolve(name, fp)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s has no method %d", err, desc.Name, i)
+		return nil, nil, err
 	}
 	args := md.NewArgs()
 	if err := codec.Unmarshal(body, args); err != nil {
-		return nil, nil, fmt.Errorf("%w: %s.%s: arguments: %w", grain.ErrBadRequest, desc.Name, md.Name, err)
+		return nil, nil, fmt.Errorf("%w: %s.%s: arguments: %w", grain.ErrBadRequest, desc.Name, methodName(md), err)
 	}
 	return md, args, nil
+}
+
+// methodName names md in errors as the grain's author knows it: the
+// reminder method is ReceiveReminder.
+func methodName(md *grain.MethodDesc) string {
+	if md.Name == grain.ReminderMethod {
+		return "ReceiveReminder"
+	}
+	return md.Name
 }
 
 // decodeReply decodes the reply of method md of grain type typ, sent by
@@ -125,7 +138,7 @@ func (s *Silo) logBadRequest(ctx context.Context, req *transport.Envelope, err e
 		return
 	}
 	s.log.Warn("malformed request rejected",
-		zap.String("peer", p), zap.String("grain_type", req.Target.Type), zap.Int("method", req.Method),
+		zap.String("peer", p), zap.String("grain_type", req.Target.Type), zap.String("method", req.Method),
 		zap.Int("suppressed_since_last", suppressed), zap.Error(err))
 }
 
@@ -138,7 +151,7 @@ func (s *Silo) recoverRequest(ctx context.Context, req *transport.Envelope, repl
 		return
 	}
 	s.log.Error("panic handling a request; recovered",
-		zap.String("peer", peerOf(ctx)), zap.Stringer("grain", req.Target), zap.Int("method", req.Method),
+		zap.String("peer", peerOf(ctx)), zap.Stringer("grain", req.Target), zap.String("method", req.Method),
 		zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 	if reply != nil {
 		// The transport ignores a second reply if the first was sent. The

@@ -22,10 +22,10 @@ import (
 // allocatedBy measures what a decode allocates.
 var allocatedBy = codectest.AllocatedBy
 
-// Method indexes of testgrains.Probe (source order).
+// Methods of testgrains.Probe.
 const (
-	probeEcho  = 3
-	probeItems = 10
+	probeEcho  = "Echo"
+	probeItems = "Items"
 )
 
 // TestReplyDecodingRejectsHostileBytes: a client decoding the reply of a
@@ -73,7 +73,7 @@ func TestReplyDecodingRejectsHostileBytes(t *testing.T) {
 	defer cancel()
 	for _, tc2 := range []struct {
 		key    string
-		method int
+		method string
 		name   string
 	}{
 		{"items-nil-time", probeItems, "test.Probe.Items"},
@@ -83,12 +83,9 @@ func TestReplyDecodingRejectsHostileBytes(t *testing.T) {
 		{"items-2^32-1", probeItems, "test.Probe.Items"},
 	} {
 		t.Run(tc2.key, func(t *testing.T) {
-			md, err := testgrains.ProbeType.Method(tc2.method)
-			if err != nil {
-				t.Fatal(err)
-			}
+			md := testgrains.ProbeType.Lookup(tc2.method)
 			call := &grain.Call{Target: grain.ID{Type: testgrains.ProbeType.Name, Key: tc2.key}, Type: testgrains.ProbeType,
-				Method: tc2.method, Args: md.NewArgs()}
+				Method: md, Args: md.NewArgs()}
 			// Round trip once, so that the stream exists before measuring.
 			_, _ = callRemote(ctx, tc, rt, call, md)
 			var reply any
@@ -180,11 +177,11 @@ func TestBadRequestLogIsRateLimitedPerPeer(t *testing.T) {
 
 var fuzzTypes = []*grain.TypeDesc{testgrains.CounterType, testgrains.ProbeType, testgrains.ClockType}
 
-// methodsOf lists the method indexes of desc, the reminder method too.
-func methodsOf(desc *grain.TypeDesc) []int {
-	out := []int{grain.ReminderMethod}
+// methodsOf lists the methods of desc, the reminder method too.
+func methodsOf(desc *grain.TypeDesc) []*grain.MethodDesc {
+	out := []*grain.MethodDesc{desc.Lookup(grain.ReminderMethod)}
 	for i := range desc.Methods {
-		out = append(out, i)
+		out = append(out, &desc.Methods[i])
 	}
 	return out
 }
@@ -206,8 +203,7 @@ func FuzzRequestArgs(f *testing.F) {
 		f.Add(b)
 	}
 	for _, desc := range fuzzTypes {
-		for _, i := range methodsOf(desc) {
-			md, _ := desc.Method(i)
+		for _, md := range methodsOf(desc) {
 			seed(md.NewArgs())
 		}
 	}
@@ -224,14 +220,14 @@ func FuzzRequestArgs(f *testing.F) {
 	f.Add([]byte{0x91, 0xdd, 0x04, 0x00, 0x00, 0x00})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, desc := range fuzzTypes {
-			for _, i := range methodsOf(desc) {
+			for _, md := range methodsOf(desc) {
 				var err error
-				alloc := allocatedBy(fuzzLimit(len(body)), func() { _, _, err = decodeArgs(desc, i, body) })
+				alloc := allocatedBy(fuzzLimit(len(body)), func() { _, _, err = decodeArgs(desc, md.Name, md.Fingerprint, body) })
 				if err != nil && !errors.Is(err, grain.ErrBadRequest) {
-					t.Fatalf("%s method %d: error %v does not wrap grain.ErrBadRequest", desc.Name, i, err)
+					t.Fatalf("%s.%s: error %v does not wrap grain.ErrBadRequest", desc.Name, md.Name, err)
 				}
 				if limit := fuzzLimit(len(body)); alloc > limit {
-					t.Fatalf("%s method %d: decoding %d bytes allocated %d, limit %d", desc.Name, i, len(body), alloc, limit)
+					t.Fatalf("%s.%s: decoding %d bytes allocated %d, limit %d", desc.Name, md.Name, len(body), alloc, limit)
 				}
 			}
 		}

@@ -66,14 +66,25 @@ func rawConn(t testing.TB, addr string) *grpc.ClientConn {
 
 // rawRequest is a request envelope in the wire layout: [kind, id, type,
 // key, method, flags, timeout_ns, hops, chain, context, body].
-func rawRequest(id uint64, target grain.ID, method int, timeout time.Duration, body []byte) []any {
-	return []any{1, id, target.Type, target.Key, method, 0, int64(timeout), 0, nil, nil, body}
+//
+// The method is named as the test grains have it, with their fingerprint.
+func rawRequest(id uint64, target grain.ID, method string, timeout time.Duration, body []byte) []any {
+	var fp uint64
+	for _, t := range []*grain.TypeDesc{testgrains.CounterType, testgrains.ProbeType, testgrains.ClockType} {
+		if md := t.Lookup(method); t.Name == target.Type && md != nil {
+			fp = md.Fingerprint
+		}
+	}
+	return []any{1, id, target.Type, target.Key, method, fp, 0, int64(timeout), 0, nil, nil, body}
 }
+
+// rawHops is the index of the hop count in a rawRequest.
+const rawHops = 8
 
 // rawFrame is a frame of envelopes: [version, [envelope, ...]].
 func rawFrame(t testing.TB, envs ...[]any) []byte {
 	t.Helper()
-	b, err := msgpack.Marshal([]any{1, envs})
+	b, err := msgpack.Marshal([]any{2, envs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +127,7 @@ func TestPeerThatStopsReadingDoesNotFreezeTheGrain(t *testing.T) {
 			envs := make([][]any, 500)
 			for i := range envs {
 				id++
-				envs[i] = rawRequest(id, c.ID(), 0, time.Minute, counterAdd(t, 1))
+				envs[i] = rawRequest(id, c.ID(), "Add", time.Minute, counterAdd(t, 1))
 			}
 			if err := st.SendMsg(rawFrame(t, envs...)); err != nil {
 				return // the silo closed the stream
@@ -278,9 +289,9 @@ func TestRoutingIsBounded(t *testing.T) {
 		envs := make([][]any, perFrame)
 		for i := range envs {
 			id++
-			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: fmt.Sprint("flood-", id)}, 6, time.Hour, []byte{0x90})
+			envs[i] = rawRequest(id, grain.ID{Type: probe, Key: fmt.Sprint("flood-", id)}, "Ping", time.Hour, []byte{0x90})
 			if id%2 == 1 {
-				envs[i][7] = 1 // forwarded: this silo was chosen to host the grain, so it activates it
+				envs[i][rawHops] = 1 // forwarded: this silo was chosen to host the grain, so it activates it
 			}
 		}
 		if err := st.SendMsg(rawFrame(t, envs...)); err != nil {

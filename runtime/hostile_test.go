@@ -21,16 +21,16 @@ import (
 	"github.com/granary-rt/granary/runtime/reminder"
 )
 
-// Method indexes of testgrains.Probe (source order).
+// Methods of testgrains.Probe.
 const (
-	probeSumInts  = 8
-	probeSumItems = 9
+	probeSumInts  = "SumInts"
+	probeSumItems = "SumItems"
 )
 
 // hostileRequests are request bodies the issue found, for test.Probe.
 var hostileRequests = []struct {
 	name   string
-	method int
+	method string
 	body   []byte
 	want   string // in the error message
 }{
@@ -54,8 +54,14 @@ func newRawClient(t *testing.T) *transport.Client {
 	return tc
 }
 
-func rawCall(ctx context.Context, tc *transport.Client, addr string, target grain.ID, method int, body []byte) error {
-	_, err := tc.Call(ctx, addr, &transport.Envelope{Target: target, Method: method, Body: body, Timeout: 10 * time.Second})
+// rawCall sends a request for method of target's type as testgrains.Probe
+// has it (its fingerprint, if it has the method).
+func rawCall(ctx context.Context, tc *transport.Client, addr string, target grain.ID, method string, body []byte) error {
+	var fp uint64
+	if md := testgrains.ProbeType.Lookup(method); md != nil {
+		fp = md.Fingerprint
+	}
+	_, err := tc.Call(ctx, addr, &transport.Envelope{Target: target, Method: method, Fingerprint: fp, Body: body, Timeout: 10 * time.Second})
 	return err
 }
 
@@ -177,7 +183,7 @@ func TestReminderNoticeDoesNotBlockItsStream(t *testing.T) {
 	}
 	noticeDone := make(chan error, 1)
 	go func() {
-		noticeDone <- rawCall(ctx, tc, addr, grain.ID{Type: "granary.reminders", Key: "notice"}, 0, notice)
+		noticeDone <- rawCall(ctx, tc, addr, grain.ID{Type: "granary.reminders", Key: "notice"}, "$notice", notice)
 	}()
 	select {
 	case <-table.entered:
@@ -186,7 +192,7 @@ func TestReminderNoticeDoesNotBlockItsStream(t *testing.T) {
 	}
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	const probePing = 6
+	const probePing = "Ping"
 	if err := rawCall(short, tc, addr, p.ID(), probePing, []byte{0x80}); err != nil {
 		t.Fatalf("a call behind a reminder notice on the same stream: %v", err)
 	}

@@ -36,9 +36,17 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if desc == nil || desc.Name != call.Target.Type {
 		return nil, fmt.Errorf("%w: %q (calling %s)", grain.ErrUnknownGrainType, call.Target.Type, call.Target)
 	}
-	md, err := desc.Method(call.Method)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s has no method %d", err, call.Target.Type, call.Method)
+	md := call.Method
+	if md == nil {
+		return nil, fmt.Errorf("%w: call to %s names no method", grain.ErrUnknownMethod, call.Target)
+	}
+	if t != nil && (call.Type != t.desc || t.desc.Lookup(md.Name) != md) {
+		// The caller knows this type from another descriptor than the one
+		// this silo hosts (another version of the interface linked into
+		// the same process): resolve the method by wire identity, and
+		// move arguments and reply between the two sets of Go types as
+		// the wire would.
+		return s.invokeForeign(ctx, call, t)
 	}
 	_, hasDeadline := ctx.Deadline()
 	needDeadline := !hasDeadline && !md.Flags.Has(grain.OneWay)
@@ -79,6 +87,40 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		})
 }
 
+// invokeForeign runs a call made with another descriptor of t's grain type
+// than t's: it is dispatched by name and fingerprint to t's method, never
+// to another, and its arguments and reply make a msgpack round trip
+// between the caller's types and the silo's.
+func (s *Silo) invokeForeign(ctx context.Context, call *grain.Call, t *grainType) (any, error) {
+	cm := call.Method
+	md, err := t.desc.Resolve(cm.Name, cm.Fingerprint)
+	if err != nil {
+		return nil, callerSignature(call.Target, cm, fmt.Errorf("%w (silo %s)", err, s.id))
+	}
+	args, err := deepCopy(call.Args, md.NewArgs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s.%s: arguments: %w", grain.ErrBadRequest, call.Target, md.Name, err)
+	}
+	reply, err := s.Invoke(ctx, &grain.Call{Target: call.Target, Type: t.desc, Method: md, Args: args})
+	if err != nil || reply == nil || cm.NewReply == nil {
+		return nil, err
+	}
+	out, err := deepCopy(reply, cm.NewReply)
+	if err != nil {
+		return nil, grain.WithOutcome(fmt.Errorf("%w: %s.%s: reply: %w", grain.ErrBadRequest, call.Target, md.Name, err), grain.OutcomeUnknown)
+	}
+	return out, nil
+}
+
+// callerSignature adds the caller's signature of method m to err if it is
+// grain.ErrIncompatible, whose message names the silo's.
+func callerSignature(target grain.ID, m *grain.MethodDesc, err error) error {
+	if errors.Is(err, grain.ErrIncompatible) {
+		return fmt.Errorf("runtime: call %s.%s as %s (fingerprint %016x): %w", target, m.Name, m, m.Fingerprint, err)
+	}
+	return err
+}
+
 // invokeLocal runs call on this silo's activation of its grain.
 func (s *Silo) invokeLocal(ctx context.Context, call *grain.Call, t *grainType, md *grain.MethodDesc) (any, error) {
 	args := call.Args
@@ -91,11 +133,11 @@ func (s *Silo) invokeLocal(ctx context.Context, call *grain.Call, t *grainType, 
 	if md.Flags.Has(grain.OneWay) {
 		// The caller does not wait: the turn keeps the caller's values but
 		// not its cancellation, and is bounded by the response timeout.
-		m := &message{ctx: context.WithoutCancel(ctx), target: call.Target, typ: t, index: call.Method, method: md,
+		m := &message{ctx: context.WithoutCancel(ctx), target: call.Target, typ: t, method: md,
 			args: args, oneWayFailed: s.rerouteOneWay}
 		return nil, s.dispatch(m)
 	}
-	m := newMessage(ctx, call.Target, t, call.Method, md, args)
+	m := newMessage(ctx, call.Target, t, md, args)
 	if err := s.dispatch(m); err != nil {
 		m.release()
 		return nil, err
@@ -268,7 +310,7 @@ func (s *Silo) rerouteOneWay(m *message, err error) {
 		ctx, cancel := context.WithTimeout(m.ctx, s.cfg.ResponseTimeout)
 		defer cancel()
 		inc := s.inc.Load()
-		call := &grain.Call{Target: m.target, Type: m.typ.desc, Method: m.index, Args: m.args}
+		call := &grain.Call{Target: m.target, Type: m.typ.desc, Method: m.method, Args: m.args}
 		pick := func() (route, error) {
 			if rd.SiloID != "" && rd.SiloID != s.id {
 				return inc.router.redirected(rd), nil
@@ -337,15 +379,18 @@ func (s *Silo) handleRequest(ctx context.Context, req *transport.Envelope, reply
 		fail(fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, req.Target.Type, s.id))
 		return
 	}
-	md, args, err := decodeArgs(t.desc, req.Method, req.Body)
+	md, args, err := decodeArgs(t.desc, req.Method, req.Fingerprint, req.Body)
 	if err != nil {
 		if errors.Is(err, grain.ErrBadRequest) {
 			s.logBadRequest(ctx, req, err)
 		}
+		if !errors.Is(err, grain.ErrBadRequest) {
+			err = fmt.Errorf("%w (silo %s)", err, s.id) // unknown or incompatible: say which silo
+		}
 		fail(err)
 		return
 	}
-	m := &message{ctx: ctx, target: req.Target, typ: t, index: req.Method, method: md, args: args, replyFn: reply, hops: req.Hops}
+	m := &message{ctx: ctx, target: req.Target, typ: t, method: md, args: args, replyFn: reply, hops: req.Hops}
 	if reply == nil {
 		m.ctx, m.oneWayFailed = context.WithoutCancel(ctx), s.rerouteOneWay
 	}

@@ -15,7 +15,6 @@ type message struct {
 	target grain.ID
 	typ    *grainType
 	method *grain.MethodDesc
-	index  int // of method in the type, for forwarding
 	args   any
 
 	// Set by complete, read by the caller after receiving from done.
@@ -52,9 +51,9 @@ var messagePool = sync.Pool{New: func() any {
 	return &message{done: make(chan struct{}, 1)}
 }}
 
-func newMessage(ctx context.Context, id grain.ID, t *grainType, index int, m *grain.MethodDesc, args any) *message {
+func newMessage(ctx context.Context, id grain.ID, t *grainType, m *grain.MethodDesc, args any) *message {
 	msg := messagePool.Get().(*message)
-	msg.ctx, msg.target, msg.typ, msg.index, msg.method, msg.args = ctx, id, t, index, m, args
+	msg.ctx, msg.target, msg.typ, msg.method, msg.args = ctx, id, t, m, args
 	return msg
 }
 

@@ -37,12 +37,12 @@ func checkMethodOutcomes(t *testing.T, ctx context.Context, c grain.Caller) {
 	}
 	checkOutcome(t, "panic", testgrains.NewProbeRef(c, "outcomes-panic").Panic(ctx), grain.ErrPanic, grain.OutcomeFailed)
 	checkOutcome(t, "success", p.Ping(ctx), nil, grain.OutcomeOK)
-	tooFar := &grain.TypeDesc{Name: testgrains.ProbeType.Name, Methods: make([]grain.MethodDesc, 100)}
-	tooFar.Methods[99] = grain.MethodDesc{Name: "Nope", NewArgs: func() any { return new(struct{}) }}
-	_, err := c.Invoke(ctx, &grain.Call{Target: p.ID(), Type: tooFar, Method: 99, Args: &struct{}{}})
+	nope := &grain.MethodDesc{Name: "Nope", NewArgs: func() any { return new(struct{}) }}
+	other := &grain.TypeDesc{Name: testgrains.ProbeType.Name, Methods: []grain.MethodDesc{*nope}}
+	_, err := c.Invoke(ctx, &grain.Call{Target: p.ID(), Type: other, Method: nope, Args: &struct{}{}})
 	checkOutcome(t, "unknown method", err, grain.ErrUnknownMethod, grain.OutcomeNotRun)
 	unknown := &grain.TypeDesc{Name: "no.Such", Methods: []grain.MethodDesc{{Name: "X", NewArgs: func() any { return new(struct{}) }}}}
-	_, err = c.Invoke(ctx, &grain.Call{Target: grain.ID{Type: "no.Such", Key: "k"}, Type: unknown, Args: &struct{}{}})
+	_, err = c.Invoke(ctx, &grain.Call{Target: grain.ID{Type: "no.Such", Key: "k"}, Type: unknown, Method: &unknown.Methods[0], Args: &struct{}{}})
 	checkOutcome(t, "unknown type", err, grain.ErrUnknownGrainType, grain.OutcomeNotRun)
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()

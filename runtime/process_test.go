@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -310,12 +311,13 @@ func TestClientErrors(t *testing.T) {
 		t.Fatalf("panic across processes: %v", err)
 	}
 	unknown := &grain.TypeDesc{Name: "no.Such", Methods: []grain.MethodDesc{{Name: "X", NewArgs: func() any { return new(struct{}) }}}}
-	if _, err := pc.client.Invoke(ctx, &grain.Call{Target: grain.ID{Type: "no.Such", Key: "k"}, Type: unknown, Args: &struct{}{}}); !errors.Is(err, grain.ErrUnknownGrainType) {
+	if _, err := pc.client.Invoke(ctx, &grain.Call{Target: grain.ID{Type: "no.Such", Key: "k"}, Type: unknown, Method: &unknown.Methods[0], Args: &struct{}{}}); !errors.Is(err, grain.ErrUnknownGrainType) {
 		t.Fatalf("unknown type across processes: %v", err)
 	}
-	tooFar := &grain.TypeDesc{Name: testgrains.ProbeType.Name, Methods: make([]grain.MethodDesc, 100)}
-	tooFar.Methods[99] = grain.MethodDesc{Name: "Nope", NewArgs: func() any { return new(struct{}) }}
-	if _, err := pc.client.Invoke(ctx, &grain.Call{Target: grain.ID{Type: tooFar.Name, Key: "k"}, Type: tooFar, Method: 99, Args: &struct{}{}}); !errors.Is(err, grain.ErrUnknownMethod) {
+	nope := &grain.MethodDesc{Name: "Nope", NewArgs: func() any { return new(struct{}) }}
+	other := &grain.TypeDesc{Name: testgrains.ProbeType.Name, Methods: []grain.MethodDesc{*nope}}
+	_, err = pc.client.Invoke(ctx, &grain.Call{Target: grain.ID{Type: other.Name, Key: "k"}, Type: other, Method: nope, Args: &struct{}{}})
+	if !errors.Is(err, grain.ErrUnknownMethod) || !strings.Contains(err.Error(), "test.Probe has no method Nope (silo "+pc.silos[0].ID+")") {
 		t.Fatalf("unknown method across processes: %v", err)
 	}
 	out, err := testgrains.NewProbeRef(pc.client, "p").Echo(ctx, []string{"a", "b"})

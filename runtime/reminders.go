@@ -52,6 +52,10 @@ import (
 // reminder.
 const reminderServiceType = "granary.reminders"
 
+// reminderNoticeMethod is the method name of a reminder notice: a name
+// reserved for the runtime ('$'), like grain.ReminderMethod.
+const reminderNoticeMethod = "$notice"
+
 // reminderNotice is the body of a reminder-service envelope.
 type reminderNotice struct {
 	Type, Key, Name string
@@ -469,8 +473,11 @@ func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 	defer func() { <-r.sem }()
 	ctx, cancel := context.WithTimeout(r.ctx, r.s.cfg.ResponseTimeout)
 	defer cancel()
-	_, err := r.s.Invoke(ctx, &grain.Call{Target: it.e.Grain, Type: &grain.TypeDesc{Name: it.e.Grain.Type},
-		Method: grain.ReminderMethod, Args: &tick})
+	typ := &grain.TypeDesc{Name: it.e.Grain.Type}
+	if t := r.s.types[it.e.Grain.Type]; t != nil {
+		typ = t.desc // hosted here: no descriptor to resolve the tick against
+	}
+	_, err := r.s.Invoke(ctx, &grain.Call{Target: it.e.Grain, Type: typ, Method: typ.Lookup(grain.ReminderMethod), Args: &tick})
 	retry := err != nil && undelivered(err)
 	r.mu.Lock()
 	delete(r.firing, it)
@@ -624,7 +631,7 @@ func (r *reminderService) notify(ctx context.Context, id grain.ID, name string) 
 			err = merr
 		} else {
 			_, err = r.s.tc.Call(ctx, owner.Address, &transport.Envelope{
-				Target: grain.ID{Type: reminderServiceType, Key: strconv.Itoa(b)}, Body: body})
+				Target: grain.ID{Type: reminderServiceType, Key: strconv.Itoa(b)}, Method: reminderNoticeMethod, Body: body})
 		}
 	}
 	if err != nil {

@@ -233,13 +233,13 @@ func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode arguments of %s.%s: %w", grain.ErrBadRequest, call.Target, md.Name, err)
 	}
-	env := &transport.Envelope{Target: call.Target, Method: call.Method, Flags: md.Flags, Hops: rt.hops, Body: body}
+	env := &transport.Envelope{Target: call.Target, Method: md.Name, Fingerprint: md.Fingerprint, Flags: md.Flags, Hops: rt.hops, Body: body}
 	if md.Flags.Has(grain.OneWay) {
 		return nil, tc.Send(ctx, rt.silo.Address, env)
 	}
 	resp, err := tc.Call(ctx, rt.silo.Address, env)
 	if err != nil {
-		return nil, err
+		return nil, callerSignature(call.Target, md, err)
 	}
 	if md.NewReply == nil {
 		return nil, nil

@@ -294,14 +294,19 @@ func TestTwoSilosNeverRunTwoActivations(t *testing.T) {
 func TestUnknownTypeAndMethod(t *testing.T) {
 	f := start(t, 1, runtime.Config{})
 	ctx := ctxT(t)
-	_, err := f.Client().Invoke(ctx, &grain.Call{Target: grain.ID{Type: "no.Such", Key: "x"}, Method: 0})
+	_, err := f.Client().Invoke(ctx, &grain.Call{Target: grain.ID{Type: "no.Such", Key: "x"}})
 	if !errors.Is(err, grain.ErrUnknownGrainType) {
 		t.Fatalf("unknown type: err = %v, want ErrUnknownGrainType", err)
 	}
+	// A method the type does not have, even with the type's own descriptor,
+	// is never run as another one.
 	_, err = f.Client().Invoke(ctx, &grain.Call{Target: grain.ID{Type: testgrains.CounterType.Name, Key: "x"},
-		Type: testgrains.CounterType, Method: 99})
-	if !errors.Is(err, grain.ErrUnknownMethod) {
-		t.Fatalf("unknown method: err = %v, want ErrUnknownMethod", err)
+		Type: testgrains.CounterType, Method: &grain.MethodDesc{Name: "Foo"}, Args: &grain.Args0{}})
+	if !errors.Is(err, grain.ErrUnknownMethod) || !strings.Contains(err.Error(), "test.Counter has no method Foo") {
+		t.Fatalf("unknown method: err = %v, want ErrUnknownMethod naming test.Counter and Foo", err)
+	}
+	if grain.OutcomeOf(err) != grain.OutcomeNotRun {
+		t.Fatalf("unknown method: %v (outcome %v)", err, grain.OutcomeOf(err))
 	}
 }
 

@@ -9,120 +9,20 @@ import (
 )
 
 // Compile-time guard: fails to build against an incompatible grain package.
-const _ = grain.SupportPackageIsVersion1
+const _ = grain.SupportPackageIsVersion2
 
 // AccountType describes the Account grain type: its registered name and
-// methods. A method's index is its position in Methods, which follows the
-// interface's source order: reordering, inserting or removing methods
-// changes the indexes, so callers and silos must run code generated from
-// the same interface.
-var AccountType = &grain.TypeDesc{
-	Name: "bank.Account",
-	Methods: []grain.MethodDesc{
-		{ // 0
-			Name:     "Deposit",
-			Flags:    grain.CopyFree,
-			NewArgs:  func() any { return new(accountDepositArgs) },
-			NewReply: func() any { return new(accountDepositReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*accountDepositArgs)
-				r0, err := impl.(Account).Deposit(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &accountDepositReply{R0: r0}, nil
-			},
-		},
-		{ // 1
-			Name:     "Withdraw",
-			Flags:    grain.CopyFree,
-			NewArgs:  func() any { return new(accountWithdrawArgs) },
-			NewReply: func() any { return new(accountWithdrawReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*accountWithdrawArgs)
-				r0, err := impl.(Account).Withdraw(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &accountWithdrawReply{R0: r0}, nil
-			},
-		},
-		{ // 2
-			Name:     "Balance",
-			Flags:    grain.ReadOnly | grain.CopyFree,
-			NewArgs:  func() any { return new(accountBalanceArgs) },
-			NewReply: func() any { return new(accountBalanceReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Account).Balance(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &accountBalanceReply{R0: r0}, nil
-			},
-		},
-		{ // 3
-			Name:     "History",
-			Flags:    grain.ReadOnly,
-			NewArgs:  func() any { return new(accountHistoryArgs) },
-			NewReply: func() any { return new(accountHistoryReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*accountHistoryArgs)
-				r0, err := impl.(Account).History(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &accountHistoryReply{R0: r0}, nil
-			},
-		},
-	},
-}
+// methods. Calls address a method by its wire name and the fingerprint of
+// its parameter and result types, never by its position.
+var AccountType = grain.NewType("bank.Account", accountDeposit, accountWithdraw, accountBalance, accountHistory)
 
-// accountDepositArgs holds the arguments of Account.Deposit, encoded as a msgpack array.
-type accountDepositArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
-
-// accountDepositReply holds the result of Account.Deposit, encoded as a msgpack array.
-type accountDepositReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
-
-// accountWithdrawArgs holds the arguments of Account.Withdraw, encoded as a msgpack array.
-type accountWithdrawArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
-
-// accountWithdrawReply holds the result of Account.Withdraw, encoded as a msgpack array.
-type accountWithdrawReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
-
-// accountBalanceArgs holds the arguments of Account.Balance, encoded as a msgpack array.
-type accountBalanceArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// accountBalanceReply holds the result of Account.Balance, encoded as a msgpack array.
-type accountBalanceReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
-
-// accountHistoryArgs holds the arguments of Account.History, encoded as a msgpack array.
-type accountHistoryArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int
-}
-
-// accountHistoryReply holds the result of Account.History, encoded as a msgpack array.
-type accountHistoryReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       []Transaction
-}
+// The methods of Account: wire name, method expression, flags.
+var (
+	accountDeposit  = grain.NewMethod1("Deposit", Account.Deposit, grain.CopyFree)
+	accountWithdraw = grain.NewMethod1("Withdraw", Account.Withdraw, grain.CopyFree)
+	accountBalance  = grain.NewMethod0("Balance", Account.Balance, grain.ReadOnly|grain.CopyFree)
+	accountHistory  = grain.NewMethod1("History", Account.History, grain.ReadOnly)
+)
 
 // AccountRef is a typed reference to a Account grain. It implements Account by
 // calling the grain through a grain.Caller. Refs are small values; copy them
@@ -142,42 +42,22 @@ func (r AccountRef) ID() grain.ID { return r.ref.ID() }
 
 // Deposit calls Account.Deposit on the referenced grain.
 func (r AccountRef) Deposit(ctx context.Context, amount int64) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 0, &accountDepositArgs{A0: amount})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*accountDepositReply).R0, nil
+	return accountDeposit.Call(ctx, r.ref, amount)
 }
 
 // Withdraw calls Account.Withdraw on the referenced grain.
 func (r AccountRef) Withdraw(ctx context.Context, amount int64) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 1, &accountWithdrawArgs{A0: amount})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*accountWithdrawReply).R0, nil
+	return accountWithdraw.Call(ctx, r.ref, amount)
 }
 
 // Balance calls Account.Balance on the referenced grain.
 func (r AccountRef) Balance(ctx context.Context) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 2, &accountBalanceArgs{})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*accountBalanceReply).R0, nil
+	return accountBalance.Call(ctx, r.ref)
 }
 
 // History calls Account.History on the referenced grain.
 func (r AccountRef) History(ctx context.Context, n int) ([]Transaction, error) {
-	res, err := r.ref.Invoke(ctx, 3, &accountHistoryArgs{A0: n})
-	if err != nil {
-		var zero []Transaction
-		return zero, err
-	}
-	return res.(*accountHistoryReply).R0, nil
+	return accountHistory.Call(ctx, r.ref, n)
 }
 
 // RegisterAccount registers the Account grain type with r; f builds the

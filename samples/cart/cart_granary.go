@@ -9,120 +9,20 @@ import (
 )
 
 // Compile-time guard: fails to build against an incompatible grain package.
-const _ = grain.SupportPackageIsVersion1
+const _ = grain.SupportPackageIsVersion2
 
 // CartType describes the Cart grain type: its registered name and
-// methods. A method's index is its position in Methods, which follows the
-// interface's source order: reordering, inserting or removing methods
-// changes the indexes, so callers and silos must run code generated from
-// the same interface.
-var CartType = &grain.TypeDesc{
-	Name: "cart.Cart",
-	Methods: []grain.MethodDesc{
-		{ // 0
-			Name:     "AddItem",
-			Flags:    0,
-			NewArgs:  func() any { return new(cartAddItemArgs) },
-			NewReply: func() any { return new(cartAddItemReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*cartAddItemArgs)
-				r0, err := impl.(Cart).AddItem(ctx, a.A0, a.A1)
-				if err != nil {
-					return nil, err
-				}
-				return &cartAddItemReply{R0: r0}, nil
-			},
-		},
-		{ // 1
-			Name:     "RemoveItem",
-			Flags:    0,
-			NewArgs:  func() any { return new(cartRemoveItemArgs) },
-			NewReply: func() any { return new(cartRemoveItemReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*cartRemoveItemArgs)
-				r0, err := impl.(Cart).RemoveItem(ctx, a.A0, a.A1)
-				if err != nil {
-					return nil, err
-				}
-				return &cartRemoveItemReply{R0: r0}, nil
-			},
-		},
-		{ // 2
-			Name:     "View",
-			Flags:    grain.ReadOnly,
-			NewArgs:  func() any { return new(cartViewArgs) },
-			NewReply: func() any { return new(cartViewReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Cart).View(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &cartViewReply{R0: r0}, nil
-			},
-		},
-		{ // 3
-			Name:     "Checkout",
-			Flags:    0,
-			NewArgs:  func() any { return new(cartCheckoutArgs) },
-			NewReply: func() any { return new(cartCheckoutReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Cart).Checkout(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &cartCheckoutReply{R0: r0}, nil
-			},
-		},
-	},
-}
+// methods. Calls address a method by its wire name and the fingerprint of
+// its parameter and result types, never by its position.
+var CartType = grain.NewType("cart.Cart", cartAddItem, cartRemoveItem, cartView, cartCheckout)
 
-// cartAddItemArgs holds the arguments of Cart.AddItem, encoded as a msgpack array.
-type cartAddItemArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       string
-	A1       int
-}
-
-// cartAddItemReply holds the result of Cart.AddItem, encoded as a msgpack array.
-type cartAddItemReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       CartView
-}
-
-// cartRemoveItemArgs holds the arguments of Cart.RemoveItem, encoded as a msgpack array.
-type cartRemoveItemArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       string
-	A1       int
-}
-
-// cartRemoveItemReply holds the result of Cart.RemoveItem, encoded as a msgpack array.
-type cartRemoveItemReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       CartView
-}
-
-// cartViewArgs holds the arguments of Cart.View, encoded as a msgpack array.
-type cartViewArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// cartViewReply holds the result of Cart.View, encoded as a msgpack array.
-type cartViewReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       CartView
-}
-
-// cartCheckoutArgs holds the arguments of Cart.Checkout, encoded as a msgpack array.
-type cartCheckoutArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// cartCheckoutReply holds the result of Cart.Checkout, encoded as a msgpack array.
-type cartCheckoutReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       Order
-}
+// The methods of Cart: wire name, method expression, flags.
+var (
+	cartAddItem    = grain.NewMethod2("AddItem", Cart.AddItem, 0)
+	cartRemoveItem = grain.NewMethod2("RemoveItem", Cart.RemoveItem, 0)
+	cartView       = grain.NewMethod0("View", Cart.View, grain.ReadOnly)
+	cartCheckout   = grain.NewMethod0("Checkout", Cart.Checkout, 0)
+)
 
 // CartRef is a typed reference to a Cart grain. It implements Cart by
 // calling the grain through a grain.Caller. Refs are small values; copy them
@@ -142,42 +42,22 @@ func (r CartRef) ID() grain.ID { return r.ref.ID() }
 
 // AddItem calls Cart.AddItem on the referenced grain.
 func (r CartRef) AddItem(ctx context.Context, sku string, qty int) (CartView, error) {
-	res, err := r.ref.Invoke(ctx, 0, &cartAddItemArgs{A0: sku, A1: qty})
-	if err != nil {
-		var zero CartView
-		return zero, err
-	}
-	return res.(*cartAddItemReply).R0, nil
+	return cartAddItem.Call(ctx, r.ref, sku, qty)
 }
 
 // RemoveItem calls Cart.RemoveItem on the referenced grain.
 func (r CartRef) RemoveItem(ctx context.Context, sku string, qty int) (CartView, error) {
-	res, err := r.ref.Invoke(ctx, 1, &cartRemoveItemArgs{A0: sku, A1: qty})
-	if err != nil {
-		var zero CartView
-		return zero, err
-	}
-	return res.(*cartRemoveItemReply).R0, nil
+	return cartRemoveItem.Call(ctx, r.ref, sku, qty)
 }
 
 // View calls Cart.View on the referenced grain.
 func (r CartRef) View(ctx context.Context) (CartView, error) {
-	res, err := r.ref.Invoke(ctx, 2, &cartViewArgs{})
-	if err != nil {
-		var zero CartView
-		return zero, err
-	}
-	return res.(*cartViewReply).R0, nil
+	return cartView.Call(ctx, r.ref)
 }
 
 // Checkout calls Cart.Checkout on the referenced grain.
 func (r CartRef) Checkout(ctx context.Context) (Order, error) {
-	res, err := r.ref.Invoke(ctx, 3, &cartCheckoutArgs{})
-	if err != nil {
-		var zero Order
-		return zero, err
-	}
-	return res.(*cartCheckoutReply).R0, nil
+	return cartCheckout.Call(ctx, r.ref)
 }
 
 // RegisterCart registers the Cart grain type with r; f builds the

@@ -9,68 +9,18 @@ import (
 )
 
 // Compile-time guard: fails to build against an incompatible grain package.
-const _ = grain.SupportPackageIsVersion1
+const _ = grain.SupportPackageIsVersion2
 
 // GreeterType describes the Greeter grain type: its registered name and
-// methods. A method's index is its position in Methods, which follows the
-// interface's source order: reordering, inserting or removing methods
-// changes the indexes, so callers and silos must run code generated from
-// the same interface.
-var GreeterType = &grain.TypeDesc{
-	Name: "hello.Greeter",
-	Methods: []grain.MethodDesc{
-		{ // 0
-			Name:     "Greet",
-			Flags:    grain.CopyFree,
-			NewArgs:  func() any { return new(greeterGreetArgs) },
-			NewReply: func() any { return new(greeterGreetReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*greeterGreetArgs)
-				r0, err := impl.(Greeter).Greet(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &greeterGreetReply{R0: r0}, nil
-			},
-		},
-		{ // 1
-			Name:     "Count",
-			Flags:    grain.ReadOnly | grain.CopyFree,
-			NewArgs:  func() any { return new(greeterCountArgs) },
-			NewReply: func() any { return new(greeterCountReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Greeter).Count(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &greeterCountReply{R0: r0}, nil
-			},
-		},
-	},
-}
+// methods. Calls address a method by its wire name and the fingerprint of
+// its parameter and result types, never by its position.
+var GreeterType = grain.NewType("hello.Greeter", greeterGreet, greeterCount)
 
-// greeterGreetArgs holds the arguments of Greeter.Greet, encoded as a msgpack array.
-type greeterGreetArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       string
-}
-
-// greeterGreetReply holds the result of Greeter.Greet, encoded as a msgpack array.
-type greeterGreetReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       string
-}
-
-// greeterCountArgs holds the arguments of Greeter.Count, encoded as a msgpack array.
-type greeterCountArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// greeterCountReply holds the result of Greeter.Count, encoded as a msgpack array.
-type greeterCountReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
+// The methods of Greeter: wire name, method expression, flags.
+var (
+	greeterGreet = grain.NewMethod1("Greet", Greeter.Greet, grain.CopyFree)
+	greeterCount = grain.NewMethod0("Count", Greeter.Count, grain.ReadOnly|grain.CopyFree)
+)
 
 // GreeterRef is a typed reference to a Greeter grain. It implements Greeter by
 // calling the grain through a grain.Caller. Refs are small values; copy them
@@ -90,22 +40,12 @@ func (r GreeterRef) ID() grain.ID { return r.ref.ID() }
 
 // Greet calls Greeter.Greet on the referenced grain.
 func (r GreeterRef) Greet(ctx context.Context, name string) (string, error) {
-	res, err := r.ref.Invoke(ctx, 0, &greeterGreetArgs{A0: name})
-	if err != nil {
-		var zero string
-		return zero, err
-	}
-	return res.(*greeterGreetReply).R0, nil
+	return greeterGreet.Call(ctx, r.ref, name)
 }
 
 // Count calls Greeter.Count on the referenced grain.
 func (r GreeterRef) Count(ctx context.Context) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 1, &greeterCountArgs{})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*greeterCountReply).R0, nil
+	return greeterCount.Call(ctx, r.ref)
 }
 
 // RegisterGreeter registers the Greeter grain type with r; f builds the

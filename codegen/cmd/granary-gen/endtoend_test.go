@@ -224,17 +224,17 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-const wantRun = `bank.Account 0 Deposit flags=copyfree reply=true
-bank.Account 1 Withdraw flags=copyfree reply=true
-bank.Account 2 Balance flags=readonly|copyfree reply=true
-bank.Account 3 History flags=readonly reply=true
-bank.Account 4 Statement flags=none reply=true
-bank.Account 5 Find flags=none reply=true
-bank.Account 6 Last flags=copyfree reply=true
-bank.Account 7 Rename flags=copyfree reply=false
-bank.Account 8 Notify flags=oneway|copyfree reply=false
-bank.Account 9 Echo flags=none reply=true
-bank.Ledger 0 Total flags=none reply=true
+const wantRun = `bank.Account Deposit(bank.Money, string, time.Time) (bank.Money, error) flags=copyfree reply=true
+bank.Account Withdraw(bank.Money) (bank.Money, error) flags=copyfree reply=true
+bank.Account Balance() (bank.Money, error) flags=readonly|copyfree reply=true
+bank.Account History(int) ([]bank.Entry, error) flags=readonly reply=true
+bank.Account Statement(map[string]string) (bank.Statement, error) flags=none reply=true
+bank.Account Find(*string) (*bank.Entry, error) flags=none reply=true
+bank.Account Last() (bank.Entry, error) flags=copyfree reply=true
+bank.Account SetOwner(string) error flags=copyfree reply=false
+bank.Account Notify(string) error flags=oneway|copyfree reply=false
+bank.Account Echo([3]int8, time.Duration, bool, float64, []uint8) ([]uint8, error) flags=none reply=true
+bank.Ledger Total([]string) (bank.Money, error) flags=none reply=true
 id: bank.Account/alice
 deposit: 100
 deposit: 150
@@ -251,6 +251,8 @@ rename: <nil>
 renamed: owner="Alice A." labels=map[]
 notify: <nil>
 echo: [1 -2 3] 1.5s true 2.5 bytes
+call Deposit(int64) (int64, error): grain: incompatible method signature: bank.Account.Deposit here is Deposit(bank.Money, string, time.Time) (bank.Money, error) (fingerprint 5ad7c5f395c9057f); the call was made for another signature (fingerprint 3fb5223673615ea9) (incompatible=true unknown=false)
+call Rename(string) error: grain: unknown method: bank.Account has no method Rename (incompatible=false unknown=true)
 total: 127
 notified: hello
 `

@@ -9,81 +9,19 @@ import (
 )
 
 // Compile-time guard: fails to build against an incompatible grain package.
-const _ = grain.SupportPackageIsVersion1
+const _ = grain.SupportPackageIsVersion2
 
 // RegisterType describes the Register grain type: its registered name and
-// methods. A method's index is its position in Methods, which follows the
-// interface's source order: reordering, inserting or removing methods
-// changes the indexes, so callers and silos must run code generated from
-// the same interface.
-var RegisterType = &grain.TypeDesc{
-	Name: "chaos.Register",
-	Methods: []grain.MethodDesc{
-		{ // 0
-			Name:     "Get",
-			Flags:    grain.ReadOnly | grain.CopyFree,
-			NewArgs:  func() any { return new(registerGetArgs) },
-			NewReply: func() any { return new(registerGetReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Register).Get(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &registerGetReply{R0: r0}, nil
-			},
-		},
-		{ // 1
-			Name:     "Put",
-			Flags:    grain.CopyFree,
-			NewArgs:  func() any { return new(registerPutArgs) },
-			NewReply: func() any { return new(registerPutReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*registerPutArgs)
-				r0, err := impl.(Register).Put(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &registerPutReply{R0: r0}, nil
-			},
-		},
-		{ // 2
-			Name:    "Deactivate",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(registerDeactivateArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				return nil, impl.(Register).Deactivate(ctx)
-			},
-		},
-	},
-}
+// methods. Calls address a method by its wire name and the fingerprint of
+// its parameter and result types, never by its position.
+var RegisterType = grain.NewType("chaos.Register", registerGet, registerPut, registerDeactivate)
 
-// registerGetArgs holds the arguments of Register.Get, encoded as a msgpack array.
-type registerGetArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// registerGetReply holds the result of Register.Get, encoded as a msgpack array.
-type registerGetReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       Reading
-}
-
-// registerPutArgs holds the arguments of Register.Put, encoded as a msgpack array.
-type registerPutArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
-
-// registerPutReply holds the result of Register.Put, encoded as a msgpack array.
-type registerPutReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       string
-}
-
-// registerDeactivateArgs holds the arguments of Register.Deactivate, encoded as a msgpack array.
-type registerDeactivateArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
+// The methods of Register: wire name, method expression, flags.
+var (
+	registerGet        = grain.NewMethod0("Get", Register.Get, grain.ReadOnly|grain.CopyFree)
+	registerPut        = grain.NewMethod1("Put", Register.Put, grain.CopyFree)
+	registerDeactivate = grain.NewAction0("Deactivate", Register.Deactivate, grain.CopyFree)
+)
 
 // RegisterRef is a typed reference to a Register grain. It implements Register by
 // calling the grain through a grain.Caller. Refs are small values; copy them
@@ -103,28 +41,17 @@ func (r RegisterRef) ID() grain.ID { return r.ref.ID() }
 
 // Get calls Register.Get on the referenced grain.
 func (r RegisterRef) Get(ctx context.Context) (Reading, error) {
-	res, err := r.ref.Invoke(ctx, 0, &registerGetArgs{})
-	if err != nil {
-		var zero Reading
-		return zero, err
-	}
-	return res.(*registerGetReply).R0, nil
+	return registerGet.Call(ctx, r.ref)
 }
 
 // Put calls Register.Put on the referenced grain.
 func (r RegisterRef) Put(ctx context.Context, value int64) (string, error) {
-	res, err := r.ref.Invoke(ctx, 1, &registerPutArgs{A0: value})
-	if err != nil {
-		var zero string
-		return zero, err
-	}
-	return res.(*registerPutReply).R0, nil
+	return registerPut.Call(ctx, r.ref, value)
 }
 
 // Deactivate calls Register.Deactivate on the referenced grain.
 func (r RegisterRef) Deactivate(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 2, &registerDeactivateArgs{})
-	return err
+	return registerDeactivate.Call(ctx, r.ref)
 }
 
 // RegisterRegister registers the Register grain type with r; f builds the

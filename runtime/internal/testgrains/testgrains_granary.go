@@ -10,122 +10,21 @@ import (
 )
 
 // Compile-time guard: fails to build against an incompatible grain package.
-const _ = grain.SupportPackageIsVersion1
+const _ = grain.SupportPackageIsVersion2
 
 // CounterType describes the Counter grain type: its registered name and
-// methods. A method's index is its position in Methods, which follows the
-// interface's source order: reordering, inserting or removing methods
-// changes the indexes, so callers and silos must run code generated from
-// the same interface.
-var CounterType = &grain.TypeDesc{
-	Name: "test.Counter",
-	Methods: []grain.MethodDesc{
-		{ // 0
-			Name:     "Add",
-			Flags:    grain.CopyFree,
-			NewArgs:  func() any { return new(counterAddArgs) },
-			NewReply: func() any { return new(counterAddReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*counterAddArgs)
-				r0, err := impl.(Counter).Add(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &counterAddReply{R0: r0}, nil
-			},
-		},
-		{ // 1
-			Name:     "Get",
-			Flags:    grain.ReadOnly | grain.CopyFree,
-			NewArgs:  func() any { return new(counterGetArgs) },
-			NewReply: func() any { return new(counterGetReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Counter).Get(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &counterGetReply{R0: r0}, nil
-			},
-		},
-		{ // 2
-			Name:    "Bump",
-			Flags:   grain.OneWay | grain.CopyFree,
-			NewArgs: func() any { return new(counterBumpArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*counterBumpArgs)
-				return nil, impl.(Counter).Bump(ctx, a.A0)
-			},
-		},
-		{ // 3
-			Name:     "AddDurable",
-			Flags:    grain.CopyFree,
-			NewArgs:  func() any { return new(counterAddDurableArgs) },
-			NewReply: func() any { return new(counterAddDurableReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*counterAddDurableArgs)
-				r0, err := impl.(Counter).AddDurable(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &counterAddDurableReply{R0: r0}, nil
-			},
-		},
-		{ // 4
-			Name:    "Deactivate",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(counterDeactivateArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				return nil, impl.(Counter).Deactivate(ctx)
-			},
-		},
-	},
-}
+// methods. Calls address a method by its wire name and the fingerprint of
+// its parameter and result types, never by its position.
+var CounterType = grain.NewType("test.Counter", counterAdd, counterGet, counterBump, counterAddDurable, counterDeactivate)
 
-// counterAddArgs holds the arguments of Counter.Add, encoded as a msgpack array.
-type counterAddArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
-
-// counterAddReply holds the result of Counter.Add, encoded as a msgpack array.
-type counterAddReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
-
-// counterGetArgs holds the arguments of Counter.Get, encoded as a msgpack array.
-type counterGetArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// counterGetReply holds the result of Counter.Get, encoded as a msgpack array.
-type counterGetReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
-
-// counterBumpArgs holds the arguments of Counter.Bump, encoded as a msgpack array.
-type counterBumpArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
-
-// counterAddDurableArgs holds the arguments of Counter.AddDurable, encoded as a msgpack array.
-type counterAddDurableArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
-
-// counterAddDurableReply holds the result of Counter.AddDurable, encoded as a msgpack array.
-type counterAddDurableReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
-
-// counterDeactivateArgs holds the arguments of Counter.Deactivate, encoded as a msgpack array.
-type counterDeactivateArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
+// The methods of Counter: wire name, method expression, flags.
+var (
+	counterAdd        = grain.NewMethod1("Add", Counter.Add, grain.CopyFree)
+	counterGet        = grain.NewMethod0("Get", Counter.Get, grain.ReadOnly|grain.CopyFree)
+	counterBump       = grain.NewAction1("Bump", Counter.Bump, grain.OneWay|grain.CopyFree)
+	counterAddDurable = grain.NewMethod1("AddDurable", Counter.AddDurable, grain.CopyFree)
+	counterDeactivate = grain.NewAction0("Deactivate", Counter.Deactivate, grain.CopyFree)
+)
 
 // CounterRef is a typed reference to a Counter grain. It implements Counter by
 // calling the grain through a grain.Caller. Refs are small values; copy them
@@ -145,45 +44,28 @@ func (r CounterRef) ID() grain.ID { return r.ref.ID() }
 
 // Add calls Counter.Add on the referenced grain.
 func (r CounterRef) Add(ctx context.Context, n int64) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 0, &counterAddArgs{A0: n})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*counterAddReply).R0, nil
+	return counterAdd.Call(ctx, r.ref, n)
 }
 
 // Get calls Counter.Get on the referenced grain.
 func (r CounterRef) Get(ctx context.Context) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 1, &counterGetArgs{})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*counterGetReply).R0, nil
+	return counterGet.Call(ctx, r.ref)
 }
 
 // Bump calls Counter.Bump on the referenced grain. It is a one-way call:
 // the grain sends no reply, so a nil error means it was sent, not run.
 func (r CounterRef) Bump(ctx context.Context, n int64) error {
-	_, err := r.ref.Invoke(ctx, 2, &counterBumpArgs{A0: n})
-	return err
+	return counterBump.Call(ctx, r.ref, n)
 }
 
 // AddDurable calls Counter.AddDurable on the referenced grain.
 func (r CounterRef) AddDurable(ctx context.Context, n int64) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 3, &counterAddDurableArgs{A0: n})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*counterAddDurableReply).R0, nil
+	return counterAddDurable.Call(ctx, r.ref, n)
 }
 
 // Deactivate calls Counter.Deactivate on the referenced grain.
 func (r CounterRef) Deactivate(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 4, &counterDeactivateArgs{})
-	return err
+	return counterDeactivate.Call(ctx, r.ref)
 }
 
 // RegisterCounter registers the Counter grain type with r; f builds the
@@ -193,229 +75,24 @@ func RegisterCounter(r grain.Registry, f func(grain.Context) Counter, opts ...gr
 }
 
 // ProbeType describes the Probe grain type: its registered name and
-// methods. A method's index is its position in Methods, which follows the
-// interface's source order: reordering, inserting or removing methods
-// changes the indexes, so callers and silos must run code generated from
-// the same interface.
-var ProbeType = &grain.TypeDesc{
-	Name: "test.Probe",
-	Methods: []grain.MethodDesc{
-		{ // 0
-			Name:     "Enter",
-			Flags:    grain.CopyFree,
-			NewArgs:  func() any { return new(probeEnterArgs) },
-			NewReply: func() any { return new(probeEnterReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*probeEnterArgs)
-				r0, err := impl.(Probe).Enter(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &probeEnterReply{R0: r0}, nil
-			},
-		},
-		{ // 1
-			Name:    "Wait",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(probeWaitArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*probeWaitArgs)
-				return nil, impl.(Probe).Wait(ctx, a.A0)
-			},
-		},
-		{ // 2
-			Name:    "Panic",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(probePanicArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				return nil, impl.(Probe).Panic(ctx)
-			},
-		},
-		{ // 3
-			Name:     "Echo",
-			Flags:    0,
-			NewArgs:  func() any { return new(probeEchoArgs) },
-			NewReply: func() any { return new(probeEchoReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*probeEchoArgs)
-				r0, err := impl.(Probe).Echo(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &probeEchoReply{R0: r0}, nil
-			},
-		},
-		{ // 4
-			Name:    "Fail",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(probeFailArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				return nil, impl.(Probe).Fail(ctx)
-			},
-		},
-		{ // 5
-			Name:    "Return",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(probeReturnArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*probeReturnArgs)
-				return nil, impl.(Probe).Return(ctx, a.A0)
-			},
-		},
-		{ // 6
-			Name:    "Ping",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(probePingArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				return nil, impl.(Probe).Ping(ctx)
-			},
-		},
-		{ // 7
-			Name:    "Notify",
-			Flags:   grain.OneWay | grain.CopyFree,
-			NewArgs: func() any { return new(probeNotifyArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*probeNotifyArgs)
-				return nil, impl.(Probe).Notify(ctx, a.A0)
-			},
-		},
-		{ // 8
-			Name:     "SumInts",
-			Flags:    0,
-			NewArgs:  func() any { return new(probeSumIntsArgs) },
-			NewReply: func() any { return new(probeSumIntsReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*probeSumIntsArgs)
-				r0, err := impl.(Probe).SumInts(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &probeSumIntsReply{R0: r0}, nil
-			},
-		},
-		{ // 9
-			Name:     "SumItems",
-			Flags:    0,
-			NewArgs:  func() any { return new(probeSumItemsArgs) },
-			NewReply: func() any { return new(probeSumItemsReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*probeSumItemsArgs)
-				r0, err := impl.(Probe).SumItems(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &probeSumItemsReply{R0: r0}, nil
-			},
-		},
-		{ // 10
-			Name:     "Items",
-			Flags:    0,
-			NewArgs:  func() any { return new(probeItemsArgs) },
-			NewReply: func() any { return new(probeItemsReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*probeItemsArgs)
-				r0, err := impl.(Probe).Items(ctx, a.A0)
-				if err != nil {
-					return nil, err
-				}
-				return &probeItemsReply{R0: r0}, nil
-			},
-		},
-	},
-}
+// methods. Calls address a method by its wire name and the fingerprint of
+// its parameter and result types, never by its position.
+var ProbeType = grain.NewType("test.Probe", probeEnter, probeWait, probePanic, probeEcho, probeFail, probeReturn, probePing, probeNotify, probeSumInts, probeSumItems, probeItems)
 
-// probeEnterArgs holds the arguments of Probe.Enter, encoded as a msgpack array.
-type probeEnterArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       time.Duration
-}
-
-// probeEnterReply holds the result of Probe.Enter, encoded as a msgpack array.
-type probeEnterReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int
-}
-
-// probeWaitArgs holds the arguments of Probe.Wait, encoded as a msgpack array.
-type probeWaitArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       string
-}
-
-// probePanicArgs holds the arguments of Probe.Panic, encoded as a msgpack array.
-type probePanicArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// probeEchoArgs holds the arguments of Probe.Echo, encoded as a msgpack array.
-type probeEchoArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       []string
-}
-
-// probeEchoReply holds the result of Probe.Echo, encoded as a msgpack array.
-type probeEchoReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       []string
-}
-
-// probeFailArgs holds the arguments of Probe.Fail, encoded as a msgpack array.
-type probeFailArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// probeReturnArgs holds the arguments of Probe.Return, encoded as a msgpack array.
-type probeReturnArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       string
-}
-
-// probePingArgs holds the arguments of Probe.Ping, encoded as a msgpack array.
-type probePingArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// probeNotifyArgs holds the arguments of Probe.Notify, encoded as a msgpack array.
-type probeNotifyArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       string
-}
-
-// probeSumIntsArgs holds the arguments of Probe.SumInts, encoded as a msgpack array.
-type probeSumIntsArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       []int64
-}
-
-// probeSumIntsReply holds the result of Probe.SumInts, encoded as a msgpack array.
-type probeSumIntsReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
-
-// probeSumItemsArgs holds the arguments of Probe.SumItems, encoded as a msgpack array.
-type probeSumItemsArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       []Item
-}
-
-// probeSumItemsReply holds the result of Probe.SumItems, encoded as a msgpack array.
-type probeSumItemsReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int64
-}
-
-// probeItemsArgs holds the arguments of Probe.Items, encoded as a msgpack array.
-type probeItemsArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int
-}
-
-// probeItemsReply holds the result of Probe.Items, encoded as a msgpack array.
-type probeItemsReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       []Item
-}
+// The methods of Probe: wire name, method expression, flags.
+var (
+	probeEnter    = grain.NewMethod1("Enter", Probe.Enter, grain.CopyFree)
+	probeWait     = grain.NewAction1("Wait", Probe.Wait, grain.CopyFree)
+	probePanic    = grain.NewAction0("Panic", Probe.Panic, grain.CopyFree)
+	probeEcho     = grain.NewMethod1("Echo", Probe.Echo, 0)
+	probeFail     = grain.NewAction0("Fail", Probe.Fail, grain.CopyFree)
+	probeReturn   = grain.NewAction1("Return", Probe.Return, grain.CopyFree)
+	probePing     = grain.NewAction0("Ping", Probe.Ping, grain.CopyFree)
+	probeNotify   = grain.NewAction1("Notify", Probe.Notify, grain.OneWay|grain.CopyFree)
+	probeSumInts  = grain.NewMethod1("SumInts", Probe.SumInts, 0)
+	probeSumItems = grain.NewMethod1("SumItems", Probe.SumItems, 0)
+	probeItems    = grain.NewMethod1("Items", Probe.Items, 0)
+)
 
 // ProbeRef is a typed reference to a Probe grain. It implements Probe by
 // calling the grain through a grain.Caller. Refs are small values; copy them
@@ -435,89 +112,58 @@ func (r ProbeRef) ID() grain.ID { return r.ref.ID() }
 
 // Enter calls Probe.Enter on the referenced grain.
 func (r ProbeRef) Enter(ctx context.Context, d time.Duration) (int, error) {
-	res, err := r.ref.Invoke(ctx, 0, &probeEnterArgs{A0: d})
-	if err != nil {
-		var zero int
-		return zero, err
-	}
-	return res.(*probeEnterReply).R0, nil
+	return probeEnter.Call(ctx, r.ref, d)
 }
 
 // Wait calls Probe.Wait on the referenced grain.
 func (r ProbeRef) Wait(ctx context.Context, barrier string) error {
-	_, err := r.ref.Invoke(ctx, 1, &probeWaitArgs{A0: barrier})
-	return err
+	return probeWait.Call(ctx, r.ref, barrier)
 }
 
 // Panic calls Probe.Panic on the referenced grain.
 func (r ProbeRef) Panic(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 2, &probePanicArgs{})
-	return err
+	return probePanic.Call(ctx, r.ref)
 }
 
 // Echo calls Probe.Echo on the referenced grain.
 func (r ProbeRef) Echo(ctx context.Context, in []string) ([]string, error) {
-	res, err := r.ref.Invoke(ctx, 3, &probeEchoArgs{A0: in})
-	if err != nil {
-		var zero []string
-		return zero, err
-	}
-	return res.(*probeEchoReply).R0, nil
+	return probeEcho.Call(ctx, r.ref, in)
 }
 
 // Fail calls Probe.Fail on the referenced grain.
 func (r ProbeRef) Fail(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 4, &probeFailArgs{})
-	return err
+	return probeFail.Call(ctx, r.ref)
 }
 
 // Return calls Probe.Return on the referenced grain.
 func (r ProbeRef) Return(ctx context.Context, code string) error {
-	_, err := r.ref.Invoke(ctx, 5, &probeReturnArgs{A0: code})
-	return err
+	return probeReturn.Call(ctx, r.ref, code)
 }
 
 // Ping calls Probe.Ping on the referenced grain.
 func (r ProbeRef) Ping(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 6, &probePingArgs{})
-	return err
+	return probePing.Call(ctx, r.ref)
 }
 
 // Notify calls Probe.Notify on the referenced grain. It is a one-way call:
 // the grain sends no reply, so a nil error means it was sent, not run.
 func (r ProbeRef) Notify(ctx context.Context, msg string) error {
-	_, err := r.ref.Invoke(ctx, 7, &probeNotifyArgs{A0: msg})
-	return err
+	return probeNotify.Call(ctx, r.ref, msg)
 }
 
 // SumInts calls Probe.SumInts on the referenced grain.
 func (r ProbeRef) SumInts(ctx context.Context, vs []int64) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 8, &probeSumIntsArgs{A0: vs})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*probeSumIntsReply).R0, nil
+	return probeSumInts.Call(ctx, r.ref, vs)
 }
 
 // SumItems calls Probe.SumItems on the referenced grain.
 func (r ProbeRef) SumItems(ctx context.Context, items []Item) (int64, error) {
-	res, err := r.ref.Invoke(ctx, 9, &probeSumItemsArgs{A0: items})
-	if err != nil {
-		var zero int64
-		return zero, err
-	}
-	return res.(*probeSumItemsReply).R0, nil
+	return probeSumItems.Call(ctx, r.ref, items)
 }
 
 // Items calls Probe.Items on the referenced grain.
 func (r ProbeRef) Items(ctx context.Context, n int) ([]Item, error) {
-	res, err := r.ref.Invoke(ctx, 10, &probeItemsArgs{A0: n})
-	if err != nil {
-		var zero []Item
-		return zero, err
-	}
-	return res.(*probeItemsReply).R0, nil
+	return probeItems.Call(ctx, r.ref, n)
 }
 
 // RegisterProbe registers the Probe grain type with r; f builds the
@@ -527,207 +173,24 @@ func RegisterProbe(r grain.Registry, f func(grain.Context) Probe, opts ...grain.
 }
 
 // ClockType describes the Clock grain type: its registered name and
-// methods. A method's index is its position in Methods, which follows the
-// interface's source order: reordering, inserting or removing methods
-// changes the indexes, so callers and silos must run code generated from
-// the same interface.
-var ClockType = &grain.TypeDesc{
-	Name: "test.Clock",
-	Methods: []grain.MethodDesc{
-		{ // 0
-			Name:    "StartTimer",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(clockStartTimerArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*clockStartTimerArgs)
-				return nil, impl.(Clock).StartTimer(ctx, a.A0)
-			},
-		},
-		{ // 1
-			Name:    "StopTimer",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(clockStopTimerArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				return nil, impl.(Clock).StopTimer(ctx)
-			},
-		},
-		{ // 2
-			Name:     "TimerTicks",
-			Flags:    grain.CopyFree,
-			NewArgs:  func() any { return new(clockTimerTicksArgs) },
-			NewReply: func() any { return new(clockTimerTicksReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Clock).TimerTicks(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &clockTimerTicksReply{R0: r0}, nil
-			},
-		},
-		{ // 3
-			Name:    "Hold",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(clockHoldArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*clockHoldArgs)
-				return nil, impl.(Clock).Hold(ctx, a.A0)
-			},
-		},
-		{ // 4
-			Name:    "Remind",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(clockRemindArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*clockRemindArgs)
-				return nil, impl.(Clock).Remind(ctx, a.A0, a.A1, a.A2)
-			},
-		},
-		{ // 5
-			Name:    "Forget",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(clockForgetArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*clockForgetArgs)
-				return nil, impl.(Clock).Forget(ctx, a.A0)
-			},
-		},
-		{ // 6
-			Name:     "ReminderNames",
-			Flags:    0,
-			NewArgs:  func() any { return new(clockReminderNamesArgs) },
-			NewReply: func() any { return new(clockReminderNamesReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Clock).ReminderNames(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &clockReminderNamesReply{R0: r0}, nil
-			},
-		},
-		{ // 7
-			Name:     "Counts",
-			Flags:    0,
-			NewArgs:  func() any { return new(clockCountsArgs) },
-			NewReply: func() any { return new(clockCountsReply) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				r0, err := impl.(Clock).Counts(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return &clockCountsReply{R0: r0}, nil
-			},
-		},
-		{ // 8
-			Name:    "SetThrough",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(clockSetThroughArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*clockSetThroughArgs)
-				return nil, impl.(Clock).SetThrough(ctx, a.A0)
-			},
-		},
-		{ // 9
-			Name:    "SetBehind",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(clockSetBehindArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*clockSetBehindArgs)
-				return nil, impl.(Clock).SetBehind(ctx, a.A0)
-			},
-		},
-		{ // 10
-			Name:    "SetLazy",
-			Flags:   grain.CopyFree,
-			NewArgs: func() any { return new(clockSetLazyArgs) },
-			Invoke: func(ctx context.Context, impl any, args any) (any, error) {
-				a := args.(*clockSetLazyArgs)
-				return nil, impl.(Clock).SetLazy(ctx, a.A0)
-			},
-		},
-	},
-}
+// methods. Calls address a method by its wire name and the fingerprint of
+// its parameter and result types, never by its position.
+var ClockType = grain.NewType("test.Clock", clockStartTimer, clockStopTimer, clockTimerTicks, clockHold, clockRemind, clockForget, clockReminderNames, clockCounts, clockSetThrough, clockSetBehind, clockSetLazy)
 
-// clockStartTimerArgs holds the arguments of Clock.StartTimer, encoded as a msgpack array.
-type clockStartTimerArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       TimerSpec
-}
-
-// clockStopTimerArgs holds the arguments of Clock.StopTimer, encoded as a msgpack array.
-type clockStopTimerArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// clockTimerTicksArgs holds the arguments of Clock.TimerTicks, encoded as a msgpack array.
-type clockTimerTicksArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// clockTimerTicksReply holds the result of Clock.TimerTicks, encoded as a msgpack array.
-type clockTimerTicksReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       int
-}
-
-// clockHoldArgs holds the arguments of Clock.Hold, encoded as a msgpack array.
-type clockHoldArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       time.Duration
-}
-
-// clockRemindArgs holds the arguments of Clock.Remind, encoded as a msgpack array.
-type clockRemindArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       string
-	A1       time.Duration
-	A2       time.Duration
-}
-
-// clockForgetArgs holds the arguments of Clock.Forget, encoded as a msgpack array.
-type clockForgetArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       string
-}
-
-// clockReminderNamesArgs holds the arguments of Clock.ReminderNames, encoded as a msgpack array.
-type clockReminderNamesArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// clockReminderNamesReply holds the result of Clock.ReminderNames, encoded as a msgpack array.
-type clockReminderNamesReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       []string
-}
-
-// clockCountsArgs holds the arguments of Clock.Counts, encoded as a msgpack array.
-type clockCountsArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-}
-
-// clockCountsReply holds the result of Clock.Counts, encoded as a msgpack array.
-type clockCountsReply struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	R0       ClockCounts
-}
-
-// clockSetThroughArgs holds the arguments of Clock.SetThrough, encoded as a msgpack array.
-type clockSetThroughArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
-
-// clockSetBehindArgs holds the arguments of Clock.SetBehind, encoded as a msgpack array.
-type clockSetBehindArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
-
-// clockSetLazyArgs holds the arguments of Clock.SetLazy, encoded as a msgpack array.
-type clockSetLazyArgs struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	A0       int64
-}
+// The methods of Clock: wire name, method expression, flags.
+var (
+	clockStartTimer    = grain.NewAction1("StartTimer", Clock.StartTimer, grain.CopyFree)
+	clockStopTimer     = grain.NewAction0("StopTimer", Clock.StopTimer, grain.CopyFree)
+	clockTimerTicks    = grain.NewMethod0("TimerTicks", Clock.TimerTicks, grain.CopyFree)
+	clockHold          = grain.NewAction1("Hold", Clock.Hold, grain.CopyFree)
+	clockRemind        = grain.NewAction3("Remind", Clock.Remind, grain.CopyFree)
+	clockForget        = grain.NewAction1("Forget", Clock.Forget, grain.CopyFree)
+	clockReminderNames = grain.NewMethod0("ReminderNames", Clock.ReminderNames, 0)
+	clockCounts        = grain.NewMethod0("Counts", Clock.Counts, 0)
+	clockSetThrough    = grain.NewAction1("SetThrough", Clock.SetThrough, grain.CopyFree)
+	clockSetBehind     = grain.NewAction1("SetBehind", Clock.SetBehind, grain.CopyFree)
+	clockSetLazy       = grain.NewAction1("SetLazy", Clock.SetLazy, grain.CopyFree)
+)
 
 // ClockRef is a typed reference to a Clock grain. It implements Clock by
 // calling the grain through a grain.Caller. Refs are small values; copy them
@@ -747,80 +210,57 @@ func (r ClockRef) ID() grain.ID { return r.ref.ID() }
 
 // StartTimer calls Clock.StartTimer on the referenced grain.
 func (r ClockRef) StartTimer(ctx context.Context, spec TimerSpec) error {
-	_, err := r.ref.Invoke(ctx, 0, &clockStartTimerArgs{A0: spec})
-	return err
+	return clockStartTimer.Call(ctx, r.ref, spec)
 }
 
 // StopTimer calls Clock.StopTimer on the referenced grain.
 func (r ClockRef) StopTimer(ctx context.Context) error {
-	_, err := r.ref.Invoke(ctx, 1, &clockStopTimerArgs{})
-	return err
+	return clockStopTimer.Call(ctx, r.ref)
 }
 
 // TimerTicks calls Clock.TimerTicks on the referenced grain.
 func (r ClockRef) TimerTicks(ctx context.Context) (int, error) {
-	res, err := r.ref.Invoke(ctx, 2, &clockTimerTicksArgs{})
-	if err != nil {
-		var zero int
-		return zero, err
-	}
-	return res.(*clockTimerTicksReply).R0, nil
+	return clockTimerTicks.Call(ctx, r.ref)
 }
 
 // Hold calls Clock.Hold on the referenced grain.
 func (r ClockRef) Hold(ctx context.Context, d time.Duration) error {
-	_, err := r.ref.Invoke(ctx, 3, &clockHoldArgs{A0: d})
-	return err
+	return clockHold.Call(ctx, r.ref, d)
 }
 
 // Remind calls Clock.Remind on the referenced grain.
 func (r ClockRef) Remind(ctx context.Context, name string, due time.Duration, period time.Duration) error {
-	_, err := r.ref.Invoke(ctx, 4, &clockRemindArgs{A0: name, A1: due, A2: period})
-	return err
+	return clockRemind.Call(ctx, r.ref, name, due, period)
 }
 
 // Forget calls Clock.Forget on the referenced grain.
 func (r ClockRef) Forget(ctx context.Context, name string) error {
-	_, err := r.ref.Invoke(ctx, 5, &clockForgetArgs{A0: name})
-	return err
+	return clockForget.Call(ctx, r.ref, name)
 }
 
 // ReminderNames calls Clock.ReminderNames on the referenced grain.
 func (r ClockRef) ReminderNames(ctx context.Context) ([]string, error) {
-	res, err := r.ref.Invoke(ctx, 6, &clockReminderNamesArgs{})
-	if err != nil {
-		var zero []string
-		return zero, err
-	}
-	return res.(*clockReminderNamesReply).R0, nil
+	return clockReminderNames.Call(ctx, r.ref)
 }
 
 // Counts calls Clock.Counts on the referenced grain.
 func (r ClockRef) Counts(ctx context.Context) (ClockCounts, error) {
-	res, err := r.ref.Invoke(ctx, 7, &clockCountsArgs{})
-	if err != nil {
-		var zero ClockCounts
-		return zero, err
-	}
-	return res.(*clockCountsReply).R0, nil
+	return clockCounts.Call(ctx, r.ref)
 }
 
 // SetThrough calls Clock.SetThrough on the referenced grain.
 func (r ClockRef) SetThrough(ctx context.Context, v int64) error {
-	_, err := r.ref.Invoke(ctx, 8, &clockSetThroughArgs{A0: v})
-	return err
+	return clockSetThrough.Call(ctx, r.ref, v)
 }
 
 // SetBehind calls Clock.SetBehind on the referenced grain.
 func (r ClockRef) SetBehind(ctx context.Context, v int64) error {
-	_, err := r.ref.Invoke(ctx, 9, &clockSetBehindArgs{A0: v})
-	return err
+	return clockSetBehind.Call(ctx, r.ref, v)
 }
 
 // SetLazy calls Clock.SetLazy on the referenced grain.
 func (r ClockRef) SetLazy(ctx context.Context, v int64) error {
-	_, err := r.ref.Invoke(ctx, 10, &clockSetLazyArgs{A0: v})
-	return err
+	return clockSetLazy.Call(ctx, r.ref, v)
 }
 
 // RegisterClock registers the Clock grain type with r; f builds the

@@ -29,7 +29,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			defer cancel()
 			body := []byte("0123456789abcdef")
 			newReq := func() *Envelope {
-				return &Envelope{Target: grain.ID{Type: "bench.Counter", Key: "key-42"}, Method: 1, Body: body}
+				return &Envelope{Target: grain.ID{Type: "bench.Counter", Key: "key-42"}, Method: "Add", Fingerprint: 0x0123456789abcdef, Body: body}
 			}
 			if _, err := c.Call(ctx, addr, newReq()); err != nil { // dial
 				b.Fatal(err)
@@ -92,7 +92,7 @@ func BenchmarkOneWay(b *testing.B) {
 	ctx := context.Background()
 	body := []byte("0123456789abcdef")
 	wg.Add(1)
-	if err := c.Send(ctx, addr, &Envelope{Target: grain.ID{Type: "bench.Counter", Key: "k"}, Body: body}); err != nil {
+	if err := c.Send(ctx, addr, &Envelope{Target: grain.ID{Type: "bench.Counter", Key: "k"}, Method: "Bump", Body: body}); err != nil {
 		b.Fatal(err)
 	}
 	wg.Wait()
@@ -103,7 +103,7 @@ func BenchmarkOneWay(b *testing.B) {
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := c.Send(ctx, addr, &Envelope{Target: grain.ID{Type: "bench.Counter", Key: "k"}, Body: body}); err != nil {
+			if err := c.Send(ctx, addr, &Envelope{Target: grain.ID{Type: "bench.Counter", Key: "k"}, Method: "Bump", Body: body}); err != nil {
 				b.Error(err)
 				return
 			}
@@ -123,7 +123,7 @@ func BenchmarkFrame(b *testing.B) {
 		envs := make([]*Envelope, n)
 		for i := range envs {
 			envs[i] = &Envelope{Kind: KindRequest, ID: uint64(1000 + i), Target: grain.ID{Type: "bench.Counter", Key: "key-42"},
-				Method: 1, Timeout: 5 * time.Second, Chain: []string{"bench.Caller/1"}, Body: []byte("0123456789abcdef")}
+				Method: "Add", Fingerprint: 0x0123456789abcdef, Timeout: 5 * time.Second, Chain: []string{"bench.Caller/1"}, Body: []byte("0123456789abcdef")}
 			if err := checkEnvelope(envs[i], &lim); err != nil {
 				b.Fatal(err)
 			}

@@ -219,7 +219,7 @@ func (c *Client) Send(ctx context.Context, addr string, req *Envelope) error {
 		}
 		// Nobody waits for a one-way call (a grain turn may be sending
 		// it): refuse it rather than wait for the network.
-		return fmt.Errorf("transport: one-way %s method %d to %s: %d envelopes queued on the stream: %w",
+		return fmt.Errorf("transport: one-way %s method %s to %s: %d envelopes queued on the stream: %w",
 			req.Target, req.Method, addr, cap(s.w.ch), grain.ErrOverloaded)
 	}
 	return nil
@@ -248,7 +248,7 @@ func (c *Client) prepare(ctx context.Context, addr string, req *Envelope) (*clie
 		expires = int64(now.Sub(monoEpoch) + req.Timeout)
 	}
 	if err := checkEnvelope(req, &c.cfg.Limits); err != nil {
-		return nil, 0, fmt.Errorf("transport: %s to %s method %d at %s: %w", req.Kind, req.Target, req.Method, addr, err)
+		return nil, 0, fmt.Errorf("transport: %s to %s method %s at %s: %w", req.Kind, req.Target, req.Method, addr, err)
 	}
 	s, err := c.stream(ctx, addr)
 	return s, expires, err
@@ -260,12 +260,12 @@ func (c *Client) ctxError(ctx context.Context, addr string, req *Envelope) error
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		return c.timeoutError(addr, req)
 	}
-	return fmt.Errorf("transport: %s method %d at %s: %w", req.Target, req.Method, addr, err)
+	return fmt.Errorf("transport: %s method %s at %s: %w", req.Target, req.Method, addr, err)
 }
 
 // timeoutError is the error of a call whose deadline passed.
 func (c *Client) timeoutError(addr string, req *Envelope) error {
-	return fmt.Errorf("transport: %w", grain.Timeout(fmt.Sprintf("%s method %d at %s", req.Target, req.Method, addr)))
+	return fmt.Errorf("transport: %w", grain.Timeout(fmt.Sprintf("%s method %s at %s", req.Target, req.Method, addr)))
 }
 
 func unavailable(addr string, cause error) error {

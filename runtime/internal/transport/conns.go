@@ -164,18 +164,21 @@ func (b *badBudget) deficit() time.Duration {
 }
 
 // malformedCode reports whether an error response with code answers a
-// request that was malformed (the sender's fault, not the server's).
+// request that was malformed (the sender's fault, not the server's). A
+// method the server does not have (grain.ErrUnknownMethod) or has with
+// another signature (grain.ErrIncompatible) is not: during a rolling
+// upgrade, callers built from a newer or older interface send those in
+// good faith, and must not be slowed down for it.
 func malformedCode(code string) bool {
 	switch code {
-	case codeBadRequest, codeUnknownMethod, codeUnknownType, codeTooLarge:
+	case codeBadRequest, codeUnknownType, codeTooLarge:
 		return true
 	}
 	return false
 }
 
 var (
-	codeBadRequest    = grain.CodeOf(grain.ErrBadRequest)
-	codeUnknownMethod = grain.CodeOf(grain.ErrUnknownMethod)
-	codeUnknownType   = grain.CodeOf(grain.ErrUnknownGrainType)
-	codeTooLarge      = grain.CodeOf(grain.ErrTooLarge)
+	codeBadRequest  = grain.CodeOf(grain.ErrBadRequest)
+	codeUnknownType = grain.CodeOf(grain.ErrUnknownGrainType)
+	codeTooLarge    = grain.CodeOf(grain.ErrTooLarge)
 )

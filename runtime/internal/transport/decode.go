@@ -263,17 +263,19 @@ type badEnvelope struct {
 }
 
 // frameDecoder decodes frames. It keeps the decoded envelopes, the rejected
-// ones and a table of interned grain type names between calls; it is owned
+// ones and tables of interned grain type and method names between calls; it is owned
 // by one stream's reader goroutine.
 type frameDecoder struct {
 	lim    Limits
 	envs   []*Envelope
 	bad    []badEnvelope
 	intern map[string]string
+	// methods interns method names, once checked.
+	methods map[string]string
 }
 
 func newFrameDecoder(lim Limits) *frameDecoder {
-	return &frameDecoder{lim: lim, intern: make(map[string]string)}
+	return &frameDecoder{lim: lim, intern: make(map[string]string), methods: make(map[string]string)}
 }
 
 // decode decodes frame b into d.envs and d.bad. It returns an error if the
@@ -298,7 +300,7 @@ func (d *frameDecoder) decode(b []byte) error {
 	case err != nil:
 		return errNotFrame
 	case v != frameVersion:
-		return fmt.Errorf("frame version %d, want %d", v, frameVersion)
+		return fmt.Errorf("frame version %d, want %d: the peer runs a Granary release whose wire format this one does not speak (version 1 addressed methods by index)", v, frameVersion)
 	}
 	m, err := r.length(false)
 	switch {
@@ -411,48 +413,60 @@ func (d *frameDecoder) request(r *reader, e *Envelope) (int, error) {
 		return 4, err
 	}
 	e.Target.Key = string(key)
-	method, err := r.uint()
+	method, err := r.str()
 	if err != nil {
 		return 5, err
 	}
-	if method > math.MaxInt32 {
-		return 5, badField("method index %d out of range", method)
+	if s, ok := d.methods[string(method)]; ok {
+		e.Method = s // interned method names were checked
+	} else {
+		e.Method = string(method)
+		if why := badMethodName(e.Method); why != "" {
+			return 5, badField("method name %q: %s", truncate(e.Method, MaxMethodName), why)
+		}
+		if len(d.methods) < maxIntern {
+			d.methods[e.Method] = e.Method
+		}
 	}
-	e.Method = int(method)
-	flags, err := r.uint()
+	fp, err := r.uint()
 	if err != nil {
 		return 6, err
 	}
+	e.Fingerprint = fp
+	flags, err := r.uint()
+	if err != nil {
+		return 7, err
+	}
 	if flags > math.MaxUint8 {
-		return 6, badField("flags %d out of range", flags)
+		return 7, badField("flags %d out of range", flags)
 	}
 	e.Flags = grain.MethodFlags(flags)
 	timeout, err := r.int()
 	if err != nil {
-		return 7, err
+		return 8, err
 	}
 	if timeout < 0 {
-		return 7, badField("negative timeout %d", timeout)
+		return 8, badField("negative timeout %d", timeout)
 	}
 	e.Timeout = time.Duration(timeout)
 	hops, err := r.uint()
 	if err != nil {
-		return 8, err
+		return 9, err
 	}
 	if hops > math.MaxUint8 {
-		return 8, badField("hop count %d out of range", hops)
+		return 9, badField("hop count %d out of range", hops)
 	}
 	e.Hops = uint8(hops)
 
 	n, err := r.length(false)
 	if err != nil {
-		return 9, err
+		return 10, err
 	}
 	if n > MaxChainLen {
 		if err := r.skipN(n); err != nil {
-			return 9, err
+			return 10, err
 		}
-		return 9, tooLarge("call chain has %d entries, limit %d", n, MaxChainLen)
+		return 10, tooLarge("call chain has %d entries, limit %d", n, MaxChainLen)
 	}
 	if n > 0 {
 		e.Chain = make([]string, n)
@@ -461,10 +475,10 @@ func (d *frameDecoder) request(r *reader, e *Envelope) (int, error) {
 			if err != nil {
 				if isFieldError(err) {
 					if err2 := r.skipN(n - i - 1); err2 != nil {
-						return 9, err2
+						return 10, err2
 					}
 				}
-				return 9, err
+				return 10, err
 			}
 			e.Chain[i] = string(s)
 		}
@@ -472,13 +486,13 @@ func (d *frameDecoder) request(r *reader, e *Envelope) (int, error) {
 
 	n, err = r.length(true)
 	if err != nil {
-		return 10, err
+		return 11, err
 	}
 	if n > MaxContextLen {
 		if err := r.skipN(2 * n); err != nil {
-			return 10, err
+			return 11, err
 		}
-		return 10, tooLarge("request context has %d entries, limit %d", n, MaxContextLen)
+		return 11, tooLarge("request context has %d entries, limit %d", n, MaxContextLen)
 	}
 	if n > 0 {
 		e.Context = make(map[string]string, n)
@@ -487,10 +501,10 @@ func (d *frameDecoder) request(r *reader, e *Envelope) (int, error) {
 			if err != nil {
 				if isFieldError(err) {
 					if err2 := r.skipN(2*n - i - 1); err2 != nil {
-						return 10, err2
+						return 11, err2
 					}
 				}
-				return 10, err
+				return 11, err
 			}
 			if i%2 == 0 {
 				key = s
@@ -502,10 +516,10 @@ func (d *frameDecoder) request(r *reader, e *Envelope) (int, error) {
 
 	body, err := d.body(r)
 	if err != nil {
-		return 11, err
+		return 12, err
 	}
 	e.Body = body
-	return 11, nil
+	return 12, nil
 }
 
 // response decodes fields 2.. of a response of n fields.

@@ -14,7 +14,7 @@
 //	c, err := transport.NewClient(transport.ClientConfig{Logger: log})
 //	defer c.Close()
 //	resp, err := c.Call(ctx, "10.0.0.2:7000", &transport.Envelope{
-//		Target: grain.ID{Type: "bank.Account", Key: "42"}, Method: 0, Body: args,
+//		Target: grain.ID{Type: "bank.Account", Key: "42"}, Method: "Deposit", Fingerprint: fp, Body: args,
 //	})
 //
 // # Streams
@@ -39,14 +39,18 @@
 //
 //	[version, [envelope, ...]]
 //
-// with version 1. An envelope is a msgpack array whose layout depends on
+// with version 2. An envelope is a msgpack array whose layout depends on
 // its kind, field 0; field 1 is the request id:
 //
-//	request, one-way: [kind, id, type, key, method, flags, timeout_ns, hops, chain, context, body]
-//	response:         [kind, id, status, body, err_code, err_message, redirect_silo, redirect_addr]
+//	request, one-way: [kind, id, type, key, method, fingerprint, flags, timeout_ns, hops, chain, context, body]
+//	response:         [kind, id, status, body, err_code, err_message, redirect_silo, redirect_addr, err_outcome]
 //
 // kind is 1 (request), 2 (one-way) or 3 (response); status 0 (ok), 1
-// (error) or 2 (not here). type and key are the target grain's ID; chain is
+// (error) or 2 (not here). type and key are the target grain's ID; method
+// is the method's wire name (a str of at most MaxMethodName bytes of UTF-8
+// without control characters) and fingerprint the uint64 fingerprint of
+// the caller's signature of it (see package grain). Version 1 carried a
+// method index instead; its frames are refused as a whole. chain is
 // nil or an array of strings, context nil or a map of strings, body nil or
 // bin (the arguments or the result, encoded by the runtime). The timeout is
 // relative, in nanoseconds, so hosts need not agree on the time of day; 0
@@ -87,7 +91,7 @@
 //
 //   - A request over a limit fails in Call or Send, before anything is sent,
 //     with an error wrapping grain.ErrTooLarge (grain.ErrBadRequest for a
-//     malformed one: no target type, a negative method index or timeout).
+//     malformed one: no target type, a bad method name, a negative timeout).
 //   - A response over a limit is replaced by an error response wrapping
 //     grain.ErrTooLarge.
 //   - A received envelope that is malformed (unknown kind, missing fields,

@@ -85,8 +85,14 @@ type Envelope struct {
 
 	// Target is the grain being called. Type must not be empty.
 	Target grain.ID
-	// Method is the method index, 0 <= Method <= math.MaxInt32.
-	Method int
+	// Method is the wire name of the method called (grain.MethodDesc.Name,
+	// or grain.ReminderMethod): 1 to MaxMethodName bytes of UTF-8 without
+	// control characters.
+	Method string
+	// Fingerprint is the fingerprint of the caller's signature of the
+	// method (grain.MethodDesc.Fingerprint); the receiver dispatches only
+	// to a method of the same name and fingerprint.
+	Fingerprint uint64
 	// Flags are the method's flags (one-way, read-only, ...).
 	Flags grain.MethodFlags
 	// Timeout is the time the callee has, relative to when it receives the
@@ -130,6 +136,10 @@ const (
 	// MaxContextLen is the largest number of request context entries an
 	// envelope may carry.
 	MaxContextLen = 256
+	// MaxMethodName is the longest method name an envelope may carry, in
+	// bytes (grain allows at most grain.MaxMethodName; the wire has room
+	// for longer ones).
+	MaxMethodName = 255
 	// maxErrMessage bounds the error message of an error response; longer
 	// messages are truncated so the response still fits.
 	maxErrMessage = 8 << 10

@@ -21,7 +21,7 @@ func Example() {
 		// A runtime would queue the call and reply later, from the
 		// activation's goroutine.
 		switch req.Method {
-		case 0:
+		case "Greet":
 			reply.Reply(transport.NewResponse([]byte("hello, " + req.Target.Key)))
 		default:
 			reply.Reply(transport.NewErrorResponse(fmt.Errorf("mailbox full: %w", grain.ErrOverloaded)))
@@ -49,13 +49,13 @@ func Example() {
 	defer c.Close()
 
 	target := grain.ID{Type: "demo.Greeter", Key: "ann"}
-	resp, err := c.Call(ctx, lis.Addr().String(), &transport.Envelope{Target: target, Method: 0})
+	resp, err := c.Call(ctx, lis.Addr().String(), &transport.Envelope{Target: target, Method: "Greet"})
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println(string(resp.Body))
 
-	_, err = c.Call(ctx, lis.Addr().String(), &transport.Envelope{Target: target, Method: 1})
+	_, err = c.Call(ctx, lis.Addr().String(), &transport.Envelope{Target: target, Method: "Deposit"})
 	fmt.Println(err, errors.Is(err, grain.ErrOverloaded))
 	// Output:
 	// hello, ann

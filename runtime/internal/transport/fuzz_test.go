@@ -28,15 +28,15 @@ func fuzzLimits() Limits {
 // encoder, and malformed ones. Encodings must be deterministic (at most one
 // context entry per envelope).
 func fuzzSeeds() map[string][]byte {
-	req := &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "bank.Account", Key: "42"}, Method: 3,
+	req := &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "bank.Account", Key: "42"}, Method: "Deposit", Fingerprint: 0xfedcba9876543210,
 		Flags: grain.ReadOnly, Timeout: 2 * time.Second, Hops: 1, Chain: []string{"bank.Ledger/main"},
 		Context: map[string]string{"trace": "abc"}, Body: []byte{0x91, 0x2a}}
-	oneWay := &Envelope{Kind: KindOneWay, ID: 2, Target: grain.ID{Type: "t", Key: "k"}, Flags: grain.OneWay, Body: []byte("x")}
+	oneWay := &Envelope{Kind: KindOneWay, ID: 2, Target: grain.ID{Type: "t", Key: "k"}, Method: "Notify", Flags: grain.OneWay, Body: []byte("x")}
 	ok := &Envelope{Kind: KindResponse, ID: 3, Body: []byte{0x2a}}
 	fail := &Envelope{Kind: KindResponse, ID: 4, Status: StatusError, ErrCode: "overloaded", ErrMessage: "grain: overloaded"}
 	notHere := &Envelope{Kind: KindResponse, ID: 5, Status: StatusNotHere, Redirect: Redirect{SiloID: "silo-1", Address: "127.0.0.1:7001"}}
 	big := &Envelope{Kind: KindRequest, ID: 300, Target: grain.ID{Type: "T", Key: string(bytes.Repeat([]byte("k"), 40))},
-		Method: 70000, Timeout: time.Hour, Body: bytes.Repeat([]byte{7}, 300)}
+		Method: string(bytes.Repeat([]byte("m"), MaxMethodName)), Fingerprint: 70000, Timeout: time.Hour, Body: bytes.Repeat([]byte{7}, 300)}
 	enc := func(envs ...*Envelope) []byte { return appendFrame(nil, envs) }
 	valid := enc(req, oneWay, ok, fail, notHere)
 	return map[string][]byte{
@@ -49,16 +49,28 @@ func fuzzSeeds() map[string][]byte {
 		"bad-truncated":      valid[:len(valid)-3],
 		"bad-trailing":       append(enc(ok), 0xc0),
 		"bad-garbage":        []byte("\xc1not msgpack at all"),
-		"bad-version":        {0x92, 0x02, 0x90},
+		"bad-version":        {0x92, 0x03, 0x90},
+		"bad-old-version":    oldFrame(),
+		"bad-method-index":   frameOf(oldRequest()),
+		"bad-method-name":    frameOf(appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 15, Target: grain.ID{Type: "T"}, Method: "A\x00B"})),
 		"bad-unknown-kind":   frameOf([]byte{0x92, 0x07, 0x0b}),
 		"bad-missing-target": frameOf(appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 12})),
-		"bad-body-too-large": frameOf(appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 13, Target: grain.ID{Type: "T"}, Body: make([]byte, 1100)})),
-		"bad-field-types":    frameOf([]byte{0x9b, 0x01, 0x0e, 0x07, 0x07, 0xa1, 'x', 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0}),
+		"bad-body-too-large": frameOf(appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 13, Target: grain.ID{Type: "T"}, Method: "M", Body: make([]byte, 1100)})),
+		"bad-field-types":    frameOf([]byte{0x9c, 0x01, 0x0e, 0x07, 0x07, 0xa1, 'x', 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0}),
 		"bad-deep":           frameOf(append(append([]byte{0x93, 0x01, 0x01}, bytes.Repeat([]byte{0x91}, 40)...), 0x00)),
-		"bad-huge-length":    {0x92, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x90},
+		"bad-huge-length":    {0x92, frameVersion, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x90},
 		"bad-ext-and-floats": frameOf([]byte{0x94, 0x03, 0x01, 0xd4, 0x01, 0x02, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0}),
 	}
 }
+
+// oldRequest is a request as frame version 1 encoded it: 11 fields, the
+// method an index.
+func oldRequest() []byte {
+	return raw([]byte{0x9b, 0x01, 0x07, 0xa1, 'T', 0xa1, 'k', 0x03, 0x00, 0x00, 0x00, 0xc0, 0xc0, 0xc0})
+}
+
+// oldFrame is a version-1 frame holding oldRequest.
+func oldFrame() []byte { return raw([]byte{0x92, 0x01, 0x91}, oldRequest()) }
 
 func corpusFile(data []byte) []byte {
 	return []byte("go test fuzz v1\n[]byte(" + strconv.Quote(string(data)) + ")\n")

@@ -26,13 +26,13 @@ var errCustom = grain.NewError("transport_test.insufficient_funds", "bank: insuf
 
 // Methods of the test handler.
 const (
-	mEcho = iota
-	mOverloaded
-	mCustom
-	mNotHere
-	mHold     // hand the request to the test through held
-	mDeadline // reply with the time left until ctx's deadline
-	mAsync    // echo from another goroutine
+	mEcho       = "Echo"
+	mOverloaded = "Overloaded"
+	mCustom     = "Custom"
+	mNotHere    = "NotHere"
+	mHold       = "Hold"     // hand the request to the test through held
+	mDeadline   = "Deadline" // reply with the time left until ctx's deadline
+	mAsync      = "Async"    // echo from another goroutine
 )
 
 type heldCall struct {
@@ -147,7 +147,7 @@ func testCtx(tb testing.TB) context.Context {
 	return ctx
 }
 
-func request(method int, body string) *Envelope {
+func request(method string, body string) *Envelope {
 	return &Envelope{Target: grain.ID{Type: "test.Grain", Key: "k"}, Method: method, Body: []byte(body)}
 }
 
@@ -247,7 +247,7 @@ func TestErrorResponses(t *testing.T) {
 	if !errors.As(err, &nh) || !errors.Is(err, ErrNotHere) || nh.Redirect != (Redirect{SiloID: "silo-2", Address: "10.0.0.2:7000"}) {
 		t.Errorf("not here: got %v", err)
 	}
-	_, err = c.Call(ctx, addr, request(99, ""))
+	_, err = c.Call(ctx, addr, request("Missing", ""))
 	if !errors.Is(err, grain.ErrUnknownMethod) {
 		t.Errorf("unknown method: got %v", err)
 	}
@@ -540,7 +540,7 @@ func TestMalformedRequestsAnswered(t *testing.T) {
 		appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 12}), // missing target
 		appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 13, Target: grain.ID{Type: "T"}, Method: mEcho, Body: []byte("ok")}), // fine
 		appendEnvelope(nil, &Envelope{Kind: KindOneWay, ID: 14}),                                                                  // bad, unanswered
-		appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 15, Target: grain.ID{Type: "T"}, Body: make([]byte, DefaultMaxBodySize+1)}),
+		appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 15, Target: grain.ID{Type: "T"}, Method: "M", Body: make([]byte, DefaultMaxBodySize+1)}),
 	)
 	if err := st.SendMsg(frame); err != nil {
 		t.Fatal(err)

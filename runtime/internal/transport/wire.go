@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/granary-rt/granary/grain"
 )
@@ -15,8 +17,14 @@ import (
 // and an envelope is a msgpack array whose layout depends on its kind
 // (field 0); field 1 is always the request id:
 //
-//	request, one-way: [kind, id, type, key, method, flags, timeout_ns, hops, chain, context, body]
+//	request, one-way: [kind, id, type, key, method, fingerprint, flags, timeout_ns, hops, chain, context, body]
 //	response:         [kind, id, status, body, err_code, err_message, redirect_silo, redirect_addr, err_outcome]
+//
+// method is the method's wire name (a str), fingerprint the uint64
+// fingerprint of the caller's signature of it. Frame version 1 carried a
+// method index (an int) instead of both; a version-1 frame is refused as a
+// whole, with an error that says so, and a request whose method is not a
+// str is rejected as malformed: no request is read as another method.
 //
 // err_outcome (a grain.Outcome; 0 = not said) was appended later: a response
 // of 8 fields is still read, with no outcome.
@@ -27,10 +35,10 @@ import (
 // skips trailing fields it does not know, so fields can be appended later.
 
 const (
-	frameVersion = 1
+	frameVersion = 2
 	// frameOverhead bounds the bytes of a frame that are not envelopes.
 	frameOverhead = 16
-	reqFields     = 11
+	reqFields     = 12
 	respFields    = 9
 	// minRespFields is the length of a response before err_outcome.
 	minRespFields = 8
@@ -187,7 +195,7 @@ func (e *Envelope) headerBytes() int {
 		return n + uintSize(uint64(e.Status)) + strSize(len(e.ErrCode)) + strSize(len(e.ErrMessage)) +
 			strSize(len(e.Redirect.SiloID)) + strSize(len(e.Redirect.Address)) + uintSize(uint64(e.ErrOutcome))
 	}
-	n += strSize(len(e.Target.Type)) + strSize(len(e.Target.Key)) + uintSize(uint64(e.Method)) +
+	n += strSize(len(e.Target.Type)) + strSize(len(e.Target.Key)) + strSize(len(e.Method)) + uintSize(e.Fingerprint) +
 		uintSize(uint64(e.Flags)) + intSize(int64(e.Timeout)) + uintSize(uint64(e.Hops))
 	if len(e.Chain) == 0 {
 		n++
@@ -230,7 +238,8 @@ func appendEnvelope(b []byte, e *Envelope) []byte {
 	b = appendUint(b, e.ID)
 	b = appendStr(b, e.Target.Type)
 	b = appendStr(b, e.Target.Key)
-	b = appendUint(b, uint64(e.Method))
+	b = appendStr(b, e.Method)
+	b = appendUint(b, e.Fingerprint)
 	b = appendUint(b, uint64(e.Flags))
 	b = appendInt(b, int64(e.Timeout))
 	b = appendUint(b, uint64(e.Hops))
@@ -278,8 +287,8 @@ func checkEnvelope(e *Envelope, lim *Limits) error {
 		switch {
 		case e.Target.Type == "":
 			return fmt.Errorf("empty target type: %w", grain.ErrBadRequest)
-		case e.Method < 0 || e.Method > math.MaxInt32:
-			return fmt.Errorf("method index %d out of range: %w", e.Method, grain.ErrBadRequest)
+		case badMethodName(e.Method) != "":
+			return fmt.Errorf("method name %q: %s: %w", truncate(e.Method, MaxMethodName), badMethodName(e.Method), grain.ErrBadRequest)
 		case e.Timeout < 0:
 			return fmt.Errorf("negative timeout %v: %w", e.Timeout, grain.ErrBadRequest)
 		case len(e.Chain) > MaxChainLen:
@@ -303,6 +312,29 @@ func checkEnvelope(e *Envelope, lim *Limits) error {
 	}
 	e.size = h - binSize(0) + binSize(len(e.Body))
 	return nil
+}
+
+// badMethodName says what is wrong with a method name from the wire, or ""
+// if nothing is: it is empty, too long, not UTF-8 or has control
+// characters (which would garble the logs and errors that quote it).
+func badMethodName(s string) string {
+	switch {
+	case len(s) == 0:
+		return "empty"
+	case len(s) > MaxMethodName:
+		return fmt.Sprintf("%d bytes, limit %d", len(s), MaxMethodName)
+	}
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return "not valid UTF-8"
+		}
+		if unicode.IsControl(r) {
+			return "has a control character"
+		}
+		i += n
+	}
+	return ""
 }
 
 // setID sets the id of a checked envelope and keeps its size current.

@@ -50,11 +50,11 @@ func encodeFrame(tb testing.TB, envs ...*Envelope) []byte {
 // encodings.
 func sampleEnvelopes() []*Envelope {
 	envs := []*Envelope{
-		{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "bank.Account", Key: "42"}, Method: 3,
+		{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "bank.Account", Key: "42"}, Method: "Withdraw", Fingerprint: 0xfedcba9876543210,
 			Flags: grain.ReadOnly, Timeout: 1500 * time.Millisecond, Hops: 2,
 			Chain: []string{"bank.Ledger/main", "bank.Account/7"}, Context: map[string]string{"trace": "abc", "user": "ann"},
 			Body: []byte{0x92, 0x01, 0x02}},
-		{Kind: KindOneWay, ID: 2, Target: grain.ID{Type: "t", Key: ""}, Flags: grain.OneWay},
+		{Kind: KindOneWay, ID: 2, Target: grain.ID{Type: "t", Key: ""}, Method: "Notify", Flags: grain.OneWay},
 		{Kind: KindResponse, ID: 3, Status: StatusOK, Body: []byte("result")},
 		{Kind: KindResponse, ID: 4, Status: StatusError, ErrCode: "overloaded", ErrMessage: "grain: overloaded"},
 		{Kind: KindResponse, ID: 5, Status: StatusNotHere, Redirect: Redirect{SiloID: "silo-1", Address: "10.0.0.1:7000"}},
@@ -63,7 +63,7 @@ func sampleEnvelopes() []*Envelope {
 	for i, n := range []int{1, 31, 32, 255, 256, 65535, 65536, 70000} {
 		envs = append(envs, &Envelope{
 			Kind: KindRequest, ID: uint64(1) << (i * 8 % 64), Target: grain.ID{Type: strings.Repeat("T", min(n, 300)), Key: strings.Repeat("k", n)},
-			Method: n, Flags: grain.MethodFlags(n), Timeout: time.Duration(n) * time.Hour, Hops: uint8(n),
+			Method: strings.Repeat("m", min(n, MaxMethodName)), Fingerprint: uint64(n) << (i * 8 % 64), Flags: grain.MethodFlags(n), Timeout: time.Duration(n) * time.Hour, Hops: uint8(n),
 			Chain: make([]string, n%17), Context: sampleContext(n % 18), Body: bytes.Repeat([]byte{byte(n)}, n),
 		})
 		envs = append(envs, &Envelope{Kind: KindResponse, ID: uint64(n), Body: bytes.Repeat([]byte{1}, n), ErrMessage: strings.Repeat("m", n)})
@@ -158,7 +158,8 @@ type wireRequest struct {
 	ID       uint64
 	Type     string
 	Key      string
-	Method   int
+	Method   string
+	Print    uint64
 	Flags    uint8
 	Timeout  int64
 	Hops     uint8
@@ -201,7 +202,7 @@ type wireFrame struct {
 }
 
 func TestFrameIsPlainMsgpack(t *testing.T) {
-	req := &Envelope{Kind: KindRequest, ID: 9, Target: grain.ID{Type: "a.B", Key: "k"}, Method: 2, Timeout: time.Second,
+	req := &Envelope{Kind: KindRequest, ID: 9, Target: grain.ID{Type: "a.B", Key: "k"}, Method: "Get", Fingerprint: 42, Timeout: time.Second,
 		Chain: []string{"x"}, Context: map[string]string{"a": "b"}, Body: []byte{1, 2, 3}}
 	resp := &Envelope{Kind: KindResponse, ID: 10, Status: StatusError, ErrCode: "c", ErrMessage: "m"}
 
@@ -214,16 +215,16 @@ func TestFrameIsPlainMsgpack(t *testing.T) {
 	if err := msgpack.Unmarshal(f.Envelopes[0], &wr); err != nil {
 		t.Fatal(err)
 	}
-	if wr.Type != "a.B" || wr.Method != 2 || wr.Timeout != int64(time.Second) || wr.Context["a"] != "b" || !bytes.Equal(wr.Body, []byte{1, 2, 3}) {
+	if wr.Type != "a.B" || wr.Method != "Get" || wr.Print != 42 || wr.Timeout != int64(time.Second) || wr.Context["a"] != "b" || !bytes.Equal(wr.Body, []byte{1, 2, 3}) {
 		t.Fatalf("library decoded %+v", wr)
 	}
 
 	// The library's, read by ours; the response has a trailing field.
-	reqB, _ := msgpack.Marshal(&wireRequest{Kind: 1, ID: 7, Type: "a.B", Key: "k", Method: 1, Timeout: 5, Chain: []string{"c"}, Body: []byte("x")})
+	reqB, _ := msgpack.Marshal(&wireRequest{Kind: 1, ID: 7, Type: "a.B", Key: "k", Method: "Put", Print: 7, Timeout: 5, Chain: []string{"c"}, Body: []byte("x")})
 	respB, _ := msgpack.Marshal(&wireResponse{Kind: 3, ID: 8, Status: 1, Code: "overloaded", Message: "busy",
 		Outcome: uint8(grain.OutcomeUnknown), Trailing: "new"})
 	respV1, _ := msgpack.Marshal(&wireResponseV1{Kind: 3, ID: 9, Status: 1, Code: "silo_unavailable", Message: "gone"})
-	frame, err := msgpack.Marshal(&wireFrame{Version: 1, Envelopes: []msgpack.RawMessage{reqB, respB, respV1}})
+	frame, err := msgpack.Marshal(&wireFrame{Version: 2, Envelopes: []msgpack.RawMessage{reqB, respB, respV1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestFrameIsPlainMsgpack(t *testing.T) {
 	if len(d.envs) != 3 || len(d.bad) != 0 {
 		t.Fatalf("decoded %d, rejected %+v", len(d.envs), d.bad)
 	}
-	want := &Envelope{Kind: KindRequest, ID: 7, Target: grain.ID{Type: "a.B", Key: "k"}, Method: 1, Timeout: 5, Chain: []string{"c"}, Body: []byte("x")}
+	want := &Envelope{Kind: KindRequest, ID: 7, Target: grain.ID{Type: "a.B", Key: "k"}, Method: "Put", Fingerprint: 7, Timeout: 5, Chain: []string{"c"}, Body: []byte("x")}
 	if !equalEnvelope(d.envs[0], want) {
 		t.Fatalf("got %+v, want %+v", d.envs[0], want)
 	}
@@ -255,17 +256,17 @@ func TestFrameIsPlainMsgpack(t *testing.T) {
 func raw(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func frameOf(envs ...[]byte) []byte {
-	return raw(append([][]byte{{0x92, 0x01}, appendArrayHeader(nil, len(envs))}, envs...)...)
+	return raw(append([][]byte{{0x92, frameVersion}, appendArrayHeader(nil, len(envs))}, envs...)...)
 }
 
 func TestDecodeRejects(t *testing.T) {
 	lim := testLimits()
 	lim.MaxBodySize = 16
 	lim.MaxEnvelopesPerFrame = 4
-	good := appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "T", Key: "k"}})
+	good := appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "T", Key: "k"}, Method: "M"})
 	// request fields after kind and id, valid
 	reqTail := func(typ string, body []byte) []byte {
-		return appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: typ}, Body: body})
+		return appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: typ}, Method: "M", Body: body})
 	}
 
 	frameErrors := map[string][]byte{
@@ -273,16 +274,21 @@ func TestDecodeRejects(t *testing.T) {
 		"garbage":            []byte("hello, world"),
 		"not an array":       {0xa1, 'x'},
 		"short frame":        {0x91, 0x01},
-		"bad version":        {0x92, 0x02, 0x90},
+		"old version":        {0x92, 0x01, 0x90},
+		"future version":     {0x92, 0x03, 0x90},
 		"version type":       {0x92, 0xa1, 'x', 0x90},
-		"envelopes not list": {0x92, 0x01, 0x01},
+		"envelopes not list": {0x92, frameVersion, 0x01},
 		"truncated":          frameOf(good)[:len(frameOf(good))-1],
 		"trailing bytes":     append(frameOf(good), 0x00),
 		"too many":           frameOf(good, good, good, good, good),
 		"invalid byte":       frameOf([]byte{0xc1}),
-		"huge array header":  {0x92, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff},
-		"huge str":           frameOf([]byte{0x9b, 0x01, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff}),
+		"huge array header":  {0x92, frameVersion, 0xdd, 0xff, 0xff, 0xff, 0xff},
+		"huge str":           frameOf([]byte{0x9c, 0x01, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff}),
 		"too deep":           frameOf(append(append([]byte{0x93, 0x01, 0x01}, bytes.Repeat([]byte{0x91}, 100)...), 0x00)),
+	}
+	// A frame of version 1 is refused whole, saying why.
+	if err := newFrameDecoder(lim).decode(oldFrame()); err == nil || !strings.Contains(err.Error(), "frame version 1, want 2") {
+		t.Errorf("decode(version 1 frame) = %v, want an error naming both versions", err)
 	}
 	for name, b := range frameErrors {
 		t.Run("frame/"+name, func(t *testing.T) {
@@ -310,11 +316,18 @@ func TestDecodeRejects(t *testing.T) {
 		"huge kind":       {[]byte{0x92, 0xcd, 0x01, 0x01, 0x05}, want{true, 5, grain.ErrBadRequest}},
 		"missing fields":  {[]byte{0x93, 0x01, 0x05, 0xa1, 'T'}, want{true, 5, grain.ErrBadRequest}},
 		"missing target":  {reqTail("", nil), want{true, 1, grain.ErrBadRequest}},
-		"type not str":    {append([]byte{0x9b, 0x01, 0x06, 0x07}, good[5:]...), want{true, 6, grain.ErrBadRequest}},
+		"type not str":    {append([]byte{0x9c, 0x01, 0x06, 0x07}, good[5:]...), want{true, 6, grain.ErrBadRequest}},
 		"body too large":  {reqTail("T", make([]byte, 17)), want{true, 1, grain.ErrTooLarge}},
 		"negative id":     {[]byte{0x92, 0x01, 0xff}, want{false, 0, grain.ErrBadRequest}},
 		"response status": {[]byte{0x98, 0x03, 0x09, 0x07, 0xc0, 0xa0, 0xa0, 0xa0, 0xa0}, want{true, 9, grain.ErrBadRequest}},
 		"response short":  {[]byte{0x93, 0x03, 0x09, 0x00}, want{true, 9, grain.ErrBadRequest}},
+		// A request of frame version 1 (its method an index) in a frame
+		// of version 2 is not read as any method.
+		"method index":     {oldRequest(), want{true, 7, grain.ErrBadRequest}},
+		"method not UTF-8": {appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 8, Target: grain.ID{Type: "T"}, Method: "A\xffB"}), want{true, 8, grain.ErrBadRequest}},
+		"method control":   {appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 8, Target: grain.ID{Type: "T"}, Method: "A\nB"}), want{true, 8, grain.ErrBadRequest}},
+		"method empty":     {appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 8, Target: grain.ID{Type: "T"}}), want{true, 8, grain.ErrBadRequest}},
+		"method too long":  {appendEnvelope(nil, &Envelope{Kind: KindRequest, ID: 8, Target: grain.ID{Type: "T"}, Method: strings.Repeat("m", MaxMethodName+1)}), want{true, 8, grain.ErrBadRequest}},
 	}
 	for name, tc := range envErrors {
 		t.Run("envelope/"+name, func(t *testing.T) {
@@ -336,7 +349,7 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestDecodeChainAndContextLimits(t *testing.T) {
 	lim := testLimits()
-	e := &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "T"}, Chain: make([]string, MaxChainLen+1)}
+	e := &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "T"}, Method: "M", Chain: make([]string, MaxChainLen+1)}
 	b := frameOf(appendEnvelope(nil, e))
 	d := newFrameDecoder(lim)
 	if err := d.decode(b); err != nil {
@@ -345,7 +358,7 @@ func TestDecodeChainAndContextLimits(t *testing.T) {
 	if len(d.bad) != 1 || !errors.Is(d.bad[0].err, grain.ErrTooLarge) {
 		t.Fatalf("rejected %+v, want one ErrTooLarge", d.bad)
 	}
-	e = &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "T"}, Context: sampleContext(MaxContextLen + 1)}
+	e = &Envelope{Kind: KindRequest, ID: 1, Target: grain.ID{Type: "T"}, Method: "M", Context: sampleContext(MaxContextLen + 1)}
 	if err := d.decode(frameOf(appendEnvelope(nil, e))); err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +373,7 @@ func TestCheckEnvelope(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := func(mod func(*Envelope)) *Envelope {
-		e := &Envelope{Kind: KindRequest, Target: grain.ID{Type: "T", Key: "k"}}
+		e := &Envelope{Kind: KindRequest, Target: grain.ID{Type: "T", Key: "k"}, Method: "M"}
 		mod(e)
 		return e
 	}
@@ -372,7 +385,12 @@ func TestCheckEnvelope(t *testing.T) {
 		{"ok", req(func(*Envelope) {}), nil},
 		{"no kind", &Envelope{Target: grain.ID{Type: "T"}}, grain.ErrBadRequest},
 		{"no type", req(func(e *Envelope) { e.Target.Type = "" }), grain.ErrBadRequest},
-		{"negative method", req(func(e *Envelope) { e.Method = -1 }), grain.ErrBadRequest},
+		{"no method", req(func(e *Envelope) { e.Method = "" }), grain.ErrBadRequest},
+		{"long method", req(func(e *Envelope) { e.Method = strings.Repeat("m", MaxMethodName+1) }), grain.ErrBadRequest},
+		{"max method", req(func(e *Envelope) { e.Method = strings.Repeat("m", MaxMethodName) }), nil},
+		{"method with a newline", req(func(e *Envelope) { e.Method = "Get\nforged log line" }), grain.ErrBadRequest},
+		{"method not UTF-8", req(func(e *Envelope) { e.Method = "Get\xff" }), grain.ErrBadRequest},
+		{"reminder method", req(func(e *Envelope) { e.Method = grain.ReminderMethod }), nil},
 		{"negative timeout", req(func(e *Envelope) { e.Timeout = -1 }), grain.ErrBadRequest},
 		{"body", req(func(e *Envelope) { e.Body = make([]byte, lim.MaxBodySize+1) }), grain.ErrTooLarge},
 		{"max body", req(func(e *Envelope) { e.Body = make([]byte, lim.MaxBodySize) }), nil},

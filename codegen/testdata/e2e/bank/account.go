@@ -45,7 +45,8 @@ type Account interface {
 	Statement(ctx context.Context, labels map[string]string) (Statement, error)
 	Find(ctx context.Context, memo *string) (*Entry, error)
 	Last(ctx context.Context) (Entry, error)
-	Rename(ctx context.Context, owner string) error
-	Notify(ctx context.Context, msg string) error //granary:oneway
+	// Rename was called SetOwner: its wire name stays.
+	Rename(ctx context.Context, owner string) error //granary:method name=SetOwner
+	Notify(ctx context.Context, msg string) error   //granary:oneway
 	Echo(ctx context.Context, a [3]int8, d time.Duration, ok bool, f float64, b []byte) ([]byte, error)
 }

@@ -32,8 +32,8 @@ func run(ctx context.Context) error {
 	bank.RegisterLedger(s, func(c grain.Context) bank.Ledger { return &ledger{c: c} })
 
 	for _, t := range []*grain.TypeDesc{bank.AccountType, bank.LedgerType} {
-		for i, m := range t.Methods {
-			fmt.Printf("%s %d %s flags=%s reply=%t\n", t.Name, i, m.Name, flagNames(m.Flags), m.NewReply != nil)
+		for _, m := range t.Methods {
+			fmt.Printf("%s %s%s flags=%s reply=%t\n", t.Name, m.Name, m.Signature, flagNames(m.Flags), m.NewReply != nil)
 		}
 	}
 
@@ -80,6 +80,16 @@ func run(ctx context.Context) error {
 	echo, err := alice.Echo(ctx, [3]int8{1, -2, 3}, 1500*time.Millisecond, true, 2.5, []byte("bytes"))
 	show("echo", string(echo), err)
 
+	// A caller built from another signature of Deposit, and one that
+	// calls a method the type does not have, reach no method.
+	for _, m := range []*grain.MethodDesc{
+		{Name: "Deposit", Signature: "(int64) (int64, error)", Fingerprint: grain.Fingerprint("(int64) (int64, error)")},
+		{Name: "Rename", Signature: "(string) error", Fingerprint: grain.Fingerprint("(string) error")},
+	} {
+		_, err := s.Invoke(ctx, &grain.Call{Target: alice.ID(), Type: bank.AccountType, Method: m, Args: &grain.Args1[int64]{V0: 1}})
+		fmt.Printf("call %s: %v (incompatible=%t unknown=%t)\n", m, err, errors.Is(err, grain.ErrIncompatible), errors.Is(err, grain.ErrUnknownMethod))
+	}
+
 	total, err := bank.NewLedgerRef(s, "all").Total(ctx, []string{"alice", "bob"})
 	show("total", total, err)
 	if err := checkWire(ctx, s); err != nil {
@@ -118,7 +128,7 @@ func (s *silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if !ok {
 		return nil, grain.ErrUnknownGrainType
 	}
-	m, err := typ.Method(call.Method)
+	m, err := typ.Resolve(call.Method.Name, call.Method.Fingerprint)
 	if err != nil {
 		return nil, err
 	}

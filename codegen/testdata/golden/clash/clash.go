@@ -24,4 +24,8 @@ type HTTPProxy interface {
 	Convert(_ context.Context, _ money.Price, _ othermoney.Rate) (money.Price, error)
 	Rates(ctx context.Context, money []othermoney.Rate, ctx2 stdtime.Duration) (map[string]othermoney.Rate, error)
 	Shadow(ctx context.Context, stdtime string, time2 int, money2 bool) (othermoney.Rate, error)
+	// Renamed keeps the wire name of the method it was renamed from; its
+	// parameter is named like the method's descriptor variable.
+	//granary:method name=Moved
+	Renamed(ctx context.Context, httpProxyRenamed int) error
 }
