@@ -11,7 +11,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/internal/transport"
@@ -23,14 +22,26 @@ type ClientConfig struct {
 	// Cluster is the cluster to call. Default "dev".
 	Cluster string
 	// Etcd says where the cluster's etcd is: the client watches the
-	// membership there and reads the grain directory, so it sends each call
-	// straight to the silo hosting the grain. Required unless Gateways is
-	// set. A client never starts an embedded etcd.
+	// cluster's membership there (the keys under
+	// cluster.MembershipPrefix(ClusterPrefix(Cluster)), and nothing else),
+	// so an etcd user that may only read that prefix is enough; a client
+	// never writes etcd. Required unless Gateways is set. A client never
+	// starts an embedded etcd.
 	Etcd EtcdConfig
 	// Gateways is a static list of silo addresses to send calls to instead
-	// of using etcd; a gateway routes each call (answering "try silo X"
-	// when another silo hosts the grain).
+	// of using etcd.
 	Gateways []string
+	// RouteCacheSize bounds how many grains the client remembers the
+	// hosting silo of (about 150 bytes each). A call to a grain the client
+	// does not remember goes to a silo hosting the grain's type (with
+	// Gateways: to a gateway), which serves it or answers "not here, try
+	// silo X"; the client follows that and remembers the silo that
+	// answered, so later calls take one hop. An entry is dropped when its
+	// silo answers "not here", cannot be dialed, or (with etcd) leaves the
+	// membership; beyond the bound, grains not called recently are
+	// forgotten first (CLOCK). Default DefaultRouteCacheSize (100,000);
+	// negative: remember nothing (every call may take two hops).
+	RouteCacheSize int
 	// ResponseTimeout is the deadline of calls whose context has none.
 	// Default 30s.
 	ResponseTimeout time.Duration
@@ -44,6 +55,9 @@ func (c *ClientConfig) validate() error {
 	}
 	if len(c.Etcd.Endpoints) == 0 && len(c.Gateways) == 0 {
 		return errors.New("runtime: client config: give etcd endpoints or gateway addresses")
+	}
+	if c.RouteCacheSize == 0 {
+		c.RouteCacheSize = DefaultRouteCacheSize
 	}
 	if c.ResponseTimeout <= 0 {
 		c.ResponseTimeout = DefaultResponseTimeout
@@ -60,13 +74,18 @@ func (c *ClientConfig) validate() error {
 // Client calls grains hosted by a cluster, from another process. It
 // implements grain.Caller; hold one for the life of the process. It is safe
 // for concurrent use.
+//
+// A client does not read the grain directory: it sends a call to a silo
+// of the membership (or a static gateway) and follows that silo's "not
+// here, try silo X" answer, and it remembers, for a bounded number of
+// grains (ClientConfig.RouteCacheSize), which silo served them.
 type Client struct {
 	cfg    ClientConfig
 	log    *zap.Logger
 	etcd   *clientv3.Client
-	view   *cluster.View
+	view   *cluster.View // nil with static gateways
 	tc     *transport.Client
-	router *router // without directory and view with static gateways
+	router *router // with routes, without a directory
 	next   atomic.Uint64
 	closed atomic.Bool
 }
@@ -89,8 +108,8 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if c.tc, err = transport.NewClient(transport.ClientConfig{Logger: c.log}); err != nil {
 		return nil, fmt.Errorf("runtime: client transport: %w", err)
 	}
+	c.router = &router{tc: c.tc, routes: newRouteCache(cfg.RouteCacheSize)}
 	if len(cfg.Gateways) > 0 {
-		c.router = &router{tc: c.tc}
 		return c, nil
 	}
 	prefix := ClusterPrefix(cfg.Cluster)
@@ -104,19 +123,18 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtime: etcd client for %v: %w", cfg.Etcd.Endpoints, err)
 	}
+	// Only the membership prefix: it is all a client may be allowed to read.
+	members := cluster.MembershipPrefix(prefix)
 	vctx, cancel := context.WithTimeout(ctx, cfg.Etcd.DialTimeout)
 	defer cancel()
-	if _, err := c.etcd.Get(vctx, prefix+"ping", clientv3.WithCountOnly()); err != nil {
-		return nil, fmt.Errorf("runtime: etcd at %v unreachable within %v: %w", cfg.Etcd.Endpoints, cfg.Etcd.DialTimeout, err)
+	if _, err := c.etcd.Get(vctx, members, clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil {
+		return nil, fmt.Errorf("runtime: read cluster %q's membership (%s) from etcd at %v within %v: %w",
+			cfg.Cluster, members, cfg.Etcd.Endpoints, cfg.Etcd.DialTimeout, err)
 	}
 	if c.view, err = cluster.WatchView(context.WithoutCancel(ctx), c.etcd, prefix, cluster.WithViewLogger(c.log)); err != nil {
 		return nil, fmt.Errorf("runtime: membership view: %w", err)
 	}
-	dir, err := directory.NewEtcd(c.etcd, directory.EtcdConfig{Prefix: prefix, Logger: c.log})
-	if err != nil {
-		return nil, fmt.Errorf("runtime: grain directory: %w", err)
-	}
-	c.router = &router{dir: dir, view: c.view, tc: c.tc}
+	c.router.view = c.view
 	return c, nil
 }
 
@@ -141,15 +159,41 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		ctx, release = transport.WithTimeout(ctx, c.cfg.ResponseTimeout)
 		defer release()
 	}
-	pick := func() (route, error) {
-		if len(c.cfg.Gateways) > 0 {
-			return route{silo: cluster.SiloInfo{Address: c.gateway()}}, nil
+	return c.router.invoke(ctx, call, md, func() (route, error) { return c.pick(call.Target) },
+		func() (any, error) {
+			return nil, fmt.Errorf("%w: a client hosts no grains", grain.ErrUnknownGrainType)
+		})
+}
+
+// pick chooses the silo of a call's first attempt: the one that last
+// served the grain if the client remembers it and it is still a member,
+// else a silo hosting the grain's type (or a static gateway), which
+// serves the call or redirects it.
+func (c *Client) pick(id grain.ID) (route, error) {
+	if c.view == nil {
+		if h, ok := c.router.routes.get(id); ok {
+			return route{silo: cluster.SiloInfo{SiloID: h.siloID, Address: h.address}}, nil
 		}
-		return c.router.resolve(ctx, call.Target, grain.PlaceRandom, false)
+		return route{silo: cluster.SiloInfo{Address: c.gateway()}}, nil
 	}
-	return c.router.invoke(ctx, call, md, pick, func() (any, error) {
-		return nil, fmt.Errorf("%w: a client hosts no grains", grain.ErrUnknownGrainType)
-	})
+	snap := c.view.Current()
+	if h, ok := c.router.routes.get(id); ok {
+		info, known := snap.Get(h.siloID)
+		switch {
+		case known && info.Status != cluster.StatusDead && (h.incarnation == 0 || info.Incarnation == h.incarnation):
+			return route{silo: info}, nil
+		case !known && h.incarnation == 0:
+			// Learnt from a redirect to a silo that joined after our view.
+			return route{silo: cluster.SiloInfo{SiloID: h.siloID, Address: h.address}}, nil
+		}
+		c.router.routes.drop(id) // its silo left
+	}
+	candidates := snap.Hosting(id.Type)
+	if len(candidates) == 0 {
+		return route{}, fmt.Errorf("%w: no active silo of cluster %q hosts %q (calling %s)",
+			grain.ErrUnknownGrainType, c.cfg.Cluster, id.Type, id)
+	}
+	return route{silo: candidates[rand.IntN(len(candidates))]}, nil
 }
 
 // gateway picks a static gateway, round robin from a random start.
