@@ -32,7 +32,7 @@ type ClientConfig struct {
 	// of using etcd.
 	Gateways []string
 	// RouteCacheSize bounds how many grains the client remembers the
-	// hosting silo of (about 150 bytes each). A call to a grain the client
+	// hosting silo of (about 140 bytes each, plus the grain's key). A call to a grain the client
 	// does not remember goes to a silo hosting the grain's type (with
 	// Gateways: to a gateway), which serves it or answers "not here, try
 	// silo X"; the client follows that and remembers the silo that
