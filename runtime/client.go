@@ -32,11 +32,12 @@ type ClientConfig struct {
 	// of using etcd.
 	Gateways []string
 	// RouteCacheSize bounds how many grains the client remembers the
-	// hosting silo of (about 140 bytes each, plus the grain's key). A call to a grain the client
-	// does not remember goes to a silo hosting the grain's type (with
-	// Gateways: to a gateway), which serves it or answers "not here, try
-	// silo X"; the client follows that and remembers the silo that
-	// answered, so later calls take one hop. An entry is dropped when its
+	// hosting silo of (about 140 bytes each, plus the grain's key). A
+	// call to a grain the client does not remember goes to a silo
+	// hosting the grain's type (with Gateways: to a gateway), which
+	// serves it or answers "not here, try silo X"; the client follows
+	// that and remembers the silo that answered, so later calls take one
+	// hop. An entry is dropped when its
 	// silo answers "not here", cannot be dialed, or (with etcd) leaves the
 	// membership; beyond the bound, grains not called recently are
 	// forgotten first (CLOCK). Default DefaultRouteCacheSize (100,000);
