@@ -169,7 +169,7 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 // pick chooses the silo of a call's first attempt: the one that last
 // served the grain if the client remembers it and it is still a member,
 // else a silo hosting the grain's type (or a static gateway), which
-// serves the call or redirects it.
+// serves the call or redirects it. It reads no etcd.
 func (c *Client) pick(id grain.ID) (route, error) {
 	if c.view == nil {
 		if h, ok := c.router.routes.get(id); ok {
@@ -194,7 +194,10 @@ func (c *Client) pick(id grain.ID) (route, error) {
 		return route{}, fmt.Errorf("%w: no active silo of cluster %q hosts %q (calling %s)",
 			grain.ErrUnknownGrainType, c.cfg.Cluster, id.Type, id)
 	}
-	return route{silo: candidates[rand.IntN(len(candidates))]}, nil
+	// Rendezvous hashing spreads grains over the silos as a random pick
+	// would, and when the type is placed by hash (grain.PlaceHash) the
+	// silo chosen is the one placement picks, so the call takes one hop.
+	return route{silo: rendezvous(id, candidates)}, nil
 }
 
 // gateway picks a static gateway, round robin from a random start.

@@ -3,11 +3,13 @@ package runtime_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/runtimetest"
 )
 
 // connect returns a client of f's cluster that discovers the silos through
@@ -142,4 +144,25 @@ func TestClientWithGatewaysRemembersHosts(t *testing.T) {
 	if got := runtime.ClientSent(c) - sent; got != uint64(len(ids)) {
 		t.Fatalf("%d calls through one gateway to known grains took %d requests, want one each", len(ids), got)
 	}
+}
+
+// For a type placed by hash, the client's first pick is the silo placement
+// chooses: a new grain is activated in one hop.
+func TestClientFirstCallToAHashPlacedGrainTakesOneHop(t *testing.T) {
+	f := start(t, 3, runtime.Config{}, grain.WithPlacement(grain.PlaceHash))
+	c := connect(t, f, runtime.ClientConfig{})
+	ctx := ctxT(t)
+	batch := 0
+	// The silos' own views may lag the client's for a moment after the
+	// last one joined; until they agree, a call may be redirected.
+	runtimetest.Eventually(t, 10*time.Second, func() bool {
+		batch++
+		sent := runtime.ClientSent(c)
+		for i := range 20 {
+			if _, err := testgrains.NewCounterRef(c, fmt.Sprint("hash-", batch, "-", i)).Add(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return runtime.ClientSent(c)-sent == 20
+	}, "first calls to 20 hash-placed grains kept taking more than one request each")
 }
