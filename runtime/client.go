@@ -1,10 +1,12 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -160,7 +162,13 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		ctx, release = transport.WithTimeout(ctx, c.cfg.ResponseTimeout)
 		defer release()
 	}
-	return c.router.invoke(ctx, call, md, func() (route, error) { return c.pick(call.Target) },
+	var last string // the silo pick chose for the previous attempt
+	pick := func() (route, error) {
+		rt, err := c.pick(call.Target, last)
+		last = rt.silo.SiloID
+		return rt, err
+	}
+	return c.router.invoke(ctx, call, md, pick,
 		func() (any, error) {
 			return nil, fmt.Errorf("%w: a client hosts no grains", grain.ErrUnknownGrainType)
 		})
@@ -169,8 +177,10 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 // pick chooses the silo of a call's first attempt: the one that last
 // served the grain if the client remembers it and it is still a member,
 // else a silo hosting the grain's type (or a static gateway), which
-// serves the call or redirects it. It reads no etcd.
-func (c *Client) pick(id grain.ID) (route, error) {
+// serves the call or redirects it. It reads no etcd. failed is the silo
+// an earlier attempt of the call was sent to, which could not be dialed or
+// answered "not here" without a redirect; "" on the first attempt.
+func (c *Client) pick(id grain.ID, failed string) (route, error) {
 	if c.view == nil {
 		if h, ok := c.router.routes.get(id); ok {
 			return route{silo: cluster.SiloInfo{SiloID: h.siloID, Address: h.address}}, nil
@@ -193,6 +203,18 @@ func (c *Client) pick(id grain.ID) (route, error) {
 	if len(candidates) == 0 {
 		return route{}, fmt.Errorf("%w: no active silo of cluster %q hosts %q (calling %s)",
 			grain.ErrUnknownGrainType, c.cfg.Cluster, id.Type, id)
+	}
+	if failed != "" && len(candidates) > 1 {
+		// The view may not know yet that the silo is gone: try another.
+		if i, ok := slices.BinarySearchFunc(candidates, failed, func(e cluster.SiloInfo, id string) int {
+			return cmp.Compare(e.SiloID, id)
+		}); ok {
+			j := rand.IntN(len(candidates) - 1)
+			if j >= i {
+				j++
+			}
+			return route{silo: candidates[j]}, nil
+		}
 	}
 	// Rendezvous hashing spreads grains over the silos as a random pick
 	// would, and when the type is placed by hash (grain.PlaceHash) the

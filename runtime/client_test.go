@@ -1,9 +1,13 @@
 package runtime_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
@@ -165,4 +169,36 @@ func TestClientFirstCallToAHashPlacedGrainTakesOneHop(t *testing.T) {
 		}
 		return runtime.ClientSent(c)-sent == 20
 	}, "first calls to 20 hash-placed grains kept taking more than one request each")
+}
+
+// A silo the view still lists but that cannot be dialed (it just died) is
+// not picked again for the same call: the call goes to another silo.
+func TestClientRetriesAnotherSiloWhenItsPickCannotBeDialed(t *testing.T) {
+	f := start(t, 2, runtime.Config{}, grain.WithPlacement(grain.PlacePreferLocal))
+	c := connect(t, f, runtime.ClientConfig{})
+	ctx := ctxT(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: f.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	// A registered, active silo nobody can reach: what a view shows until
+	// a killed silo's lease expires.
+	ghost, err := cluster.Join(ctx, cli, cluster.Config{Prefix: runtime.ClusterPrefix(f.Name), SiloID: "ghost",
+		Address: "127.0.0.1:1", GrainTypes: []string{testgrains.CounterType.Name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ghost.Leave(context.WithoutCancel(ctx))
+	if err := ghost.SetStatus(ctx, cluster.StatusActive); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.View().WaitFor(ctx, func(s *cluster.Snapshot) bool { return len(s.Active()) == 3 }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		if _, err := testgrains.NewCounterRef(c, fmt.Sprint("ghost-", i)).Add(ctx, 1); err != nil {
+			t.Fatalf("grain %d: %v", i, err)
+		}
+	}
 }
