@@ -17,6 +17,7 @@ import (
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/cluster"
+	"github.com/granary-rt/granary/runtime/etcdembed"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
 	"github.com/granary-rt/granary/runtime/runtimetest"
 )
@@ -37,7 +38,12 @@ type authEtcd struct {
 func startAuthEtcd(t *testing.T, clusterName string) *authEtcd {
 	t.Helper()
 	ctx := ctxT(t)
-	a := &authEtcd{endpoints: runtimetest.Etcd(t), cluster: clusterName}
+	srv, err := etcdembed.Start(ctx, etcdembed.Config{BcryptCost: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	a := &authEtcd{endpoints: srv.Endpoints(), cluster: clusterName}
 	a.silo = runtime.EtcdConfig{Endpoints: a.endpoints, Username: clusterName + "-silo", Password: "silo-secret"}
 	a.client = runtime.EtcdConfig{Endpoints: a.endpoints, Username: clusterName + "-client", Password: "client-secret"}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: a.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
