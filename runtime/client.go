@@ -39,11 +39,12 @@ type ClientConfig struct {
 	// hosting the grain's type (with Gateways: to a gateway), which
 	// serves it or answers "not here, try silo X"; the client follows
 	// that and remembers the silo that answered, so later calls take one
-	// hop. An entry is dropped when its
-	// silo answers "not here", cannot be dialed, or (with etcd) leaves the
-	// membership; beyond the bound, grains not called recently are
-	// forgotten first (CLOCK). Default DefaultRouteCacheSize (100,000);
-	// negative: remember nothing (every call may take two hops).
+	// hop. An entry is dropped when its silo answers "not here", cannot
+	// be dialed, or (with etcd) leaves the membership; beyond the bound,
+	// grains not called recently are forgotten first (CLOCK). One-way
+	// calls use what is remembered but teach nothing (the silo may have
+	// forwarded them). Default DefaultRouteCacheSize (100,000); negative:
+	// remember nothing (every call may take two hops).
 	RouteCacheSize int
 	// ResponseTimeout is the deadline of calls whose context has none.
 	// Default 30s.
@@ -178,8 +179,9 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 // served the grain if the client remembers it and it is still a member,
 // else a silo hosting the grain's type (or a static gateway), which
 // serves the call or redirects it. It reads no etcd. failed is the silo
-// an earlier attempt of the call was sent to, which could not be dialed or
-// answered "not here" without a redirect; "" on the first attempt.
+// pick chose for an earlier attempt of the call, which had to be routed
+// again (its silo could not be dialed, or answered "not here" without
+// naming another); "" on the first attempt.
 func (c *Client) pick(id grain.ID, failed string) (route, error) {
 	if c.view == nil {
 		if h, ok := c.router.routes.get(id); ok {
