@@ -1,10 +1,32 @@
 package runtime
 
-import "github.com/granary-rt/granary/directory"
+import (
+	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/grain"
+)
 
 // WithDirectory returns cfg with its grain directory replaced by d: a test
 // hook for the tests of this package, not part of the API.
 func WithDirectory(cfg Config, d directory.Directory) Config {
 	cfg.directory = d
 	return cfg
+}
+
+// ClientSent returns how many envelopes c has sent: a test counts the
+// hops of its calls with it.
+func ClientSent(c *Client) uint64 { return c.tc.Stats().EnvelopesSent }
+
+// ClientRoute returns the silo c remembers for id.
+func ClientRoute(c *Client, id grain.ID) (siloID string, ok bool) {
+	h, ok := c.router.routes.get(id)
+	return h.siloID, ok
+}
+
+// ClientRoutes returns how many grains c remembers the silo of.
+func ClientRoutes(c *Client) int { return c.router.routes.len() }
+
+// SetClientRoute makes c remember silo siloID at address for id, as if
+// that silo had served the last call to id.
+func SetClientRoute(c *Client, id grain.ID, siloID, address string) {
+	c.router.routes.put(id, routeHost{siloID: siloID, address: address})
 }

@@ -432,11 +432,13 @@ func (s *Silo) handleRequest(ctx context.Context, req *transport.Envelope, reply
 		defer func() { <-s.routing }()
 		inc := s.inc.Load()
 		rt, err := inc.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
-		if err == nil && !rt.local {
-			// Read the directory itself before sending the client away:
+		if err == nil && !rt.local && rt.hops == 0 {
+			// The host came from a directory entry, maybe a cached one:
+			// read the directory itself before sending the client away:
 			// a cached entry this silo keeps using would never be
 			// corrected, and would cost the host a lost registration on
-			// every call.
+			// every call. (A placement, hops 1, follows a read of etcd
+			// that found no entry: absent entries are not cached.)
 			inc.dir.Invalidate(req.Target)
 			rt, err = inc.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
 		}

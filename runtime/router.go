@@ -20,12 +20,15 @@ const maxRouteAttempts = 4
 
 // router decides where a call goes (the directory, then placement over the
 // membership view) and sends calls to other processes. Silos and clients
-// share it.
+// share it: a silo routes with the directory, a client (which cannot read
+// the directory) with routes, where it remembers which silo served each
+// grain.
 type router struct {
-	self string // the silo doing the routing; "" for a client
-	dir  directory.Directory
-	view *cluster.View
-	tc   *transport.Client
+	self   string // the silo doing the routing; "" for a client
+	dir    directory.Directory
+	view   *cluster.View
+	tc     *transport.Client
+	routes *routeCache // a client's; nil on a silo
 }
 
 // route is where a call goes: this silo, or another silo. hops is the hop
@@ -174,7 +177,7 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 		if rt.local {
 			reply, err = local()
 		} else if reply, err = r.callRemote(ctx, rt, call, md); err == nil {
-			r.placed(call.Target, rt)
+			r.placed(call.Target, rt, md)
 		}
 		rd, again := reroute(err, !rt.local)
 		if !again {
@@ -183,6 +186,7 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 		if r.dir != nil {
 			r.dir.Invalidate(call.Target)
 		}
+		r.routes.drop(call.Target)
 		redirect = nil
 		if rd.Address != "" {
 			redirect = &rd
@@ -213,8 +217,16 @@ func (r *router) redirected(rd transport.Redirect) route {
 
 // placed records where a call that was placed (or redirected) was served,
 // so that the next call to id goes straight there without reading the
-// directory.
-func (r *router) placed(id grain.ID, rt route) {
+// directory. A client records every call that got a reply: the silo that
+// answered hosts the grain (a one-way call's silo may have forwarded it,
+// so it tells nothing).
+func (r *router) placed(id grain.ID, rt route, md *grain.MethodDesc) {
+	if r.routes != nil {
+		if !md.Flags.Has(grain.OneWay) {
+			r.routes.put(id, routeHost{siloID: rt.silo.SiloID, address: rt.silo.Address, incarnation: rt.silo.Incarnation})
+		}
+		return
+	}
 	if rt.hops == 0 || rt.silo.Incarnation == 0 {
 		return
 	}

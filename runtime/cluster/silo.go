@@ -72,6 +72,13 @@ func (s SiloInfo) Lease() clientv3.LeaseID { return s.lease }
 // siloKey returns the key of siloID's registration.
 func siloKey(prefix, siloID string) string { return silosPrefix(prefix) + siloID }
 
+// MembershipPrefix returns the key range a cluster's membership occupies,
+// <prefix>silos/: every silo registration and nothing else. Reading it is
+// all a membership view (WatchView, ListSilos) does, so a process that only
+// watches the membership, such as a client, needs nothing but read
+// permission on this prefix (etcd's role grant-permission --prefix).
+func MembershipPrefix(prefix string) string { return silosPrefix(prefix) }
+
 func silosPrefix(prefix string) string { return prefix + "silos/" }
 
 func encodeSilo(info SiloInfo) (string, error) {

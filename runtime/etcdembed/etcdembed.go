@@ -38,6 +38,11 @@ type Config struct {
 	// and tests, where durability across power loss does not matter and
 	// fsync latency would dominate every write.
 	Fsync bool
+	// BcryptCost is the bcrypt cost of the server's user passwords, which
+	// every login (an etcd client with a user name) pays. Default: etcd's
+	// (10). Tests that turn on etcd authentication lower it to 4
+	// (bcrypt.MinCost) so that logins stay cheap under the race detector.
+	BcryptCost uint
 	// StartTimeout bounds how long Start waits for the server to be ready.
 	// Default 30s.
 	StartTimeout time.Duration
@@ -105,6 +110,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.Dir = s.dir
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(cfg.Logger)
 	ec.UnsafeNoFsync = !cfg.Fsync
+	if cfg.BcryptCost != 0 {
+		ec.BcryptCost = cfg.BcryptCost
+	}
 	cu := url.URL{Scheme: "http", Host: clientAddr}
 	if cfg.CertFile != "" {
 		cu.Scheme = "https"
