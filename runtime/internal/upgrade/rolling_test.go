@@ -325,4 +325,3 @@ func checkResults(t *testing.T, results []node.Result, ran map[string]upgrade.Re
 		t.Errorf("%d of %d calls failed for other reasons than the rules", transient, len(results))
 	}
 }
-
