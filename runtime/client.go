@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
-	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/internal/transport"
@@ -23,14 +22,22 @@ type ClientConfig struct {
 	// Cluster is the cluster to call. Default "dev".
 	Cluster string
 	// Etcd says where the cluster's etcd is: the client watches the
-	// membership there and reads the grain directory, so it sends each call
-	// straight to the silo hosting the grain. Required unless Gateways is
-	// set. A client never starts an embedded etcd.
+	// membership there to find the silos' gateways. Required unless
+	// Gateways is set. A client never starts an embedded etcd.
 	Etcd EtcdConfig
-	// Gateways is a static list of silo addresses to send calls to instead
-	// of using etcd; a gateway routes each call (answering "try silo X"
-	// when another silo hosts the grain).
+	// Gateways is a static list of gateway addresses (silos'
+	// GatewayAddress) to send calls to instead of finding them in etcd.
+	// A gateway routes each call: it serves it, forwards it, or answers
+	// with the gateway address of the silo hosting the grain, which the
+	// client calls from then on (it must be able to reach it; see
+	// Config.GatewayForward).
 	Gateways []string
+	// TokenSource, if set, gives the bearer token the client presents to
+	// gateways (see Config.Authenticator), sent through gRPC per-RPC
+	// credentials whenever the client opens a stream to a gateway: at
+	// most MaxTokenSize bytes, and only over TLS unless the gateway is on
+	// loopback. Default: none.
+	TokenSource TokenSource
 	// ResponseTimeout is the deadline of calls whose context has none.
 	// Default 30s.
 	ResponseTimeout time.Duration
@@ -44,6 +51,11 @@ func (c *ClientConfig) validate() error {
 	}
 	if len(c.Etcd.Endpoints) == 0 && len(c.Gateways) == 0 {
 		return errors.New("runtime: client config: give etcd endpoints or gateway addresses")
+	}
+	for _, gw := range c.Gateways {
+		if !validAddress(gw) {
+			return fmt.Errorf("runtime: client config: gateway address %q is not host:port", gw)
+		}
 	}
 	if c.ResponseTimeout <= 0 {
 		c.ResponseTimeout = DefaultResponseTimeout
@@ -66,8 +78,8 @@ type Client struct {
 	etcd   *clientv3.Client
 	view   *cluster.View
 	tc     *transport.Client
-	router *router // without directory and view with static gateways
-	next   atomic.Uint64
+	router *router // without directory: calls go to gateways
+	picker *gatewayPicker
 	closed atomic.Bool
 }
 
@@ -86,11 +98,16 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 			c.Close()
 		}
 	}()
-	if c.tc, err = transport.NewClient(transport.ClientConfig{Logger: c.log}); err != nil {
+	tcfg := transport.ClientConfig{Logger: c.log}
+	if cfg.TokenSource != nil {
+		tcfg.DialOptions = append(tcfg.DialOptions, grpc.WithPerRPCCredentials(tokenCredentials{src: cfg.TokenSource}))
+	}
+	if c.tc, err = transport.NewClient(tcfg); err != nil {
 		return nil, fmt.Errorf("runtime: client transport: %w", err)
 	}
+	c.picker = &gatewayPicker{static: cfg.Gateways}
+	c.router = &router{tc: c.tc, hints: newGatewayHints(DefaultClientHints)}
 	if len(cfg.Gateways) > 0 {
-		c.router = &router{tc: c.tc}
 		return c, nil
 	}
 	prefix := ClusterPrefix(cfg.Cluster)
@@ -112,11 +129,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if c.view, err = cluster.WatchView(context.WithoutCancel(ctx), c.etcd, prefix, cluster.WithViewLogger(c.log)); err != nil {
 		return nil, fmt.Errorf("runtime: membership view: %w", err)
 	}
-	dir, err := directory.NewEtcd(c.etcd, directory.EtcdConfig{Prefix: prefix, Logger: c.log})
-	if err != nil {
-		return nil, fmt.Errorf("runtime: grain directory: %w", err)
-	}
-	c.router = &router{dir: dir, view: c.view, tc: c.tc}
+	c.picker.view = c.view
 	return c, nil
 }
 
@@ -141,24 +154,10 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		ctx, release = transport.WithTimeout(ctx, c.cfg.ResponseTimeout)
 		defer release()
 	}
-	pick := func() (route, error) {
-		if len(c.cfg.Gateways) > 0 {
-			return route{silo: cluster.SiloInfo{Address: c.gateway()}}, nil
-		}
-		return c.router.resolve(ctx, call.Target, grain.PlaceRandom, false)
-	}
+	pick := func() (route, error) { return clientRoute(c.router.hints, c.picker, call.Target) }
 	return c.router.invoke(ctx, call, md, pick, func() (any, error) {
 		return nil, fmt.Errorf("%w: a client hosts no grains", grain.ErrUnknownGrainType)
 	})
-}
-
-// gateway picks a static gateway, round robin from a random start.
-func (c *Client) gateway() string {
-	n := c.next.Add(1)
-	if n == 1 {
-		n = c.next.Add(uint64(rand.IntN(len(c.cfg.Gateways))))
-	}
-	return c.cfg.Gateways[n%uint64(len(c.cfg.Gateways))]
 }
 
 // Close releases the client's connections. Calls in flight fail.

@@ -41,11 +41,34 @@ type Config struct {
 	// starts an embedded etcd (development default).
 	Etcd EtcdConfig
 	// ListenAddress is where the silo accepts gRPC connections from other
-	// silos and from clients. Default "127.0.0.1:0" (a free loopback port).
+	// silos. Default "127.0.0.1:0" (a free loopback port). Clients connect
+	// to GatewayListenAddress.
 	ListenAddress string
-	// AdvertiseAddress is the address other silos and clients dial.
+	// AdvertiseAddress is the address other silos dial.
 	// Default: the address the listener got.
 	AdvertiseAddress string
+	// GatewayListenAddress is where the silo accepts connections from
+	// clients (runtime.Connect): its gateway, a listener of its own, on
+	// which a client may call grain methods and nothing else (see
+	// GatewayStats). Default "127.0.0.1:0" (a free loopback port).
+	GatewayListenAddress string
+	// GatewayAdvertiseAddress is the address clients dial to reach the
+	// gateway, published in the silo's membership record. Default: the
+	// address the gateway listener got.
+	GatewayAdvertiseAddress string
+	// Authenticator, if set, authenticates every client stream on the
+	// gateway (StaticTokens, CertificateSubjects, or your own); clients
+	// it refuses get grain.ErrUnauthenticated, and grain code sees the
+	// identity it returns through grain.CallerIdentity. Default: none,
+	// every client is taken anonymously (a silo whose gateway listens
+	// beyond loopback without one logs a warning).
+	Authenticator Authenticator
+	// GatewayForward makes the gateway forward a client's call for a grain
+	// active on another silo to that silo, instead of answering with that
+	// silo's gateway address for the client to call next: for clients
+	// that can reach only some gateways (behind a load balancer). It costs
+	// a hop on every such call. Default false.
+	GatewayForward bool
 	// Storage maps provider names to providers. States use the provider
 	// named DefaultStorage unless they select another. Default: an etcd
 	// provider on the cluster's etcd, for small states.
@@ -168,6 +191,9 @@ func (c *Config) validate() error {
 	}
 	if c.ListenAddress == "" {
 		c.ListenAddress = "127.0.0.1:0"
+	}
+	if c.GatewayListenAddress == "" {
+		c.GatewayListenAddress = "127.0.0.1:0"
 	}
 	if c.Etcd.DialTimeout == 0 {
 		c.Etcd.DialTimeout = DefaultDialTimeout

@@ -26,6 +26,10 @@ type router struct {
 	dir  directory.Directory
 	view *cluster.View
 	tc   *transport.Client
+	// hints, on a client, remembers which gateway serves a grain, learnt
+	// from the redirects gateways answer (clientroute.go). A client's
+	// calls always go to gateways, with no hops.
+	hints *gatewayHints
 }
 
 // route is where a call goes: this silo, or another silo. hops is the hop
@@ -34,6 +38,8 @@ type route struct {
 	local bool
 	silo  cluster.SiloInfo
 	hops  uint8
+	// redirected: a client follows a gateway's redirect.
+	redirected bool
 }
 
 // notHereError says a silo does not host a grain and will not: the caller
@@ -183,6 +189,9 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 		if r.dir != nil {
 			r.dir.Invalidate(call.Target)
 		}
+		if r.hints != nil {
+			r.hints.drop(call.Target)
+		}
 		redirect = nil
 		if rd.Address != "" {
 			redirect = &rd
@@ -199,6 +208,11 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 
 // redirected turns a not-here redirect into a route.
 func (r *router) redirected(rd transport.Redirect) route {
+	if r.hints != nil {
+		// A client: to the gateway the redirect names, as a plain call
+		// (only a silo may tell another to host a grain).
+		return route{silo: cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}, redirected: true}
+	}
 	if rd.SiloID == r.self && r.self != "" {
 		return route{local: true}
 	}
@@ -215,6 +229,12 @@ func (r *router) redirected(rd transport.Redirect) route {
 // so that the next call to id goes straight there without reading the
 // directory.
 func (r *router) placed(id grain.ID, rt route) {
+	if r.hints != nil {
+		if rt.redirected && rt.silo.SiloID != "" {
+			r.hints.put(id, rt.silo.SiloID, rt.silo.Address)
+		}
+		return
+	}
 	if rt.hops == 0 || rt.silo.Incarnation == 0 {
 		return
 	}
@@ -224,16 +244,21 @@ func (r *router) placed(id grain.ID, rt route) {
 }
 
 // callRemote sends call to the silo of rt and decodes the reply.
+// A silo sends the caller's identity along (see grain.CallerIdentity); a
+// client never does: its gateway sets it.
 func (r *router) callRemote(ctx context.Context, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
-	return callRemote(ctx, r.tc, rt, call, md)
+	return callRemote(ctx, r.tc, rt, call, md, r.self != "")
 }
 
-func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
+func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain.Call, md *grain.MethodDesc, withIdentity bool) (any, error) {
 	body, err := msgpack.Marshal(call.Args)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode arguments of %s.%s: %w", grain.ErrBadRequest, call.Target, md.Name, err)
 	}
 	env := &transport.Envelope{Target: call.Target, Method: call.Method, Flags: md.Flags, Hops: rt.hops, Body: body}
+	if withIdentity {
+		env.Context = identityContext(ctx)
+	}
 	if md.Flags.Has(grain.OneWay) {
 		return nil, tc.Send(ctx, rt.silo.Address, env)
 	}

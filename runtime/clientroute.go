@@ -1,0 +1,112 @@
+package runtime
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime/cluster"
+)
+
+// How a client chooses where a call goes. A client sends calls only to
+// gateways: those of the membership view's active silos (their records'
+// gateway addresses), or the static ClientConfig.Gateways. The first call
+// to a grain goes to a gateway chosen round robin; that gateway serves it
+// if the grain is active there, forwards it if the grain is being placed
+// on another silo, and otherwise answers with the gateway address of the
+// silo hosting the grain. The client follows that answer and remembers it
+// (gatewayHints), so later calls to the grain go straight to the gateway of
+// its host: one hop. A hint that turns out wrong (the grain moved, the
+// silo left) is dropped and the call routed again.
+
+// DefaultClientHints is how many grains a client remembers the gateway of.
+const DefaultClientHints = 100_000
+
+// gatewayHints maps grains to the gateway of the silo hosting them, as
+// redirects said. Bounded: past its limit it forgets an arbitrary entry
+// for each new one.
+type gatewayHints struct {
+	limit int
+	mu    sync.RWMutex
+	m     map[grain.ID]gatewayHint
+}
+
+type gatewayHint struct {
+	siloID, addr string
+}
+
+func newGatewayHints(limit int) *gatewayHints {
+	return &gatewayHints{limit: limit, m: make(map[grain.ID]gatewayHint)}
+}
+
+func (h *gatewayHints) get(id grain.ID) (gatewayHint, bool) {
+	h.mu.RLock()
+	e, ok := h.m[id]
+	h.mu.RUnlock()
+	return e, ok
+}
+
+func (h *gatewayHints) put(id grain.ID, siloID, addr string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.m[id]; !ok && len(h.m) >= h.limit {
+		for k := range h.m { // map order: an arbitrary victim
+			delete(h.m, k)
+			break
+		}
+	}
+	h.m[id] = gatewayHint{siloID: siloID, addr: addr}
+}
+
+func (h *gatewayHints) drop(id grain.ID) {
+	h.mu.RLock()
+	_, ok := h.m[id]
+	h.mu.RUnlock()
+	if !ok {
+		return
+	}
+	h.mu.Lock()
+	delete(h.m, id)
+	h.mu.Unlock()
+}
+
+// gatewayPicker chooses a gateway for a call that has no hint: round
+// robin from a random start, over the static list or the view's gateways.
+type gatewayPicker struct {
+	static []string
+	view   *cluster.View
+	next   atomic.Uint64
+}
+
+func (p *gatewayPicker) pick() (string, error) {
+	n := p.next.Add(1)
+	if n == 1 {
+		n = p.next.Add(uint64(rand.IntN(1 << 16)))
+	}
+	if len(p.static) > 0 {
+		return p.static[n%uint64(len(p.static))], nil
+	}
+	gws := p.view.Current().Gateways()
+	// Records are any string their silo wrote: skip an unusable one.
+	for i := range len(gws) {
+		if gw := gws[(n+uint64(i))%uint64(len(gws))].GatewayAddress; validAddress(gw) {
+			return gw, nil
+		}
+	}
+	return "", fmt.Errorf("%w: no gateway: the cluster's membership lists no active silo with a gateway address", grain.ErrSiloUnavailable)
+}
+
+// clientRoute is where a client's call to id goes: the gateway its hint
+// names, or one the picker chooses.
+func clientRoute(h *gatewayHints, p *gatewayPicker, id grain.ID) (route, error) {
+	if e, ok := h.get(id); ok {
+		return route{silo: cluster.SiloInfo{SiloID: e.siloID, Address: e.addr}}, nil
+	}
+	gw, err := p.pick()
+	if err != nil {
+		return route{}, err
+	}
+	return route{silo: cluster.SiloInfo{Address: gw}}, nil
+}
