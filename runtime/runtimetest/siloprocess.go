@@ -110,10 +110,10 @@ type SiloProcessOptions struct {
 // listener's address and its gateway's.
 type SiloProcess struct {
 	ID, Addr, Gateway string
-	cmd      *exec.Cmd
-	stdin    io.WriteCloser
-	exited   chan struct{}
-	err      error
+	cmd               *exec.Cmd
+	stdin             io.WriteCloser
+	exited            chan struct{}
+	err               error
 }
 
 // StartSiloProcess starts a silo in a separate OS process (the test binary
