@@ -5,6 +5,8 @@ package runtime_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
@@ -419,5 +422,58 @@ func TestCallerIdentityCrossesSilos(t *testing.T) {
 	}
 	if st := g.Silos[0].GatewayStats(); st.Redirected != 0 || st.Forwarded == 0 {
 		t.Errorf("forwarding gateway stats %+v: want forwarded calls and no redirects", st)
+	}
+}
+
+// TestGatewayCertificateAuthentication: a gateway serving TLS with
+// throwaway certificates (the TLS configuration proper is another
+// change's; here it is a gRPC option) takes the client whose verified
+// certificate names an accepted subject, and grain code sees it.
+func TestGatewayCertificateAuthentication(t *testing.T) {
+	ca := runtime.IssueCert(t, "granary test CA", nil, true)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Leaf)
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{runtime.IssueCert(t, "silo", &ca, false)},
+		ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS13}
+	f := start(t, 1, runtime.Config{Authenticator: runtime.CertificateSubjects("alice"),
+		Transport: transport.ServerConfig{GRPCOptions: []grpc.ServerOption{grpc.Creds(credentials.NewTLS(serverTLS))}}})
+	ctx := ctxT(t)
+	gw := f.Silos[0].GatewayAddress()
+	client := func(certs ...tls.Certificate) *transport.Client {
+		tc, err := transport.NewClient(transport.ClientConfig{DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(
+			credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: certs, MinVersion: tls.VersionTLS13}))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tc.Close() })
+		return tc
+	}
+	call := func(tc *transport.Client) (*whoReply, error) {
+		resp, err := tc.Call(ctx, gw, &transport.Envelope{Target: grain.ID{Type: whoType.Name, Key: "tls"}, Method: whoWho, Body: []byte{0x80}})
+		if err != nil {
+			return nil, err
+		}
+		var r whoReply
+		return &r, msgpack.Unmarshal(resp.Body, &r)
+	}
+	r, err := call(client(runtime.IssueCert(t, "alice", &ca, false)))
+	if err != nil || r.Name != "alice" || r.Scheme != runtime.SchemeTLS {
+		t.Fatalf("alice's certificate: %+v, %v", r, err)
+	}
+	for name, tc := range map[string]*transport.Client{
+		"no certificate":            client(),
+		"another subject":           client(runtime.IssueCert(t, "mallory", &ca, false)),
+		"certificate of another CA": client(runtime.IssueCert(t, "alice", nil, false)),
+	} {
+		_, err := call(tc)
+		if name == "certificate of another CA" && err != nil && !errors.Is(err, grain.ErrUnauthenticated) {
+			// The TLS handshake itself refuses it (the server verifies
+			// certificates it is given): the stream never opens.
+			if !errors.Is(err, grain.ErrSiloUnavailable) {
+				t.Errorf("%s: %v", name, err)
+			}
+			continue
+		}
+		checkCode(t, name, err, grain.ErrUnauthenticated, grain.OutcomeNotRun)
 	}
 }
