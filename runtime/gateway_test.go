@@ -20,8 +20,10 @@ import (
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
+	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
 	"github.com/granary-rt/granary/runtime/internal/transport"
+	"github.com/granary-rt/granary/runtime/runtimetest"
 )
 
 // whoType is a grain written by hand (no generator): it reports the caller
@@ -475,5 +477,106 @@ func TestGatewayCertificateAuthentication(t *testing.T) {
 			continue
 		}
 		checkCode(t, name, err, grain.ErrUnauthenticated, grain.OutcomeNotRun)
+	}
+}
+
+// TestProcessGateway runs the gateway checks against silo processes: a
+// client needs its token; the identity reaches grains on every silo; on a
+// gateway, a client holding a valid token still cannot deliver a reminder
+// tick or a forwarded request, while a silo peer can on the silo listener.
+func TestProcessGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts silo processes")
+	}
+	name := fmt.Sprintf("proc-gw-%d", time.Now().UnixNano())
+	silos := make([]*runtimetest.SiloProcess, 2)
+	var wg sync.WaitGroup
+	for i := range silos {
+		wg.Go(func() {
+			silos[i] = runtimetest.StartSiloProcess(t, runtimetest.SiloProcessOptions{Endpoints: endpoints, Cluster: name,
+				Env: []string{runtimetest.EnvGatewayTokens + "=s3cret=alice"}})
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	ctx := ctxT(t)
+	connect := func(ts runtime.TokenSource) *runtime.Client {
+		c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: name, Etcd: runtime.EtcdConfig{Endpoints: endpoints}, TokenSource: ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.View().WaitFor(ctx, func(s *cluster.Snapshot) bool { return len(s.Gateways()) == len(silos) }); err != nil {
+			t.Fatalf("the client never saw %d gateways: %v", len(silos), err)
+		}
+		return c
+	}
+	for _, s := range silos {
+		if s.Gateway == "" || s.Gateway == s.Addr {
+			t.Fatalf("silo %s: gateway %q, silo listener %q", s.ID, s.Gateway, s.Addr)
+		}
+	}
+	_, err := askWho(ctx, connect(nil), "p")
+	checkCode(t, "without a token", err, grain.ErrUnauthenticated, grain.OutcomeNotRun)
+	_, err = askWho(ctx, connect(runtime.StaticToken("wrong")), "p")
+	checkCode(t, "with a wrong token", err, grain.ErrUnauthenticated, grain.OutcomeNotRun)
+
+	c := connect(runtime.StaticToken("s3cret"))
+	hosts := map[string]int{}
+	for i := range 20 {
+		for range 3 {
+			r, err := askWho(ctx, c, fmt.Sprint("p-", i))
+			if err != nil || r.Name != "alice" {
+				t.Fatalf("grain p-%d: %+v, %v", i, r, err)
+			}
+			hosts[r.Silo]++
+		}
+	}
+	if len(hosts) != len(silos) {
+		t.Errorf("grains on %v: want both silos", hosts)
+	}
+	for i := range 20 {
+		if r, err := askVia(ctx, c, fmt.Sprint("p-", i), fmt.Sprint("p-", 19-i)); err != nil || r.Name != "alice" {
+			t.Fatalf("grain to grain: %+v, %v", r, err)
+		}
+	}
+
+	clock := testgrains.NewClockRef(c, "proc-gw-clock")
+	if _, err := clock.Counts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tc := rawClientWithToken(t, "s3cret")
+	reqs := internalRequests(t, clock.ID())
+	for _, s := range silos {
+		for _, r := range reqs {
+			_, err := tc.Call(ctx, s.Gateway, r.env())
+			checkCode(t, r.name+" on gateway "+s.ID, err, grain.ErrPermissionDenied, grain.OutcomeNotRun)
+		}
+	}
+	// A silo peer on the silo listener: the tick reaches the grain on the
+	// silo hosting it (the other answers "not here"), the forwarded
+	// request is served.
+	peer := newRawClient(t)
+	delivered := 0
+	for _, s := range silos {
+		_, err := peer.Call(ctx, s.Addr, reqs[0].env())
+		switch {
+		case err == nil:
+			delivered++
+		case !errors.Is(err, transport.ErrNotHere):
+			t.Errorf("tick on silo listener %s: %v", s.ID, err)
+		}
+		if _, err := peer.Call(ctx, s.Addr, reqs[2].env()); err != nil && !errors.Is(err, transport.ErrNotHere) {
+			t.Errorf("forwarded request on silo listener %s: %v", s.ID, err)
+		}
+	}
+	counts, err := clock.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if delivered != 1 || counts.Ticks["forged"] != 1 {
+		t.Errorf("%d silo listeners took the tick and the grain counted %d: want 1 and 1 (none from a gateway)", delivered, counts.Ticks["forged"])
 	}
 }
