@@ -16,10 +16,12 @@ import (
 // to a grain goes to a gateway chosen round robin; that gateway serves it
 // if the grain is active there, forwards it if the grain is being placed
 // on another silo, and otherwise answers with the gateway address of the
-// silo hosting the grain. The client follows that answer and remembers it
-// (gatewayHints), so later calls to the grain go straight to the gateway of
-// its host: one hop. A hint that turns out wrong (the grain moved, the
-// silo left) is dropped and the call routed again.
+// silo hosting the grain, which the client follows. The client remembers
+// the gateway that answered (gatewayHints), so later calls to the grain go
+// straight to the gateway of its host: one hop (after a placement
+// elsewhere, the forwarding gateway redirects the second call to the
+// host's). A hint that turns out wrong (the grain moved, the silo left)
+// is dropped and the call routed again.
 
 // DefaultClientHints is how many grains a client remembers the gateway of.
 const DefaultClientHints = 100_000
@@ -102,7 +104,7 @@ func (p *gatewayPicker) pick() (string, error) {
 // names, or one the picker chooses.
 func clientRoute(h *gatewayHints, p *gatewayPicker, id grain.ID) (route, error) {
 	if e, ok := h.get(id); ok {
-		return route{silo: cluster.SiloInfo{SiloID: e.siloID, Address: e.addr}}, nil
+		return route{silo: cluster.SiloInfo{SiloID: e.siloID, Address: e.addr}, hinted: true}, nil
 	}
 	gw, err := p.pick()
 	if err != nil {

@@ -38,8 +38,8 @@ type route struct {
 	local bool
 	silo  cluster.SiloInfo
 	hops  uint8
-	// redirected: a client follows a gateway's redirect.
-	redirected bool
+	// hinted: a client's route from what it remembers of the grain.
+	hinted bool
 }
 
 // notHereError says a silo does not host a grain and will not: the caller
@@ -211,7 +211,7 @@ func (r *router) redirected(rd transport.Redirect) route {
 	if r.hints != nil {
 		// A client: to the gateway the redirect names, as a plain call
 		// (only a silo may tell another to host a grain).
-		return route{silo: cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}, redirected: true}
+		return route{silo: cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}}
 	}
 	if rd.SiloID == r.self && r.self != "" {
 		return route{local: true}
@@ -230,7 +230,10 @@ func (r *router) redirected(rd transport.Redirect) route {
 // directory.
 func (r *router) placed(id grain.ID, rt route) {
 	if r.hints != nil {
-		if rt.redirected && rt.silo.SiloID != "" {
+		// A client remembers the gateway that answered: the grain's
+		// host's, or one that forwarded the call while placing the grain
+		// elsewhere, which redirects the next call to the host's.
+		if !rt.hinted {
 			r.hints.put(id, rt.silo.SiloID, rt.silo.Address)
 		}
 		return
