@@ -104,8 +104,9 @@ type ServerConfig struct {
 	// connection may send per second, in bursts of a quarter of that, before the
 	// server slows it down: its streams' readers then wait for the excess
 	// to be paid back before reading on. Malformed: not decodable, over a
-	// limit, or answered with grain.ErrBadRequest, ErrUnknownMethod,
-	// ErrUnknownGrainType or ErrTooLarge. Default 1000; -1: no limit.
+	// limit, or answered, before running, with grain.ErrBadRequest,
+	// ErrUnknownMethod, ErrUnknownGrainType, ErrTooLarge or
+	// ErrPermissionDenied. Default 1000; -1: no limit.
 	MalformedPerSecond int
 	// MaxRequestTimeout caps the timeout a request may ask for; a request
 	// without one gets it. 0: no cap. Silos set it to their

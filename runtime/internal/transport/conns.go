@@ -167,7 +167,7 @@ func (b *badBudget) deficit() time.Duration {
 // request that was malformed (the sender's fault, not the server's).
 func malformedCode(code string) bool {
 	switch code {
-	case codeBadRequest, codeUnknownMethod, codeUnknownType, codeTooLarge:
+	case codeBadRequest, codeUnknownMethod, codeUnknownType, codeTooLarge, codePermissionDenied:
 		return true
 	}
 	return false
@@ -178,4 +178,7 @@ var (
 	codeUnknownMethod = grain.CodeOf(grain.ErrUnknownMethod)
 	codeUnknownType   = grain.CodeOf(grain.ErrUnknownGrainType)
 	codeTooLarge      = grain.CodeOf(grain.ErrTooLarge)
+	// A request refused before it ran because the peer may not send it
+	// (a client's reminder tick on a gateway).
+	codePermissionDenied = grain.CodeOf(grain.ErrPermissionDenied)
 )
