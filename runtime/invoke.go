@@ -437,6 +437,12 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 // to, or forwards the call to, a silo that hosts it, within the routing
 // bound.
 func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply transport.Replier, fail func(error)) {
+	if len(s.view.Current().Hosting(req.Target.Type)) == 0 {
+		// No directory read for a type no silo hosts: a client must
+		// not be able to make etcd work for names it makes up.
+		fail(fmt.Errorf("%w: %q: no active silo hosts it (gateway of silo %s)", grain.ErrUnknownGrainType, req.Target.Type, s.id))
+		return
+	}
 	select {
 	case s.routing <- struct{}{}:
 	default:
