@@ -270,3 +270,26 @@ func TestGatewayHintsAreBounded(t *testing.T) {
 		t.Fatal("dropped hint still there")
 	}
 }
+
+// FuzzAuthorization feeds authInfoOf arbitrary authorization headers: it
+// never panics, and a token it accepts is within the bound and has no
+// space.
+func FuzzAuthorization(f *testing.F) {
+	for _, s := range []string{"Bearer abc", "bearer x", "Basic a", "Bearer ", "", " ", "Bearer a b", strings.Repeat("B", MaxTokenSize+10)} {
+		f.Add(s, "")
+		f.Add(s, "Bearer second")
+	}
+	f.Fuzz(func(t *testing.T, v, second string) {
+		md := metadata.MD{authorizationKey: []string{v}}
+		if second != "" {
+			md[authorizationKey] = append(md[authorizationKey], second)
+		}
+		info, err := authInfoOf(metadata.NewIncomingContext(context.Background(), md))
+		if err != nil {
+			return
+		}
+		if len(md[authorizationKey]) > 1 || len(info.Token) > MaxTokenSize || info.Token == "" {
+			t.Fatalf("accepted %q (of %d headers)", info.Token, len(md[authorizationKey]))
+		}
+	})
+}

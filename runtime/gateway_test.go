@@ -246,6 +246,12 @@ func TestGatewayRefusesWhatOnlySilosSend(t *testing.T) {
 			t.Errorf("%s: RefusedFields %d, want %d", name, got, before+1)
 		}
 	}
+	// A silo peer's identity is still checked: one without a name is
+	// malformed.
+	bad := &transport.Envelope{Target: probe, Method: probePing, Body: []byte{0x80}, Context: map[string]string{"granary.caller": ""}}
+	if _, err := tc.Call(ctx, s.Address(), bad); !errors.Is(err, grain.ErrBadRequest) {
+		t.Errorf("an identity without a name on the silo listener: %v, want ErrBadRequest", err)
+	}
 	// What a client may send works: a method call with a request context
 	// of its own.
 	ok := &transport.Envelope{Target: probe, Method: probePing, Body: []byte{0x80}, Context: map[string]string{"traceparent": "00-1-2-01"}}
