@@ -106,7 +106,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 		return nil, fmt.Errorf("runtime: client transport: %w", err)
 	}
 	c.picker = &gatewayPicker{static: cfg.Gateways}
-	c.router = &router{tc: c.tc, hints: newGatewayHints(DefaultClientHints)}
+	c.router = &router{tc: c.tc, hints: newGatewayHints(clientHints)}
 	if len(cfg.Gateways) > 0 {
 		return c, nil
 	}

@@ -23,8 +23,8 @@ import (
 // host's). A hint that turns out wrong (the grain moved, the silo left)
 // is dropped and the call routed again.
 
-// DefaultClientHints is how many grains a client remembers the gateway of.
-const DefaultClientHints = 100_000
+// clientHints is how many grains a client remembers the gateway of.
+const clientHints = 100_000
 
 // gatewayHints maps grains to the gateway of the silo hosting them, as
 // redirects said. Bounded: past its limit it forgets an arbitrary entry

@@ -9,14 +9,14 @@ import (
 
 // Environment variables read by BindFlags, for silo host commands.
 const (
-	EnvEtcdEndpoints = "GRANARY_ETCD_ENDPOINTS" // comma-separated
-	EnvCluster       = "GRANARY_CLUSTER"
-	EnvSiloID        = "GRANARY_SILO_ID"
-	EnvListen        = "GRANARY_LISTEN"
-	EnvAdvertise     = "GRANARY_ADVERTISE"
-	EnvGateway       = "GRANARY_GATEWAY"
-	EnvGatewayAdv    = "GRANARY_GATEWAY_ADVERTISE"
-	EnvLeaseTTL      = "GRANARY_LEASE_TTL" // a Go duration, e.g. 10s
+	EnvEtcdEndpoints    = "GRANARY_ETCD_ENDPOINTS" // comma-separated
+	EnvCluster          = "GRANARY_CLUSTER"
+	EnvSiloID           = "GRANARY_SILO_ID"
+	EnvListen           = "GRANARY_LISTEN"
+	EnvAdvertise        = "GRANARY_ADVERTISE"
+	EnvGateway          = "GRANARY_GATEWAY"
+	EnvGatewayAdvertise = "GRANARY_GATEWAY_ADVERTISE"
+	EnvLeaseTTL         = "GRANARY_LEASE_TTL" // a Go duration, e.g. 10s
 )
 
 // BindFlags defines the usual silo host flags on fs, writing into c, with
@@ -43,8 +43,8 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 		"address other silos dial; empty: the listen address (env "+EnvAdvertise+")")
 	fs.StringVar(&c.GatewayListenAddress, "gateway", envOr(EnvGateway, c.GatewayListenAddress),
 		"gateway listen address, for clients (env "+EnvGateway+")")
-	fs.StringVar(&c.GatewayAdvertiseAddress, "gateway-advertise", envOr(EnvGatewayAdv, c.GatewayAdvertiseAddress),
-		"address clients dial to reach the gateway; empty: the gateway listen address (env "+EnvGatewayAdv+")")
+	fs.StringVar(&c.GatewayAdvertiseAddress, "gateway-advertise", envOr(EnvGatewayAdvertise, c.GatewayAdvertiseAddress),
+		"address clients dial to reach the gateway; empty: the gateway listen address (env "+EnvGatewayAdvertise+")")
 	ttl := c.LeaseTTL
 	if d, err := time.ParseDuration(os.Getenv(EnvLeaseTTL)); err == nil {
 		ttl = d
