@@ -408,11 +408,12 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 		defer func() { <-s.routing }()
 		inc := s.inc.Load()
 		rt, err := inc.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
-		if err == nil && !rt.local {
+		if err == nil && !rt.local && rt.hops == 0 {
 			// Read the directory itself before sending the client away:
 			// a cached entry this silo keeps using would never be
 			// corrected, and would cost the host a lost registration on
-			// every call.
+			// every call. (A placement, hops 1, followed a miss, which
+			// etcd itself answered: nothing to read again.)
 			inc.dir.Invalidate(req.Target)
 			rt, err = inc.router.resolve(ctx, req.Target, t.placement, !s.stopping.Load())
 		}
