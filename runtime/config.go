@@ -214,6 +214,9 @@ func (c *Config) validate() error {
 	if c.MaxRouting < 0 {
 		errs = append(errs, fmt.Errorf("max routing %d is negative", c.MaxRouting))
 	}
+	if c.GatewayAdvertiseAddress != "" && !validAddress(c.GatewayAdvertiseAddress) {
+		errs = append(errs, fmt.Errorf("gateway advertise address %q is not host:port", c.GatewayAdvertiseAddress))
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}

@@ -586,3 +586,28 @@ func TestProcessGateway(t *testing.T) {
 		t.Errorf("%d silo listeners took the tick and the grain counted %d: want 1 and 1 (none from a gateway)", delivered, counts.Ticks["forged"])
 	}
 }
+
+func TestGatewayConfig(t *testing.T) {
+	for _, addr := range []string{"gw.example.com", "10.0.0.1:", "a b:1"} {
+		if _, err := runtime.NewSilo(runtime.Config{GatewayAdvertiseAddress: addr}); err == nil || !strings.Contains(err.Error(), "gateway advertise address") {
+			t.Errorf("GatewayAdvertiseAddress %q: %v", addr, err)
+		}
+	}
+	if _, err := runtime.Connect(ctxT(t), runtime.ClientConfig{Gateways: []string{"127.0.0.1"}}); err == nil || !strings.Contains(err.Error(), `"127.0.0.1" is not host:port`) {
+		t.Errorf("a static gateway without a port: %v", err)
+	}
+	// The advertised address is what goes into the membership record.
+	f := start(t, 1, runtime.Config{GatewayAdvertiseAddress: "gw.example.com:7001"})
+	s := f.Silos[0]
+	if s.GatewayAddress() != "gw.example.com:7001" {
+		t.Errorf("GatewayAddress %q", s.GatewayAddress())
+	}
+	c, err := runtime.Connect(ctxT(t), runtime.ClientConfig{Cluster: f.Name, Etcd: runtime.EtcdConfig{Endpoints: endpoints}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if gws := c.View().Current().Gateways(); len(gws) != 1 || gws[0].GatewayAddress != "gw.example.com:7001" || gws[0].Address != s.Address() {
+		t.Errorf("membership gateways %+v", gws)
+	}
+}
