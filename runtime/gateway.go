@@ -95,12 +95,12 @@ func (s *Silo) GatewayStats() GatewayStats {
 // gateway (valid after Start).
 func (s *Silo) GatewayAddress() string { return s.gwAddr }
 
-// refuseOnGateway returns why a client may not send req, nil if it may,
-// and the counter of the refusal.
-func (s *Silo) refuseOnGateway(req *transport.Envelope) (error, *atomic.Uint64) {
+// refuseOnGateway returns the counter of the refusal and why a client may
+// not send req; nil, nil if it may.
+func (s *Silo) refuseOnGateway(req *transport.Envelope) (*atomic.Uint64, error) {
 	c := &s.gwStats
-	deny := func(n *atomic.Uint64, format string, args ...any) (error, *atomic.Uint64) {
-		return fmt.Errorf("%w: gateway of silo %s: %s", grain.ErrPermissionDenied, s.id, fmt.Sprintf(format, args...)), n
+	deny := func(n *atomic.Uint64, format string, args ...any) (*atomic.Uint64, error) {
+		return n, fmt.Errorf("%w: gateway of silo %s: %s", grain.ErrPermissionDenied, s.id, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case req.Target.Type == reminderServiceType:
@@ -127,7 +127,7 @@ func (s *Silo) refuseOnGateway(req *transport.Envelope) (error, *atomic.Uint64) 
 // or forwarded to the host, and the caller's identity is the one the
 // stream authenticated with, never one the request claims.
 func (s *Silo) handleGatewayRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
-	if err, n := s.refuseOnGateway(req); err != nil {
+	if n, err := s.refuseOnGateway(req); err != nil {
 		n.Add(1)
 		p := peerOf(ctx)
 		if ok, suppressed := s.gwRefusals.allow(p); ok {
