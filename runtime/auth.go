@@ -166,7 +166,7 @@ func authInterceptor(a Authenticator, onRefused func(peer string, err error)) gr
 		info, err := authInfoOf(ctx)
 		var id grain.Identity
 		if err == nil {
-			id, err = a.Authenticate(ctx, info)
+			id, err = authenticate(ctx, a, info)
 			if err == nil && id.Name == "" {
 				err = errors.New("runtime: the authenticator returned an identity without a name")
 			}
@@ -185,6 +185,18 @@ func authInterceptor(a Authenticator, onRefused func(peer string, err error)) gr
 		}
 		return handler(srv, &authedStream{ServerStream: ss, ctx: grain.WithCallerIdentity(ctx, id)})
 	}
+}
+
+// authenticate calls a, turning a panic into a refusal: a stream's
+// handler runs on a goroutine of its own, where a panic would end the
+// process.
+func authenticate(ctx context.Context, a Authenticator, info AuthInfo) (id grain.Identity, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			id, err = grain.Identity{}, fmt.Errorf("runtime: the authenticator panicked: %v", p)
+		}
+	}()
+	return a.Authenticate(ctx, info)
 }
 
 type authedStream struct {

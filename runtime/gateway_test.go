@@ -611,3 +611,19 @@ func TestGatewayConfig(t *testing.T) {
 		t.Errorf("membership gateways %+v", gws)
 	}
 }
+
+// An authenticator that panics refuses the client; the silo keeps serving.
+func TestPanickingAuthenticatorRefuses(t *testing.T) {
+	f := start(t, 1, runtime.Config{Authenticator: runtime.AuthenticatorFunc(func(context.Context, runtime.AuthInfo) (grain.Identity, error) {
+		panic("authenticator bug")
+	})})
+	ctx := ctxT(t)
+	_, err := askWho(ctx, connectTo(t, []string{f.Silos[0].GatewayAddress()}, runtime.StaticToken("x")), "p")
+	checkCode(t, "panicking authenticator", err, grain.ErrUnauthenticated, grain.OutcomeNotRun)
+	if err != nil && !strings.Contains(err.Error(), "authenticator panicked") {
+		t.Errorf("the error does not say why: %v", err)
+	}
+	if _, err := askWho(ctx, f.Client(), "p"); err != nil {
+		t.Errorf("the silo stopped serving: %v", err)
+	}
+}
