@@ -65,4 +65,3 @@ type Misplaced interface{}
 		}
 	}
 }
-

@@ -61,6 +61,18 @@ var (
 	// the call was sent, the silo was fenced while the call ran, or storage
 	// did not say whether a write landed. Outcome unknown.
 	ErrOutcomeUnknown = NewError("outcome_unknown", "grain: outcome unknown")
+	// ErrUnauthenticated: the silo's gateway requires clients to
+	// authenticate and this one did not (no token or certificate, or one
+	// its authenticator refused). The gateway refused the connection
+	// before reading any call. Did not run.
+	ErrUnauthenticated = NewError("unauthenticated", "grain: unauthenticated")
+	// ErrPermissionDenied: the caller may not make this call. A gateway
+	// answers it to a client that sends what only silos may send (a
+	// reminder tick, a reminder-service notice, a forwarded request, a
+	// call chain, a request-context key reserved for the runtime); a grain
+	// may return it when CallerIdentity is not allowed to call a method.
+	// From a gateway: did not run.
+	ErrPermissionDenied = NewError("permission_denied", "grain: permission denied")
 )
 
 // canceledCode is the code context.Canceled travels with.

@@ -19,8 +19,9 @@ const (
 	// Read before you retry, or make the call idempotent.
 	OutcomeUnknown Outcome = iota + 1
 	// OutcomeNotRun: the call did not run and changed nothing: overloaded,
-	// unknown grain type or method, incompatible method signature, malformed or too-large request, no
-	// silo available, activation failed. Safe to retry.
+	// unknown grain type or method, incompatible method signature,
+	// malformed or too-large request, no silo available, activation
+	// failed, unauthenticated, refused by a gateway. Safe to retry.
 	OutcomeNotRun
 	// OutcomeFailed: the method ran and failed: it returned an error (a
 	// domain error, or one from its own call to another grain), or it
@@ -96,7 +97,7 @@ func OutcomeOf(err error) Outcome {
 func codeOutcome(code string) Outcome {
 	switch code {
 	case ErrOverloaded.code, ErrUnknownGrainType.code, ErrUnknownMethod.code, ErrIncompatible.code, ErrSiloUnavailable.code,
-		ErrActivationFailed.code, ErrTooLarge.code, ErrBadRequest.code:
+		ErrActivationFailed.code, ErrTooLarge.code, ErrBadRequest.code, ErrUnauthenticated.code, ErrPermissionDenied.code:
 		return OutcomeNotRun
 	case ErrPanic.code, ErrConflict.code, ErrNotFound.code:
 		return OutcomeFailed

@@ -364,8 +364,13 @@ func (a *activation) turn(m *message) (failed bool) {
 	}
 	// The method ran: whatever it returns, even a runtime error of its own
 	// call to another grain, says "ran and failed", unless a write it made
-	// may have landed.
-	err = grain.WithOutcome(err, grain.OutcomeFailed)
+	// may have landed, or it returned its call's own timeout or
+	// cancellation, which its caller sees as such, local or remote.
+	if err != nil && m.ctx.Err() != nil && errors.Is(err, m.ctx.Err()) {
+		err = callError(m, m.ctx.Err())
+	} else {
+		err = grain.WithOutcome(err, grain.OutcomeFailed)
+	}
 	if err != nil && a.writeFailed != nil && writeOutcome(a.writeFailed) == grain.OutcomeUnknown {
 		err = grain.WithOutcome(err, grain.OutcomeUnknown)
 	}

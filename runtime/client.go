@@ -1,17 +1,15 @@
 package runtime
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"slices"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
@@ -24,33 +22,42 @@ type ClientConfig struct {
 	// Cluster is the cluster to call. Default "dev".
 	Cluster string
 	// Etcd says where the cluster's etcd is: the client watches the
-	// cluster's membership there (the keys under
-	// cluster.MembershipPrefix(ClusterPrefix(Cluster)), and nothing else),
-	// so an etcd user that may only read that prefix is enough; a client
-	// never writes etcd. Required unless Gateways is set. A client never
-	// starts an embedded etcd.
+	// membership there (the keys under
+	// cluster.MembershipPrefix(ClusterPrefix(Cluster)), and nothing else)
+	// to find the silos' gateways, so an etcd user that may only read that
+	// prefix is enough; a client never writes etcd. Required unless
+	// Gateways is set. A client never starts an embedded etcd.
 	Etcd EtcdConfig
-	// Gateways is a static list of silo addresses to send calls to instead
-	// of using etcd.
+	// Gateways is a static list of gateway addresses (silos'
+	// GatewayAddress) to send calls to instead of finding them in etcd.
+	// A gateway routes each call: it serves it, forwards it, or answers
+	// with the gateway address of the silo hosting the grain, which the
+	// client calls from then on (it must be able to reach it; see
+	// Config.GatewayForward).
 	Gateways []string
-	// TLS secures the connections to silos: the client verifies their
+	// TLS secures the connections to gateways: the client verifies their
 	// certificates against TLS.CAFile (or the system roots; TLS.ServerName
 	// is the name they must hold, default the host dialed) and presents
-	// TLS.CertFile to silos that require a client certificate. Default
+	// TLS.CertFile to gateways that require a client certificate. Default
 	// nil: plaintext.
 	TLS *TLSConfig
+	// TokenSource, if set, gives the bearer token the client presents to
+	// gateways (see Config.Authenticator), sent through gRPC per-RPC
+	// credentials whenever the client opens a stream to a gateway: at
+	// most MaxTokenSize bytes, and only over TLS unless the gateway is on
+	// loopback. Default: none.
+	TokenSource TokenSource
 	// RouteCacheSize bounds how many grains the client remembers the
-	// hosting silo of (about 140 bytes each, plus the grain's key). A
-	// call to a grain the client does not remember goes to a silo
-	// hosting the grain's type (with Gateways: to a gateway), which
-	// serves it or answers "not here, try silo X"; the client follows
-	// that and remembers the silo that answered, so later calls take one
-	// hop. An entry is dropped when its silo answers "not here", cannot
-	// be dialed, or (with etcd) leaves the membership; beyond the bound,
-	// grains not called recently are forgotten first (CLOCK). One-way
-	// calls use what is remembered but teach nothing (the silo may have
-	// forwarded them). Default DefaultRouteCacheSize (100,000); negative:
-	// remember nothing (every call may take two hops).
+	// gateway of (about 140 bytes each, plus the grain's key). A call to
+	// a grain the client does not remember goes to a gateway chosen round
+	// robin, which serves it, forwards it, or answers with the gateway of
+	// the silo hosting the grain; the client follows that and remembers
+	// the gateway that answered, so later calls take one hop. An entry is
+	// dropped when its gateway answers "not here" or cannot be dialed;
+	// beyond the bound, grains not called recently are forgotten first
+	// (CLOCK). One-way calls use what is remembered but teach nothing.
+	// Default DefaultRouteCacheSize (100,000); negative: remember nothing
+	// (every call may take two hops).
 	RouteCacheSize int
 	// ResponseTimeout is the deadline of calls whose context has none.
 	// Default 30s.
@@ -68,6 +75,11 @@ func (c *ClientConfig) validate() error {
 	}
 	if c.RouteCacheSize == 0 {
 		c.RouteCacheSize = DefaultRouteCacheSize
+	}
+	for _, gw := range c.Gateways {
+		if !validAddress(gw) {
+			return fmt.Errorf("runtime: client config: gateway address %q is not host:port", gw)
+		}
 	}
 	if c.ResponseTimeout <= 0 {
 		c.ResponseTimeout = DefaultResponseTimeout
@@ -103,8 +115,8 @@ type Client struct {
 	etcd   *clientv3.Client
 	view   *cluster.View // nil with static gateways
 	tc     *transport.Client
-	router *router // with routes, without a directory
-	next   atomic.Uint64
+	router *router // without directory: calls go to gateways
+	picker *gatewayPicker
 	closed atomic.Bool
 }
 
@@ -127,9 +139,14 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.tc, err = transport.NewClient(transport.ClientConfig{Logger: c.log, Credentials: creds}); err != nil {
+	tcfg := transport.ClientConfig{Logger: c.log, Credentials: creds}
+	if cfg.TokenSource != nil {
+		tcfg.DialOptions = append(tcfg.DialOptions, grpc.WithPerRPCCredentials(tokenCredentials{src: cfg.TokenSource}))
+	}
+	if c.tc, err = transport.NewClient(tcfg); err != nil {
 		return nil, fmt.Errorf("runtime: client transport: %w", err)
 	}
+	c.picker = &gatewayPicker{static: cfg.Gateways}
 	c.router = &router{tc: c.tc, routes: newRouteCache(cfg.RouteCacheSize)}
 	if len(cfg.Gateways) > 0 {
 		return c, nil
@@ -159,7 +176,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if c.view, err = cluster.WatchView(context.WithoutCancel(ctx), c.etcd, prefix, cluster.WithViewLogger(c.log)); err != nil {
 		return nil, fmt.Errorf("runtime: membership view: %w", err)
 	}
-	c.router.view = c.view
+	c.picker.view = c.view
 	return c, nil
 }
 
@@ -184,74 +201,10 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		ctx, release = transport.WithTimeout(ctx, c.cfg.ResponseTimeout)
 		defer release()
 	}
-	var last string // the silo pick chose for the previous attempt
-	pick := func() (route, error) {
-		rt, err := c.pick(call.Target, last)
-		last = rt.silo.SiloID
-		return rt, err
-	}
-	return c.router.invoke(ctx, call, md, pick,
-		func() (any, error) {
-			return nil, fmt.Errorf("%w: a client hosts no grains", grain.ErrUnknownGrainType)
-		})
-}
-
-// pick chooses the silo of a call's first attempt: the one that last
-// served the grain if the client remembers it and it is still a member,
-// else a silo hosting the grain's type (or a static gateway), which
-// serves the call or redirects it. It reads no etcd. failed is the silo
-// pick chose for an earlier attempt of the call, which had to be routed
-// again (its silo could not be dialed, or answered "not here" without
-// naming another); "" on the first attempt.
-func (c *Client) pick(id grain.ID, failed string) (route, error) {
-	if c.view == nil {
-		if h, ok := c.router.routes.get(id); ok {
-			return route{silo: cluster.SiloInfo{SiloID: h.siloID, Address: h.address}}, nil
-		}
-		return route{silo: cluster.SiloInfo{Address: c.gateway()}}, nil
-	}
-	snap := c.view.Current()
-	if h, ok := c.router.routes.get(id); ok {
-		info, known := snap.Get(h.siloID)
-		switch {
-		case known && info.Status != cluster.StatusDead && (h.incarnation == 0 || info.Incarnation == h.incarnation):
-			return route{silo: info}, nil
-		case !known && h.incarnation == 0:
-			// Learnt from a redirect to a silo that joined after our view.
-			return route{silo: cluster.SiloInfo{SiloID: h.siloID, Address: h.address}}, nil
-		}
-		c.router.routes.drop(id) // its silo left
-	}
-	candidates := snap.Hosting(id.Type)
-	if len(candidates) == 0 {
-		return route{}, fmt.Errorf("%w: no active silo of cluster %q hosts %q (calling %s)",
-			grain.ErrUnknownGrainType, c.cfg.Cluster, id.Type, id)
-	}
-	if failed != "" && len(candidates) > 1 {
-		// The view may not know yet that the silo is gone: try another.
-		if i, ok := slices.BinarySearchFunc(candidates, failed, func(e cluster.SiloInfo, id string) int {
-			return cmp.Compare(e.SiloID, id)
-		}); ok {
-			j := rand.IntN(len(candidates) - 1)
-			if j >= i {
-				j++
-			}
-			return route{silo: candidates[j]}, nil
-		}
-	}
-	// Rendezvous hashing spreads grains over the silos as a random pick
-	// would, and when the type is placed by hash (grain.PlaceHash) the
-	// silo chosen is the one placement picks, so the call takes one hop.
-	return route{silo: rendezvous(id, candidates)}, nil
-}
-
-// gateway picks a static gateway, round robin from a random start.
-func (c *Client) gateway() string {
-	n := c.next.Add(1)
-	if n == 1 {
-		n = c.next.Add(uint64(rand.IntN(len(c.cfg.Gateways))))
-	}
-	return c.cfg.Gateways[n%uint64(len(c.cfg.Gateways))]
+	pick := func() (route, error) { return clientRoute(c.router.routes, c.picker, call.Target) }
+	return c.router.invoke(ctx, call, md, pick, func() (any, error) {
+		return nil, fmt.Errorf("%w: a client hosts no grains", grain.ErrUnknownGrainType)
+	})
 }
 
 // Close releases the client's connections. Calls in flight fail.

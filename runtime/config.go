@@ -42,9 +42,10 @@ type Config struct {
 	// starts an embedded etcd (development default).
 	Etcd EtcdConfig
 	// ListenAddress is where the silo accepts gRPC connections from other
-	// silos and from clients. Default "127.0.0.1:0" (a free loopback port).
+	// silos. Default "127.0.0.1:0" (a free loopback port). Clients connect
+	// to GatewayListenAddress.
 	ListenAddress string
-	// AdvertiseAddress is the address other silos and clients dial.
+	// AdvertiseAddress is the address other silos dial.
 	// Default: the address the listener got.
 	AdvertiseAddress string
 	// TLS secures the silo's listener and its connections to other silos,
@@ -54,6 +55,28 @@ type Config struct {
 	// Default nil: plaintext, for development on loopback; a silo
 	// listening on another address without TLS logs a warning.
 	TLS *TLSConfig
+	// GatewayListenAddress is where the silo accepts connections from
+	// clients (runtime.Connect): its gateway, a listener of its own, on
+	// which a client may call grain methods and nothing else (see
+	// GatewayStats). Default "127.0.0.1:0" (a free loopback port).
+	GatewayListenAddress string
+	// GatewayAdvertiseAddress is the address clients dial to reach the
+	// gateway, published in the silo's membership record. Default: the
+	// address the gateway listener got.
+	GatewayAdvertiseAddress string
+	// Authenticator, if set, authenticates every client stream on the
+	// gateway (StaticTokens, CertificateSubjects, or your own); clients
+	// it refuses get grain.ErrUnauthenticated, and grain code sees the
+	// identity it returns through grain.CallerIdentity. Default: none,
+	// every client is taken anonymously (a silo whose gateway listens
+	// beyond loopback without one logs a warning).
+	Authenticator Authenticator
+	// GatewayForward makes the gateway forward a client's call for a grain
+	// active on another silo to that silo, instead of answering with that
+	// silo's gateway address for the client to call next: for clients
+	// that can reach only some gateways (behind a load balancer). It costs
+	// a hop on every such call. Default false.
+	GatewayForward bool
 	// Storage maps provider names to providers. States use the provider
 	// named DefaultStorage unless they select another. Default: an etcd
 	// provider on the cluster's etcd, for small states.
@@ -204,6 +227,12 @@ func (c *Config) validate() error {
 	if c.ListenAddress == "" {
 		c.ListenAddress = "127.0.0.1:0"
 	}
+	if c.GatewayListenAddress == "" {
+		c.GatewayListenAddress = "127.0.0.1:0"
+	}
+	if c.Etcd.DialTimeout == 0 {
+		c.Etcd.DialTimeout = DefaultDialTimeout
+	}
 	var errs []error
 	if err := c.Etcd.validate("Config.Etcd"); err != nil {
 		errs = append(errs, err)
@@ -228,6 +257,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxRouting < 0 {
 		errs = append(errs, fmt.Errorf("max routing %d is negative", c.MaxRouting))
+	}
+	if c.GatewayAdvertiseAddress != "" && !validAddress(c.GatewayAdvertiseAddress) {
+		errs = append(errs, fmt.Errorf("gateway advertise address %q is not host:port", c.GatewayAdvertiseAddress))
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

@@ -33,7 +33,15 @@
 // again. A silo that cannot renew its lease in time fences itself (drops
 // its activations unwritten) and rejoins as a new incarnation.
 //
-// Frontend code in another process calls grains through Connect:
+// Gateway: a silo has a second listener for clients, its gateway, on which
+// a client may call grain methods and nothing else (no reminder ticks,
+// reminder-service notices, forwarded requests or fields only silos set);
+// an Authenticator (Config.Authenticator) may require clients to present
+// a bearer token or a TLS client certificate, and grain code reads the
+// authenticated caller with grain.CallerIdentity.
+//
+// Frontend code in another process calls grains through Connect, which
+// sends every call to a gateway:
 //
 //	client, err := runtime.Connect(ctx, runtime.ClientConfig{
 //		Cluster: "bank",

@@ -16,17 +16,17 @@ func WithDirectory(cfg Config, d directory.Directory) Config {
 // hops of its calls with it.
 func ClientSent(c *Client) uint64 { return c.tc.Stats().EnvelopesSent }
 
-// ClientRoute returns the silo c remembers for id.
-func ClientRoute(c *Client, id grain.ID) (siloID string, ok bool) {
+// ClientRoute returns the gateway address c remembers for id.
+func ClientRoute(c *Client, id grain.ID) (address string, ok bool) {
 	h, ok := c.router.routes.get(id)
-	return h.siloID, ok
+	return h.address, ok
 }
 
 // ClientRoutes returns how many grains c remembers the silo of.
 func ClientRoutes(c *Client) int { return c.router.routes.len() }
 
-// SetClientRoute makes c remember silo siloID at address for id, as if
-// that silo had served the last call to id.
+// SetClientRoute makes c remember the gateway of silo siloID at address
+// for id, as if that gateway had answered the last call to id.
 func SetClientRoute(c *Client, id grain.ID, siloID, address string) {
 	c.router.routes.put(id, routeHost{siloID: siloID, address: address})
 }

@@ -9,12 +9,14 @@ import (
 
 // Environment variables read by BindFlags, for silo host commands.
 const (
-	EnvEtcdEndpoints = "GRANARY_ETCD_ENDPOINTS" // comma-separated
-	EnvCluster       = "GRANARY_CLUSTER"
-	EnvSiloID        = "GRANARY_SILO_ID"
-	EnvListen        = "GRANARY_LISTEN"
-	EnvAdvertise     = "GRANARY_ADVERTISE"
-	EnvLeaseTTL      = "GRANARY_LEASE_TTL" // a Go duration, e.g. 10s
+	EnvEtcdEndpoints    = "GRANARY_ETCD_ENDPOINTS" // comma-separated
+	EnvCluster          = "GRANARY_CLUSTER"
+	EnvSiloID           = "GRANARY_SILO_ID"
+	EnvListen           = "GRANARY_LISTEN"
+	EnvAdvertise        = "GRANARY_ADVERTISE"
+	EnvGateway          = "GRANARY_GATEWAY"
+	EnvGatewayAdvertise = "GRANARY_GATEWAY_ADVERTISE"
+	EnvLeaseTTL         = "GRANARY_LEASE_TTL" // a Go duration, e.g. 10s
 
 	// Config.TLS: setting any of these turns TLS on.
 	EnvTLSCert       = "GRANARY_TLS_CERT"        // PEM certificate file
@@ -37,7 +39,9 @@ const (
 //	-cluster   GRANARY_CLUSTER         cluster name
 //	-silo-id   GRANARY_SILO_ID         silo id (empty: generated)
 //	-listen    GRANARY_LISTEN          gRPC listen address
-//	-advertise GRANARY_ADVERTISE       address other processes dial
+//	-advertise GRANARY_ADVERTISE       address other silos dial
+//	-gateway   GRANARY_GATEWAY         gateway (client) listen address
+//	-gateway-advertise GRANARY_GATEWAY_ADVERTISE  address clients dial
 //	-lease-ttl GRANARY_LEASE_TTL       silo lease TTL
 //	-tls-cert, -tls-key, -tls-ca     GRANARY_TLS_CERT, _KEY, _CA      Config.TLS files (any of them: TLS on)
 //	-tls-server-name                 GRANARY_TLS_SERVER_NAME          Config.TLS.ServerName
@@ -54,7 +58,11 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SiloID, "silo-id", envOr(EnvSiloID, c.SiloID), "silo id; empty: generated (env "+EnvSiloID+")")
 	fs.StringVar(&c.ListenAddress, "listen", envOr(EnvListen, c.ListenAddress), "gRPC listen address (env "+EnvListen+")")
 	fs.StringVar(&c.AdvertiseAddress, "advertise", envOr(EnvAdvertise, c.AdvertiseAddress),
-		"address other silos and clients dial; empty: the listen address (env "+EnvAdvertise+")")
+		"address other silos dial; empty: the listen address (env "+EnvAdvertise+")")
+	fs.StringVar(&c.GatewayListenAddress, "gateway", envOr(EnvGateway, c.GatewayListenAddress),
+		"gateway listen address, for clients (env "+EnvGateway+")")
+	fs.StringVar(&c.GatewayAdvertiseAddress, "gateway-advertise", envOr(EnvGatewayAdvertise, c.GatewayAdvertiseAddress),
+		"address clients dial to reach the gateway; empty: the gateway listen address (env "+EnvGatewayAdvertise+")")
 	ttl := c.LeaseTTL
 	if d, err := time.ParseDuration(os.Getenv(EnvLeaseTTL)); err == nil {
 		ttl = d

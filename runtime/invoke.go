@@ -345,6 +345,13 @@ func (s *Silo) warnDropped(msg string, fields ...zap.Field) {
 // others are answered with grain.ErrOverloaded). Their deadline is at most
 // the silo's ResponseTimeout (the transport caps it).
 func (s *Silo) handleRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
+	s.serveRequest(ctx, req, reply, false)
+}
+
+// serveRequest serves a request from the silo listener or, with gateway
+// set, one from a client on the gateway listener that
+// handleGatewayRequest admitted.
+func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier, gateway bool) {
 	defer s.recoverRequest(ctx, req, reply)
 	fail := func(err error) {
 		if reply != nil {
@@ -357,7 +364,17 @@ func (s *Silo) handleRequest(ctx context.Context, req *transport.Envelope, reply
 		fail(&notHereError{id: req.Target, why: "silo " + s.id + " is not serving"})
 		return
 	}
-	if req.Target.Type == reminderServiceType && reply != nil {
+	if !gateway {
+		// A silo peer says for whom the call runs; on the gateway the
+		// stream's authenticated identity is already in ctx.
+		var err error
+		if ctx, err = withEnvelopeIdentity(ctx, req); err != nil {
+			s.logBadRequest(ctx, req, err)
+			fail(err)
+			return
+		}
+	}
+	if req.Target.Type == reminderServiceType && reply != nil && !gateway {
 		// A notice may read the reminder table: off the stream's reader,
 		// and within the routing bound.
 		select {
@@ -375,6 +392,10 @@ func (s *Silo) handleRequest(ctx context.Context, req *transport.Envelope, reply
 		return
 	}
 	t := s.types[req.Target.Type]
+	if t == nil && gateway {
+		s.routeUnhosted(ctx, req, reply, fail)
+		return
+	}
 	if t == nil {
 		fail(fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, req.Target.Type, s.id))
 		return
@@ -445,6 +466,8 @@ func (s *Silo) handleRequest(ctx context.Context, req *transport.Envelope, reply
 		switch {
 		case err != nil:
 			m.complete(nil, err)
+		case !rt.local && gateway:
+			s.routeFromGateway(ctx, req, reply, rt)
 		case !rt.local:
 			m.complete(nil, &notHereError{id: req.Target, why: "placed elsewhere",
 				redirect: transport.Redirect{SiloID: rt.silo.SiloID, Address: rt.silo.Address}})
@@ -452,6 +475,41 @@ func (s *Silo) handleRequest(ctx context.Context, req *transport.Envelope, reply
 			if err := s.dispatch(m); err != nil {
 				m.complete(nil, err)
 			}
+		}
+	}()
+}
+
+// routeUnhosted routes a client's call for a grain type this silo does not
+// host (a cluster whose silos host different types): it sends the client
+// to, or forwards the call to, a silo that hosts it, within the routing
+// bound.
+func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply transport.Replier, fail func(error)) {
+	if len(s.view.Current().Hosting(req.Target.Type)) == 0 {
+		// No directory read for a type no silo hosts: a client must
+		// not be able to make etcd work for names it makes up.
+		fail(fmt.Errorf("%w: %q: no active silo hosts it (gateway of silo %s)", grain.ErrUnknownGrainType, req.Target.Type, s.id))
+		return
+	}
+	select {
+	case s.routing <- struct{}{}:
+	default:
+		fail(fmt.Errorf("%w: silo %s is routing or activating %d calls from other processes already; retry later",
+			grain.ErrOverloaded, s.id, cap(s.routing)))
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.routing }()
+		defer s.recoverRequest(ctx, req, reply)
+		rt, err := s.inc.Load().router.resolve(ctx, req.Target, grain.PlaceRandom, false)
+		switch {
+		case err != nil:
+			fail(err)
+		case rt.local:
+			fail(fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, req.Target.Type, s.id))
+		default:
+			s.routeFromGateway(ctx, req, reply, rt)
 		}
 	}()
 }

@@ -445,7 +445,7 @@ func TestGracefulStopOfASiloProcessPersistsState(t *testing.T) {
 func TestClientWithStaticGateways(t *testing.T) {
 	pc := startProcesses(t, 2, 0)
 	ctx := ctxT(t)
-	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: pc.name, Gateways: []string{pc.silos[0].Addr, pc.silos[1].Addr}})
+	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: pc.name, Gateways: []string{pc.silos[0].Gateway, pc.silos[1].Gateway}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +468,7 @@ func TestOneWayCallsThroughAGatewayAreDelivered(t *testing.T) {
 	ctx := ctxT(t)
 	// One gateway: most grains are placed on other silos, so the gateway
 	// must forward one-way calls it cannot answer "try X" to.
-	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: pc.name, Gateways: []string{pc.silos[0].Addr}})
+	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: pc.name, Gateways: []string{pc.silos[0].Gateway}})
 	if err != nil {
 		t.Fatal(err)
 	}

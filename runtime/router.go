@@ -24,11 +24,15 @@ const maxRouteAttempts = 4
 // the directory) with routes, where it remembers which silo served each
 // grain.
 type router struct {
-	self   string // the silo doing the routing; "" for a client
-	dir    directory.Directory
-	view   *cluster.View
-	tc     *transport.Client
-	routes *routeCache // a client's; nil on a silo
+	self string // the silo doing the routing; "" for a client
+	dir  directory.Directory
+	view *cluster.View
+	tc   *transport.Client
+	// routes, on a client, remembers which gateway serves a grain, learnt
+	// from the gateways' answers (clientroute.go); nil on a silo, or on a
+	// client with a negative RouteCacheSize. A client's calls always go to
+	// gateways, with no hops.
+	routes *routeCache
 }
 
 // route is where a call goes: this silo, or another silo. hops is the hop
@@ -37,6 +41,8 @@ type route struct {
 	local bool
 	silo  cluster.SiloInfo
 	hops  uint8
+	// hinted: a client's route from what it remembers of the grain.
+	hinted bool
 }
 
 // notHereError says a silo does not host a grain and will not: the caller
@@ -203,6 +209,11 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 
 // redirected turns a not-here redirect into a route.
 func (r *router) redirected(rd transport.Redirect) route {
+	if r.self == "" {
+		// A client: to the gateway the redirect names, as a plain call
+		// (only a silo may tell another to host a grain).
+		return route{silo: cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}}
+	}
 	if rd.SiloID == r.self && r.self != "" {
 		return route{local: true}
 	}
@@ -217,12 +228,12 @@ func (r *router) redirected(rd transport.Redirect) route {
 
 // placed records where a call that was placed (or redirected) was served,
 // so that the next call to id goes straight there without reading the
-// directory. A client records every call that got a reply: the silo that
-// answered hosts the grain (a one-way call's silo may have forwarded it,
-// so it tells nothing).
+// directory. A client remembers the gateway that answered: the grain's
+// host's, or one that forwarded the call while placing the grain
+// elsewhere, which redirects the next call to the host's.
 func (r *router) placed(id grain.ID, rt route, md *grain.MethodDesc) {
-	if r.routes != nil {
-		if !md.Flags.Has(grain.OneWay) {
+	if r.self == "" {
+		if !rt.hinted && !md.Flags.Has(grain.OneWay) {
 			r.routes.put(id, routeHost{siloID: rt.silo.SiloID, address: rt.silo.Address, incarnation: rt.silo.Incarnation})
 		}
 		return
@@ -236,16 +247,21 @@ func (r *router) placed(id grain.ID, rt route, md *grain.MethodDesc) {
 }
 
 // callRemote sends call to the silo of rt and decodes the reply.
+// A silo sends the caller's identity along (see grain.CallerIdentity); a
+// client never does: its gateway sets it.
 func (r *router) callRemote(ctx context.Context, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
-	return callRemote(ctx, r.tc, rt, call, md)
+	return callRemote(ctx, r.tc, rt, call, md, r.self != "")
 }
 
-func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
+func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain.Call, md *grain.MethodDesc, withIdentity bool) (any, error) {
 	body, err := msgpack.Marshal(call.Args)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode arguments of %s.%s: %w", grain.ErrBadRequest, call.Target, md.Name, err)
 	}
 	env := &transport.Envelope{Target: call.Target, Method: md.Name, Fingerprint: md.Fingerprint, Flags: md.Flags, Hops: rt.hops, Body: body}
+	if withIdentity {
+		env.Context = identityContext(ctx)
+	}
 	if md.Flags.Has(grain.OneWay) {
 		return nil, tc.Send(ctx, rt.silo.Address, env)
 	}

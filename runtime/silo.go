@@ -57,6 +57,12 @@ type Silo struct {
 	lis    net.Listener
 	server *transport.Server
 	tc     *transport.Client
+	// The gateway listener, for clients (gateway.go).
+	gwAddr     string
+	gwLis      net.Listener
+	gwServer   *transport.Server
+	gwStats    gatewayCounters
+	gwRefusals badRequestLog
 
 	nextActivation atomic.Uint64
 	// droppedUnwritten counts activations dropped with state that could
@@ -163,8 +169,8 @@ func (s *Silo) RegisterGrainType(t *grain.TypeDesc, f grain.Factory, opts ...gra
 // ID returns the silo's id in the cluster (valid after Start).
 func (s *Silo) ID() string { return s.id }
 
-// Address returns the address other silos and clients dial to reach this
-// silo (valid after Start).
+// Address returns the address other silos dial to reach this silo (valid
+// after Start). Clients dial GatewayAddress.
 func (s *Silo) Address() string { return s.addr }
 
 // Client returns a grain.Caller for code running in the silo's process
@@ -211,6 +217,15 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if s.addr == "" {
 		s.addr = lis.Addr().String()
 	}
+	gwLis, err := net.Listen("tcp", s.cfg.GatewayListenAddress)
+	if err != nil {
+		return fmt.Errorf("runtime: gateway: listen on %s: %w", s.cfg.GatewayListenAddress, err)
+	}
+	s.gwLis = gwLis
+	s.gwAddr = s.cfg.GatewayAdvertiseAddress
+	if s.gwAddr == "" {
+		s.gwAddr = gwLis.Addr().String()
+	}
 	names := make([]string, 0, len(s.types))
 	for n := range s.types {
 		names = append(names, n)
@@ -219,7 +234,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		Prefix:         s.cfg.prefix(),
 		SiloID:         s.cfg.SiloID,
 		Address:        s.addr,
-		GatewayAddress: s.addr,
+		GatewayAddress: s.gwAddr,
 		GrainTypes:     names,
 		TTL:            s.cfg.LeaseTTL,
 		Logger:         s.cfg.Logger,
@@ -266,9 +281,9 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	s.reminders = newReminderService(s, table)
 	tcfg := s.cfg.Transport
 	tcfg.Logger = s.log
-	// One listener serves clients and silos: client certificates as
-	// ClientAuth says.
-	tcfg.Credentials = creds.gateway
+	// The silo listener takes silos only: their certificates are always
+	// required (mutual TLS). The gateway takes clients as ClientAuth says.
+	tcfg.Credentials = creds.silo
 	if tcfg.MaxRequestTimeout <= 0 || tcfg.MaxRequestTimeout > s.cfg.ResponseTimeout {
 		tcfg.MaxRequestTimeout = s.cfg.ResponseTimeout
 	}
@@ -276,11 +291,20 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("runtime: transport server: %w", err)
 	}
-	s.wg.Add(3)
+	if s.gwServer, err = transport.NewServer(s.gatewayServerConfig(tcfg, creds.gateway), transport.HandlerFunc(s.handleGatewayRequest)); err != nil {
+		return fmt.Errorf("runtime: gateway server: %w", err)
+	}
+	s.wg.Add(4)
 	go func() {
 		defer s.wg.Done()
 		if err := s.server.Serve(lis); err != nil {
 			s.log.Error("transport server failed", zap.Error(err))
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.gwServer.Serve(gwLis); err != nil {
+			s.log.Error("gateway server failed", zap.Error(err))
 		}
 	}()
 	go s.collectLoop()
@@ -292,7 +316,9 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		s.reminders.run(s.remindersStop)
 	}()
 	s.log.Info("silo started", zap.String("cluster", s.cfg.Cluster), zap.Int("grain_types", len(s.types)),
+		zap.String("address", s.addr), zap.String("gateway", s.gwAddr), zap.Bool("authenticated", s.cfg.Authenticator != nil),
 		zap.Duration("collection_quantum", s.quantum))
+	s.warnOpenGateway()
 	return nil
 }
 
@@ -396,8 +422,13 @@ func (s *Silo) stop(ctx context.Context) error {
 	// has drained; leave keeps time of its own.
 	drainCtx, cancelDrain := context.WithDeadline(stopCtx, end.Add(-reserve))
 	defer cancelDrain()
+	gwStopped := make(chan error, 1)
+	go func() { gwStopped <- s.gwServer.Stop(drainCtx) }()
 	if err := s.server.Stop(drainCtx); err != nil {
 		errs = append(errs, fmt.Errorf("runtime: stop transport server: %w", err))
+	}
+	if err := <-gwStopped; err != nil {
+		errs = append(errs, fmt.Errorf("runtime: stop gateway server: %w", err))
 	}
 	// The reminder service keeps its buckets while this silo is shutting
 	// down (its ticks go to grains on other silos now); it hands them
@@ -433,8 +464,14 @@ func (s *Silo) closeBackends() {
 	if s.server != nil && !s.serving.Load() {
 		_ = s.server.Stop(context.Background())
 	}
+	if s.gwServer != nil && !s.serving.Load() {
+		_ = s.gwServer.Stop(context.Background())
+	}
 	if s.lis != nil {
 		_ = s.lis.Close()
+	}
+	if s.gwLis != nil {
+		_ = s.gwLis.Close()
 	}
 	if s.tc != nil {
 		_ = s.tc.Close()

@@ -165,8 +165,7 @@ func (c *TLSConfig) clientCredentials(field string, log *zap.Logger) (credential
 // Config.TLS files; nil for plaintext.
 type siloCreds struct {
 	// silo is for a listener of other silos only: client certificates
-	// required, whatever ClientAuth says (mutual TLS between silos). Not
-	// used yet: today one listener serves clients and silos, with gateway.
+	// required, whatever ClientAuth says (mutual TLS between silos).
 	silo credentials.TransportCredentials
 	// gateway is for a listener of clients: client certificates as
 	// ClientAuth says.

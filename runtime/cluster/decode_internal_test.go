@@ -60,3 +60,40 @@ func FuzzMembershipRecord(f *testing.F) {
 		}
 	})
 }
+
+// A record written by a silo from before gateways (no "gw" key) decodes,
+// with no gateway address, and such a silo is not offered as a gateway. A
+// gateway address is whatever string its silo wrote: users of it check it
+// (runtime's validAddress); one of the wrong type fails the record.
+func TestDecodeSiloGatewayAddress(t *testing.T) {
+	old, err := msgpack.Marshal(map[string]any{"id": "s1", "addr": "127.0.0.1:1", "status": uint8(StatusActive), "types": []string{"a.B"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := decodeSilo(&mvccpb.KeyValue{Key: []byte("/g/silos/s1"), Value: old, CreateRevision: 7})
+	if err != nil {
+		t.Fatalf("record without a gateway address: %v", err)
+	}
+	if info.GatewayAddress != "" || info.Address != "127.0.0.1:1" || info.Status != StatusActive || info.Incarnation != 7 {
+		t.Fatalf("decoded %+v", info)
+	}
+	v := &View{entries: map[string]viewEntry{"s1": {info: info}}, cfg: viewConfig{deadLimit: 1}}
+	v.publish(7, time.Now())
+	if s := v.Current(); len(s.Active()) != 1 || len(s.Gateways()) != 0 {
+		t.Errorf("active %v, gateways %v: want the silo active and no gateway", s.Active(), s.Gateways())
+	}
+	wrong, err := msgpack.Marshal(map[string]any{"id": "s1", "gw": 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeSilo(&mvccpb.KeyValue{Key: []byte("/g/silos/s1"), Value: wrong}); err == nil {
+		t.Error("a record whose gateway address is a number decoded")
+	}
+	odd, err := msgpack.Marshal(map[string]any{"id": "s1", "gw": "not an address\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := decodeSilo(&mvccpb.KeyValue{Key: []byte("/g/silos/s1"), Value: odd}); err != nil || info.GatewayAddress != "not an address\n" {
+		t.Errorf("a record with an odd gateway string: %+v, %v", info, err)
+	}
+}

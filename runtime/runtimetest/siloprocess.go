@@ -25,11 +25,14 @@ const (
 	EnvCollectionAge = "GRANARY_TEST_COLLECTION_AGE"
 	// EnvReminderMinPeriod sets runtime.Config.ReminderMinPeriod.
 	EnvReminderMinPeriod = "GRANARY_TEST_REMINDER_MIN_PERIOD"
+	// EnvGatewayTokens gives a silo child a runtime.StaticTokens
+	// authenticator: comma-separated token=name pairs.
+	EnvGatewayTokens = "GRANARY_TEST_GATEWAY_TOKENS"
 )
 
 // runSiloChild runs a silo configured from the GRANARY_* environment (see
-// runtime.Config.BindFlags), prints "READY <silo-id> <address>" once it
-// serves, and stops it gracefully when stdin closes or on SIGTERM/SIGINT.
+// runtime.Config.BindFlags), prints "READY <silo-id> <address> <gateway
+// address>" once it serves, and stops it gracefully when stdin closes or on SIGTERM/SIGINT.
 func runSiloChild(register func(*runtime.Silo)) int {
 	if register == nil {
 		fmt.Fprintln(os.Stderr, "runtimetest: silo child without a register function (pass one to ChildMain)")
@@ -42,6 +45,15 @@ func runSiloChild(register func(*runtime.Silo)) int {
 	}
 	if d, err := time.ParseDuration(os.Getenv(EnvReminderMinPeriod)); err == nil {
 		cfg.ReminderMinPeriod = d
+	}
+	if v := os.Getenv(EnvGatewayTokens); v != "" {
+		tokens := map[string]string{}
+		for _, pair := range strings.Split(v, ",") {
+			if tok, name, ok := strings.Cut(pair, "="); ok {
+				tokens[tok] = name
+			}
+		}
+		cfg.Authenticator = runtime.StaticTokens(tokens)
 	}
 	if os.Getenv("GRANARY_TEST_VERBOSE") != "" {
 		cfg.Logger, _ = zap.NewDevelopment()
@@ -60,7 +72,7 @@ func runSiloChild(register func(*runtime.Silo)) int {
 		return 1
 	}
 	// Stdout is the protocol with the parent (StartSiloProcess), not a log.
-	fmt.Fprintf(os.Stdout, "READY %s %s\n", s.ID(), s.Address())
+	fmt.Fprintf(os.Stdout, "READY %s %s %s\n", s.ID(), s.Address(), s.GatewayAddress())
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -94,13 +106,14 @@ type SiloProcessOptions struct {
 	Env []string
 }
 
-// SiloProcess is a silo running in a child OS process.
+// SiloProcess is a silo running in a child OS process: its id, its silo
+// listener's address and its gateway's.
 type SiloProcess struct {
-	ID, Addr string
-	cmd      *exec.Cmd
-	stdin    io.WriteCloser
-	exited   chan struct{}
-	err      error
+	ID, Addr, Gateway string
+	cmd               *exec.Cmd
+	stdin             io.WriteCloser
+	exited            chan struct{}
+	err               error
 }
 
 // StartSiloProcess starts a silo in a separate OS process (the test binary
@@ -113,7 +126,8 @@ func StartSiloProcess(tb testing.TB, o SiloProcessOptions) *SiloProcess {
 		runtime.EnvEtcdEndpoints+"="+strings.Join(o.Endpoints, ","),
 		runtime.EnvCluster+"="+o.Cluster,
 		runtime.EnvSiloID+"="+o.SiloID,
-		runtime.EnvListen+"=127.0.0.1:0")
+		runtime.EnvListen+"=127.0.0.1:0",
+		runtime.EnvGateway+"=127.0.0.1:0")
 	if o.LeaseTTL > 0 {
 		cmd.Env = append(cmd.Env, runtime.EnvLeaseTTL+"="+o.LeaseTTL.String())
 	}
@@ -155,10 +169,10 @@ func StartSiloProcess(tb testing.TB, o SiloProcessOptions) *SiloProcess {
 			tb.Fatalf("runtimetest: silo process exited before it was ready")
 		}
 		f := strings.Fields(line)
-		if len(f) != 3 {
+		if len(f) != 4 {
 			tb.Fatalf("runtimetest: silo process said %q", line)
 		}
-		p.ID, p.Addr = f[1], f[2]
+		p.ID, p.Addr, p.Gateway = f[1], f[2], f[3]
 	case <-time.After(60 * time.Second):
 		tb.Fatalf("runtimetest: silo process not ready after 60s")
 	}

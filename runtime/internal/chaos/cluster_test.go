@@ -241,7 +241,7 @@ type testCluster struct {
 	dir       string // artifacts: logs, history
 	etcd      *node
 	silos     []*node
-	addrs     []string // silo i's gRPC address, the same across restarts
+	addrs     []string // silo i's gateway address (for clients), the same across restarts
 	endpoints []string
 	// viewer is a client through etcd, used for the membership view and
 	// final reads.
@@ -303,14 +303,15 @@ func startCluster(t *testing.T, tags string) *testCluster {
 	}
 	for i := range 3 {
 		ip := rootIP
-		port := ""
+		port, gwPort := "", ""
 		if i == 0 {
-			ip, port = nsIP, "7100" // the namespace is ours: any port is free
+			ip, port, gwPort = nsIP, "7100", "7101" // the namespace is ours: any port is free
 		} else {
-			port = freePort(t, rootIP)
+			port, gwPort = freePort(t, rootIP), freePort(t, rootIP)
 		}
 		addr := net.JoinHostPort(ip, port)
-		c.addrs = append(c.addrs, addr)
+		gateway := net.JoinHostPort(ip, gwPort)
+		c.addrs = append(c.addrs, gateway)
 		s := &node{name: fmt.Sprintf("silo%d", i), netns: i == 0, bin: bin, logDir: c.dir}
 		s.args = func(inc int) []string {
 			return []string{"silo",
@@ -319,6 +320,7 @@ func startCluster(t *testing.T, tags string) *testCluster {
 				"-cluster", c.name,
 				"-silo-id", fmt.Sprintf("silo%d.%d", i, inc),
 				"-listen", addr,
+				"-gateway", gateway,
 				"-lease-ttl", leaseTTL.String(),
 				"-write-through=" + fmt.Sprint(os.Getenv(envWriteThrough) == "1"),
 				"-postgres", pgDSN,

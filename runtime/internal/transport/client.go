@@ -12,9 +12,11 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/granary-rt/granary/grain"
 )
@@ -278,6 +280,18 @@ func lost(addr string, cause error) error {
 	return fmt.Errorf("transport: %s: %w: %w", addr, grain.ErrOutcomeUnknown, cause)
 }
 
+// refused is the error of the calls of a stream the server refused to
+// authenticate (codes.Unauthenticated): a server refuses a stream before
+// it reads any request, so none of them ran. The status's message says
+// why.
+func refused(addr string, cause error) error {
+	msg := cause.Error()
+	if st, ok := status.FromError(cause); ok {
+		msg = st.Message()
+	}
+	return fmt.Errorf("transport: %s: %w: %s", addr, grain.ErrUnauthenticated, msg)
+}
+
 // pendingCall is a call waiting for its response. Whoever removes it from
 // the stream's pending map completes it: the reader with the response, the
 // stream's failure with an error, or the caller giving up (which then does
@@ -351,6 +365,11 @@ func (c *Client) runPeer(p *peerConn) {
 	s, err := c.open(p)
 	if err != nil {
 		p.err = fmt.Errorf("transport: dial %s: %w: %w: %w", p.addr, grain.ErrSiloUnavailable, ErrNotSent, err)
+		if status.Code(err) == codes.Unauthenticated {
+			// Our credentials could not be sent (the token source
+			// failed): no other server would take them either.
+			p.err = refused(p.addr, err)
+		}
 		c.log.Warn("transport: dial failed", zap.String("addr", p.addr), zap.Error(err))
 		c.peers.CompareAndDelete(p.addr, p)
 		close(p.ready)
@@ -535,12 +554,18 @@ func (s *clientStream) fail(cause error) {
 		} else {
 			s.log.Warn("transport: stream lost", zap.Error(cause))
 		}
-		cause = fmt.Errorf("stream lost: %w", cause)
-		err := lost(s.p.addr, cause)
+		var err, later error
+		if status.Code(cause) == codes.Unauthenticated {
+			err = refused(s.p.addr, cause)
+			later = err
+		} else {
+			cause = fmt.Errorf("stream lost: %w", cause)
+			err, later = lost(s.p.addr, cause), unavailable(s.p.addr, cause)
+		}
 		s.c.peers.CompareAndDelete(s.p.addr, s.p)
 		s.mu.Lock()
 		pending := s.pending
-		s.pending, s.err = nil, unavailable(s.p.addr, cause)
+		s.pending, s.err = nil, later
 		s.mu.Unlock()
 		s.cancel()
 		for _, p := range pending {

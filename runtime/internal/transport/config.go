@@ -105,10 +105,11 @@ type ServerConfig struct {
 	// connection may send per second, in bursts of a quarter of that, before the
 	// server slows it down: its streams' readers then wait for the excess
 	// to be paid back before reading on. Malformed: not decodable, over a
-	// limit, or answered with grain.ErrBadRequest, ErrUnknownGrainType or
-	// ErrTooLarge (not ErrUnknownMethod or ErrIncompatible, which callers
-	// of another version of an interface get in good faith). Default
-	// 1000; -1: no limit.
+	// limit, or answered, before running, with grain.ErrBadRequest,
+	// ErrUnknownGrainType, ErrTooLarge or ErrPermissionDenied (not
+	// ErrUnknownMethod or ErrIncompatible, which callers of another
+	// version of an interface get in good faith). Default 1000; -1: no
+	// limit.
 	MalformedPerSecond int
 	// MaxRequestTimeout caps the timeout a request may ask for; a request
 	// without one gets it. 0: no cap. Silos set it to their

@@ -171,7 +171,7 @@ func (b *badBudget) deficit() time.Duration {
 // good faith, and must not be slowed down for it.
 func malformedCode(code string) bool {
 	switch code {
-	case codeBadRequest, codeUnknownType, codeTooLarge:
+	case codeBadRequest, codeUnknownType, codeTooLarge, codePermissionDenied:
 		return true
 	}
 	return false
@@ -181,4 +181,7 @@ var (
 	codeBadRequest  = grain.CodeOf(grain.ErrBadRequest)
 	codeUnknownType = grain.CodeOf(grain.ErrUnknownGrainType)
 	codeTooLarge    = grain.CodeOf(grain.ErrTooLarge)
+	// A request refused before it ran because the peer may not send it
+	// (a client's reminder tick on a gateway).
+	codePermissionDenied = grain.CodeOf(grain.ErrPermissionDenied)
 )

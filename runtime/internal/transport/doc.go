@@ -140,9 +140,12 @@
 // at once with an error wrapping grain.ErrOutcomeUnknown (it may have run),
 // and the next call dials again. Dial failures, and calls that find the
 // stream already broken, wrap grain.ErrSiloUnavailable: they were not
-// sent. Delivery is at most once: a call that failed with
-// ErrOutcomeUnknown or timed out after its request was sent may or may not
-// have run. Error responses carry grain.OutcomeOf of the responder's error.
+// sent. A stream the server refuses as unauthenticated (gRPC status
+// Unauthenticated: its credentials were refused, or could not be sent)
+// fails its calls with grain.ErrUnauthenticated instead: the server reads
+// nothing of a stream it refuses, so none of them ran. Delivery is at
+// most once: a call that failed with ErrOutcomeUnknown or timed out after
+// its request was sent may or may not have run. Error responses carry grain.OutcomeOf of the responder's error.
 //
 // Server.Stop drains gracefully: it stops accepting connections, answers new
 // requests with grain.ErrSiloUnavailable, waits for the replies to the
