@@ -82,10 +82,10 @@ func benchRemoteCall(b *testing.B, pki *testPKI) {
 	for i := range refs {
 		refs[i] = testgrains.NewProbeRef(bc.client, fmt.Sprint("w1-", i))
 	}
-	// Activate every grain, then call each once more: the client caches a
-	// grain's directory entry only when it reads it from etcd, which the
-	// call that placed the grain did not (it found no entry), so the second
-	// round fills the cache. The measurement sees the steady state.
+	// Activate every grain, then call each once more: a grain's first call
+	// goes to a gateway that may forward it to the silo placing it, its
+	// second may be redirected to the host's gateway, which the client
+	// remembers from then on. The measurement sees the steady state.
 	for round := range 2 {
 		if st := benchRun(benchCallers, grains, 0, 0, func(i int) error { return refs[i].Ping(ctx) }); st.err != nil {
 			b.Fatalf("round %d over %d grains: %d calls failed; first: %v", round, grains, st.errors, st.err)
@@ -113,8 +113,9 @@ func benchRemoteCall(b *testing.B, pki *testPKI) {
 // BenchmarkClusterActivation (W2-activation) measures activations per
 // second: 200,000 grain ids never called before, called once each through
 // the client by 64 concurrent callers. Each call is a real activation on
-// one of two silo processes: the client finds no directory entry (an etcd
-// read), places the grain on a silo, which registers it in the etcd
+// one of two silo processes: the client sends it to a gateway, whose silo
+// finds no directory entry (an etcd read) and places the grain on itself or
+// forwards it to the silo it places it on, which registers it in the etcd
 // directory (an etcd transaction) before the turn runs.
 //
 // Single activation stays strict: every registration is a create-if-absent
