@@ -40,6 +40,22 @@ import (
 // folded into it. Ticks delivered after the record fire again (at least
 // once, not exactly once); none is silently lost.
 //
+// Registration: the silo that writes a reminder to the table tells the
+// owner of its bucket in its view (a notice), and the owner reloads that
+// reminder. A silo applies a notice only while it owns the bucket in its
+// own view, and otherwise answers "not owner". Views lag each other, so
+// the silo told may not stay the owner: while a silo joins, a registering
+// silo whose view is behind tells (or is itself) a silo that still owns
+// the bucket in its own stale view, while the new owner listed the bucket
+// before the write and would not list it again for a
+// ReminderRefreshInterval. So the registering silo keeps its recent
+// changes (one ReminderRefreshInterval long: by then every owner has
+// listed them) and, whenever its view moves the bucket of one to a silo it
+// has not told, tells that silo too. Once its view has caught up, the
+// owner in the up-to-date view has been told: it applied the notice, or
+// it refused it and took the bucket afterwards, and a silo lists a bucket
+// when it takes it, after the write.
+//
 // A delivery that fails before the grain handled it is retried with
 // backoff as the same tick; only its bucket's record waits for it. A silo
 // that stops gracefully keeps its buckets while it shuts down, then lists
@@ -64,6 +80,33 @@ type reminderNotice struct {
 type remKey struct {
 	id   grain.ID
 	name string
+}
+
+func (k remKey) bucket() int { return reminder.BucketOf(reminder.Hash(k.id)) }
+
+// sentNotice is a change this silo made to the reminder table, and which
+// silo it told about it.
+type sentNotice struct {
+	at       time.Time // when the table was written
+	resolved bool      // version holds
+	version  int64     // the view version owner was chosen in
+	owner    string    // the silo told last; "" for none
+}
+
+// retarget reports whether the owner of the notice's bucket in the view at
+// version (ok false: no silo owns it there) is to be told: the view is
+// newer than the one the notice was last sent in, and its owner is
+// another silo. It then records that this one is told.
+func (p *sentNotice) retarget(version int64, owner cluster.SiloInfo, ok bool) bool {
+	if p.resolved && p.version >= version {
+		return false // sent in this view or a newer one already
+	}
+	p.resolved, p.version = true, version
+	if !ok || owner.SiloID == p.owner {
+		return false
+	}
+	p.owner = owner.SiloID
+	return true
 }
 
 // remItem is one scheduled reminder of an owned bucket.
@@ -108,6 +151,12 @@ type reminderService struct {
 	table reminder.Table
 	log   *zap.Logger
 	now   func() time.Time
+	// view returns the silo's current membership view, fenced whether the
+	// silo must not serve, and send delivers a notice to another silo:
+	// the silo's own, replaced by tests.
+	view   func() *cluster.Snapshot
+	fenced func() bool
+	send   func(ctx context.Context, to cluster.SiloInfo, k remKey) error
 
 	mu    sync.Mutex
 	owned [reminder.Buckets]bool
@@ -131,10 +180,20 @@ type reminderService struct {
 	// retrying holds the items waiting to retry a failed delivery: their
 	// next due time is not delivered, whatever their place in the heap.
 	retrying map[*remItem]struct{}
-	wake     chan struct{}
-	sem      chan struct{}  // bounds concurrent deliveries
-	wg       sync.WaitGroup // deliveries
-	done     chan struct{}  // closed when run has returned
+	// sent holds the changes this silo made to the table within the last
+	// ReminderRefreshInterval, to tell a new owner of their bucket about
+	// them (see renotify).
+	sent map[remKey]*sentNotice
+	// notifying tracks the goroutines of renotify, whose notices
+	// noticeCtx bounds: run cancels it when it returns, once the buckets
+	// are handed over.
+	notifying    sync.WaitGroup
+	noticeCtx    context.Context
+	noticeCancel context.CancelFunc
+	wake         chan struct{}
+	sem          chan struct{}  // bounds concurrent deliveries
+	wg           sync.WaitGroup // deliveries
+	done         chan struct{}  // closed when run has returned
 	// ctx bounds the service's table calls and deliveries; Stop cancels
 	// it when its time for the hand-over runs out.
 	ctx    context.Context
@@ -143,16 +202,22 @@ type reminderService struct {
 
 func newReminderService(s *Silo, table reminder.Table) *reminderService {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &reminderService{
+	r := &reminderService{
 		ctx: ctx, cancel: cancel,
 		s: s, table: table, log: s.log.Named("reminders"), now: time.Now,
+		view:     func() *cluster.Snapshot { return s.view.Current() },
+		fenced:   s.isFenced,
 		items:    make(map[remKey]*remItem),
 		firing:   make(map[*remItem]time.Time),
 		retrying: make(map[*remItem]struct{}),
+		sent:     make(map[remKey]*sentNotice),
 		wake:     make(chan struct{}, 1),
 		sem:      make(chan struct{}, maxConcurrentTicks),
 		done:     make(chan struct{}),
 	}
+	r.noticeCtx, r.noticeCancel = context.WithCancel(ctx)
+	r.send = r.sendNotice
+	return r
 }
 
 // maxConcurrentTicks bounds the reminder ticks one silo delivers at once.
@@ -204,7 +269,9 @@ func ownerAmong(active []cluster.SiloInfo, b int) (cluster.SiloInfo, bool) {
 // it (done), within its deadline, before leaving the cluster.
 func (r *reminderService) run(stop <-chan struct{}) {
 	defer close(r.done)
-	snap := r.s.view.Current()
+	defer r.notifying.Wait()
+	defer r.noticeCancel()
+	snap := r.view()
 	r.rebalance(snap)
 	progress := time.NewTicker(r.s.cfg.ReminderProgressInterval)
 	defer progress.Stop()
@@ -229,9 +296,10 @@ func (r *reminderService) run(stop <-chan struct{}) {
 			r.saveProgress(listed)
 			return
 		case <-snap.Changed():
-			snap = r.s.view.Current()
-			r.rebalance(snap)
+			snap = r.view()
+			r.viewChanged(snap)
 		case <-refresh.C:
+			r.forgetSent()
 			r.reloadAll()
 		case <-progress.C:
 			r.saveProgress(time.Time{})
@@ -239,6 +307,14 @@ func (r *reminderService) run(stop <-chan struct{}) {
 		case <-timer.C:
 		}
 	}
+}
+
+// viewChanged follows a new view: it tells the buckets' new owners of
+// this silo's recent changes (on a goroutine of renotify's), then takes
+// and drops buckets.
+func (r *reminderService) viewChanged(snap *cluster.Snapshot) {
+	r.renotify(snap)
+	r.rebalance(snap)
 }
 
 // rebalance takes (and loads) the buckets snap assigns to this silo and
@@ -252,7 +328,7 @@ func (r *reminderService) rebalance(snap *cluster.Snapshot) (gained []bool) {
 	r.mu.Lock()
 	for b := range reminder.Buckets {
 		owner, ok := ownerAmong(owners, b)
-		mine := ok && owner.SiloID == r.s.id && !r.s.isFenced()
+		mine := ok && owner.SiloID == r.s.id && !r.fenced()
 		switch {
 		case mine && !r.owned[b]:
 			// Owned from now on, before the bucket is listed: a
@@ -341,7 +417,7 @@ func (r *reminderService) loadBucket(b int) error {
 // reloadAll loads owned buckets again (picking up registrations whose
 // notice was lost) and retries buckets whose load failed.
 func (r *reminderService) reloadAll() {
-	gained := r.rebalance(r.s.view.Current()) // loaded just now
+	gained := r.rebalance(r.view()) // loaded just now
 	r.relistExcept(gained)
 }
 
@@ -535,7 +611,7 @@ func undelivered(err error) bool {
 // its earliest undelivered one (and before limit, if not zero) was
 // delivered.
 func (r *reminderService) saveProgress(limit time.Time) {
-	if r.s.isFenced() {
+	if r.fenced() {
 		return
 	}
 	r.mu.Lock()
@@ -591,7 +667,14 @@ func (r *reminderService) saveProgress(limit time.Time) {
 // progressGrain rounds the progress of buckets with ticks in flight.
 const progressGrain = 100 * time.Millisecond
 
-// refreshOne reloads one reminder after a registration changed it.
+// refreshOne reloads one reminder after a registration changed it. It
+// refuses with grain.ErrSiloUnavailable ("not owner") unless this silo
+// owns the bucket in the view it last followed (rebalance): a silo that
+// refuses and takes the bucket later lists it then, after the change, and
+// one that applies the notice and gives the bucket up and takes it back
+// lists it again. (Refusing when only the view, newer than the last
+// rebalance, says "not mine" would be wrong: the view may give the bucket
+// back before rebalance sees it, and then nothing lists it.)
 func (r *reminderService) refreshOne(ctx context.Context, id grain.ID, name string) error {
 	e, ok, err := r.table.Get(ctx, id, name)
 	if err != nil {
@@ -614,30 +697,124 @@ func (r *reminderService) refreshOne(ctx context.Context, id grain.ID, name stri
 	return nil
 }
 
-// notify tells the owner of id's bucket to reload reminder name. A notice
-// that cannot be delivered is picked up by the owner's next refresh.
+// notify tells the owner of id's bucket to reload reminder name, which
+// this silo just changed in the table, and keeps the change to tell a new
+// owner of the bucket too, should this silo's view move the bucket within
+// the next ReminderRefreshInterval (see renotify). A notice that cannot
+// be delivered is picked up by the owner's next refresh.
 func (r *reminderService) notify(ctx context.Context, id grain.ID, name string) {
-	b := reminder.BucketOf(reminder.Hash(id))
-	owner, ok := ownerAmong(bucketOwners(r.s.view.Current()), b)
-	if !ok {
-		return
+	k := remKey{id, name}
+	p := &sentNotice{at: r.now()}
+	r.mu.Lock()
+	r.sent[k] = p // a later change replaces an earlier one
+	r.mu.Unlock()
+	// Until the view stops moving under it: renotify takes the views that
+	// come after.
+	for {
+		snap := r.view()
+		owner, ok := ownerAmong(bucketOwners(snap), k.bucket())
+		r.mu.Lock()
+		tell := r.sent[k] == p && p.retarget(snap.Version, owner, ok)
+		r.mu.Unlock()
+		if !tell {
+			return
+		}
+		r.tell(ctx, k, owner)
 	}
-	var err error
-	if owner.SiloID == r.s.id {
-		err = r.refreshOne(ctx, id, name)
-	} else {
-		body, merr := msgpack.Marshal(&reminderNotice{Type: id.Type, Key: id.Key, Name: name})
-		if merr != nil {
-			err = merr
-		} else {
-			_, err = r.s.tc.Call(ctx, owner.Address, &transport.Envelope{
-				Target: grain.ID{Type: reminderServiceType, Key: strconv.Itoa(b)}, Method: reminderNoticeMethod, Body: body})
+}
+
+// renotify tells the owners snap gives the buckets of this silo's recent
+// changes about those they have not been told of: the view moved the
+// bucket since the change was last sent. It runs when the view changes,
+// before rebalance; the notices go out on a goroutine of their own.
+func (r *reminderService) renotify(snap *cluster.Snapshot) {
+	type notice struct {
+		k  remKey
+		to cluster.SiloInfo
+	}
+	var out []notice
+	owners := bucketOwners(snap)
+	var owner [reminder.Buckets]cluster.SiloInfo
+	var resolved, found [reminder.Buckets]bool
+	r.mu.Lock()
+	r.forgetSentLocked()
+	for k, p := range r.sent {
+		b := k.bucket()
+		if !resolved[b] {
+			owner[b], found[b] = ownerAmong(owners, b)
+			resolved[b] = true
+		}
+		if p.retarget(snap.Version, owner[b], found[b]) {
+			out = append(out, notice{k, owner[b]})
 		}
 	}
-	if err != nil {
-		r.log.Warn("reminder notice not delivered; the owner picks it up at its next refresh",
-			zap.Stringer("grain", id), zap.String("reminder", name), zap.String("owner", owner.SiloID), zap.Error(err))
+	r.mu.Unlock()
+	if len(out) == 0 {
+		return
 	}
+	r.log.Info("reminder buckets moved: telling their new owners of recent registrations",
+		zap.Int("reminders", len(out)), zap.Int64("view_version", snap.Version))
+	r.notifying.Add(1)
+	go func() {
+		defer r.notifying.Done()
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, maxConcurrentNotices)
+		for _, n := range out {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				ctx, cancel := context.WithTimeout(r.noticeCtx, r.s.cfg.ResponseTimeout)
+				defer cancel()
+				r.tell(ctx, n.k, n.to)
+			})
+		}
+		wg.Wait()
+	}()
+}
+
+// maxConcurrentNotices bounds the notices renotify sends at once.
+const maxConcurrentNotices = 16
+
+// forgetSent drops the changes older than ReminderRefreshInterval: the
+// owners of their buckets have listed them since.
+func (r *reminderService) forgetSent() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forgetSentLocked()
+}
+
+func (r *reminderService) forgetSentLocked() {
+	cutoff := r.now().Add(-r.s.cfg.ReminderRefreshInterval)
+	for k, p := range r.sent {
+		if p.at.Before(cutoff) {
+			delete(r.sent, k)
+		}
+	}
+}
+
+// tell sends the notice of k to silo to (this silo included).
+func (r *reminderService) tell(ctx context.Context, k remKey, to cluster.SiloInfo) {
+	var err error
+	if to.SiloID == r.s.id {
+		err = r.refreshOne(ctx, k.id, k.name)
+	} else {
+		err = r.send(ctx, to, k)
+	}
+	if err != nil {
+		r.log.Warn("reminder notice not delivered; sent again if the view moves the bucket, else the owner picks it up at its next refresh",
+			zap.Stringer("grain", k.id), zap.String("reminder", k.name), zap.String("owner", to.SiloID), zap.Error(err))
+	}
+}
+
+// sendNotice delivers the notice of k to another silo.
+func (r *reminderService) sendNotice(ctx context.Context, to cluster.SiloInfo, k remKey) error {
+	body, err := msgpack.Marshal(&reminderNotice{Type: k.id.Type, Key: k.id.Key, Name: k.name})
+	if err != nil {
+		return err
+	}
+	_, err = r.s.tc.Call(ctx, to.Address, &transport.Envelope{
+		Target: grain.ID{Type: reminderServiceType, Key: strconv.Itoa(k.bucket())}, Method: reminderNoticeMethod, Body: body})
+	return err
 }
 
 // handleNotice answers a reminder-service envelope from another silo.
