@@ -256,3 +256,41 @@ func isLoopback(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// logRefusedPeers wraps the silo listener's credentials (nil: plaintext,
+// returned as is) to log, rate-limited per peer host, the handshakes they
+// refuse for the peer's certificate: most often a client pointed at the
+// silo listener instead of the gateway, or a client certificate of the
+// clients' CA presented where only the cluster CA's are let in.
+func (s *Silo) logRefusedPeers(c credentials.TransportCredentials) credentials.TransportCredentials {
+	if c == nil {
+		return nil
+	}
+	return &refusedPeerLog{TransportCredentials: c, s: s}
+}
+
+type refusedPeerLog struct {
+	credentials.TransportCredentials
+	s *Silo
+}
+
+func (c *refusedPeerLog) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil && strings.Contains(err.Error(), "certificate") {
+		peer := conn.RemoteAddr().String()
+		host := peer
+		if h, _, herr := net.SplitHostPort(peer); herr == nil {
+			host = h
+		}
+		if ok, suppressed := c.s.tlsRefusals.allow(host); ok {
+			c.s.log.Warn("silo listener: refused a peer without a certificate of the cluster CA (Config.TLS.CAFile): "+
+				"only silos connect here; clients connect to the gateway, with a certificate of Config.TLS.ClientCAFile",
+				zap.String("peer", peer), zap.String("gateway", c.s.gwAddr), zap.Int("suppressed_since_last", suppressed), zap.Error(err))
+		}
+	}
+	return out, info, err
+}
+
+func (c *refusedPeerLog) Clone() credentials.TransportCredentials {
+	return &refusedPeerLog{TransportCredentials: c.TransportCredentials.Clone(), s: c.s}
+}

@@ -45,7 +45,8 @@ func TestTLSClientCertificateOnSiloListener(t *testing.T) {
 	ctx := ctxT(t)
 	// One silo: it hosts the clock and owns every reminder bucket, so
 	// what a peer sends on its silo listener is served there.
-	s := start(t, 1, runtime.Config{TLS: pki.siloTLS()}).Silos[0]
+	core, logs := observer.New(zap.WarnLevel)
+	s := start(t, 1, runtime.Config{TLS: pki.siloTLS(), Logger: zap.New(core)}).Silos[0]
 	clock := testgrains.NewClockRef(s.Client(), "clientca-clock")
 	if _, err := clock.Counts(ctx); err != nil {
 		t.Fatal(err)
@@ -68,6 +69,13 @@ func TestTLSClientCertificateOnSiloListener(t *testing.T) {
 		if _, err := client.Call(ctx, s.Address(), r.env()); !errors.Is(err, grain.ErrSiloUnavailable) {
 			t.Errorf("%s with a client certificate on the silo listener: %v, want grain.ErrSiloUnavailable", r.name, err)
 		}
+	}
+	// The silo says why, once per peer host for a while.
+	runtimetest.Eventually(t, 10*time.Second, func() bool {
+		return logs.FilterMessageSnippet("silo listener: refused a peer without a certificate of the cluster CA").Len() > 0
+	}, "the silo never logged the refused client certificate")
+	if n := logs.FilterMessageSnippet("silo listener: refused a peer").Len(); n != 1 {
+		t.Errorf("%d log lines for refused handshakes from one host, want 1 (rate-limited)", n)
 	}
 	if c, err := clock.Counts(ctx); err != nil || c.Ticks["forged"] != 0 {
 		t.Errorf("clock counts %+v, %v: want no forged tick", c, err)
