@@ -38,8 +38,9 @@ type ClientConfig struct {
 	// TLS secures the connections to gateways: the client verifies their
 	// certificates against TLS.CAFile (or the system roots; TLS.ServerName
 	// is the name they must hold, default the host dialed) and presents
-	// TLS.CertFile to gateways that require a client certificate. Default
-	// nil: plaintext.
+	// TLS.CertFile, signed by the clients' CA (the silos'
+	// Config.TLS.ClientCAFile), to gateways that require a client
+	// certificate. TLS.ClientCAFile must be empty. Default nil: plaintext.
 	TLS *TLSConfig
 	// TokenSource, if set, gives the bearer token the client presents to
 	// gateways (see Config.Authenticator), sent through gRPC per-RPC

@@ -48,10 +48,12 @@ type Config struct {
 	// AdvertiseAddress is the address other silos dial.
 	// Default: the address the listener got.
 	AdvertiseAddress string
-	// TLS secures the silo's listener and its connections to other silos,
-	// with mutual TLS: the silo presents CertFile to clients and silos,
-	// verifies other silos' certificates against CAFile (the cluster's
-	// CA), and treats clients' certificates as TLS.ClientAuth says.
+	// TLS secures the silo's listeners and its connections to other
+	// silos: the silo presents CertFile to clients and silos, requires
+	// and verifies other silos' certificates against CAFile on the silo
+	// listener (mutual TLS with the cluster's CA), and verifies clients'
+	// certificates against ClientCAFile on the gateway as TLS.ClientAuth
+	// says.
 	// Default nil: plaintext, for development on loopback; a silo
 	// listening on another address without TLS logs a warning.
 	TLS *TLSConfig

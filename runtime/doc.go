@@ -52,11 +52,13 @@
 //	balance, err := bank.NewAccountRef(client, "alice").Balance(ctx)
 //
 // TLS: plaintext is the default, for loopback. Config.TLS gives a silo a
-// certificate and the cluster's CA (mutual TLS between silos; clients'
-// certificates as TLSConfig.ClientAuth says), ClientConfig.TLS secures a
-// client's connections, EtcdConfig.TLS those to etcd. Rotated files are
-// picked up without a restart:
+// certificate, the cluster's CA (mutual TLS between silos) and the
+// clients' CA (clients' certificates on the gateway, as
+// TLSConfig.ClientAuth says), ClientConfig.TLS secures a client's
+// connections, EtcdConfig.TLS those to etcd. Rotated files are picked up
+// without a restart:
 //
-//	tc := &runtime.TLSConfig{CertFile: "silo.pem", KeyFile: "silo-key.pem", CAFile: "cluster-ca.pem"}
+//	tc := &runtime.TLSConfig{CertFile: "silo.pem", KeyFile: "silo-key.pem",
+//		CAFile: "cluster-ca.pem", ClientCAFile: "client-ca.pem"}
 //	silo, err := runtime.NewSilo(runtime.Config{Cluster: "bank", TLS: tc, Etcd: etcd})
 package runtime

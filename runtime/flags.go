@@ -22,6 +22,7 @@ const (
 	EnvTLSCert       = "GRANARY_TLS_CERT"        // PEM certificate file
 	EnvTLSKey        = "GRANARY_TLS_KEY"         // PEM private key file
 	EnvTLSCA         = "GRANARY_TLS_CA"          // PEM CA bundle: the cluster's CA
+	EnvTLSClientCA   = "GRANARY_TLS_CLIENT_CA"   // PEM CA bundle of clients' certificates
 	EnvTLSServerName = "GRANARY_TLS_SERVER_NAME" // name other silos' certificates hold
 	EnvTLSClientAuth = "GRANARY_TLS_CLIENT_AUTH" // require, optional or none
 
@@ -44,6 +45,7 @@ const (
 //	-gateway-advertise GRANARY_GATEWAY_ADVERTISE  address clients dial
 //	-lease-ttl GRANARY_LEASE_TTL       silo lease TTL
 //	-tls-cert, -tls-key, -tls-ca     GRANARY_TLS_CERT, _KEY, _CA      Config.TLS files (any of them: TLS on)
+//	-tls-client-ca                   GRANARY_TLS_CLIENT_CA            Config.TLS.ClientCAFile
 //	-tls-server-name                 GRANARY_TLS_SERVER_NAME          Config.TLS.ServerName
 //	-tls-client-auth                 GRANARY_TLS_CLIENT_AUTH          Config.TLS.ClientAuth: require, optional, none
 //	-etcd-tls-cert, -etcd-tls-key, -etcd-tls-ca  GRANARY_ETCD_TLS_CERT, _KEY, _CA  Config.Etcd.TLS files
@@ -85,8 +87,10 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 		func(t *TLSConfig) *string { return &t.CertFile })
 	bindTLSString(fs, "tls-key", EnvTLSKey, "PEM private key of -tls-cert", silo,
 		func(t *TLSConfig) *string { return &t.KeyFile })
-	bindTLSString(fs, "tls-ca", EnvTLSCA, "PEM CA bundle of the cluster: other silos' and clients' certificates must chain to it", silo,
+	bindTLSString(fs, "tls-ca", EnvTLSCA, "PEM CA bundle of the cluster: other silos' certificates must chain to it; it must sign silos only", silo,
 		func(t *TLSConfig) *string { return &t.CAFile })
+	bindTLSString(fs, "tls-client-ca", EnvTLSClientCA, "PEM CA bundle clients' certificates must chain to on the gateway; distinct from -tls-ca", silo,
+		func(t *TLSConfig) *string { return &t.ClientCAFile })
 	bindTLSString(fs, "tls-server-name", EnvTLSServerName, "name other silos' certificates must hold; empty: the host dialed", silo,
 		func(t *TLSConfig) *string { return &t.ServerName })
 	clientAuth := func(v string) error { return silo().ClientAuth.UnmarshalText([]byte(v)) }
@@ -95,7 +99,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 			c.TLS.ClientAuth = -1 // Config validation rejects it
 		}
 	}
-	fs.Func("tls-client-auth", "client certificates the silo's listener requires: require, optional or none (env "+EnvTLSClientAuth+")", clientAuth)
+	fs.Func("tls-client-auth", "client certificates the gateway requires (signed by -tls-client-ca): require, optional or none (env "+EnvTLSClientAuth+")", clientAuth)
 	bindTLSString(fs, "etcd-tls-cert", EnvEtcdTLSCert, "PEM client certificate for etcd; any -etcd-tls-* turns TLS to etcd on", etcd,
 		func(t *TLSConfig) *string { return &t.CertFile })
 	bindTLSString(fs, "etcd-tls-key", EnvEtcdTLSKey, "PEM private key of -etcd-tls-cert", etcd,

@@ -300,7 +300,7 @@ func (s *Silo) warnOpenGateway() {
 		return
 	}
 	if s.cfg.TLS == nil {
-		s.log.Warn("runtime: GATEWAY LISTENS WITHOUT TLS ON A NON-LOOPBACK ADDRESS: clients' calls and tokens cross the network in plaintext; set Config.TLS (flags -tls-cert, -tls-key, -tls-ca)",
+		s.log.Warn("runtime: GATEWAY LISTENS WITHOUT TLS ON A NON-LOOPBACK ADDRESS: clients' calls and tokens cross the network in plaintext; set Config.TLS (flags -tls-cert, -tls-key, -tls-ca, -tls-client-ca)",
 			zap.String("gateway", addr))
 	}
 	if s.cfg.Authenticator == nil {

@@ -63,6 +63,9 @@ type Silo struct {
 	gwServer   *transport.Server
 	gwStats    gatewayCounters
 	gwRefusals badRequestLog
+	// tlsRefusals rate-limits the log of peers the silo listener's TLS
+	// handshake refused (tls.go).
+	tlsRefusals badRequestLog
 
 	nextActivation atomic.Uint64
 	// droppedUnwritten counts activations dropped with state that could
@@ -283,7 +286,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	tcfg.Logger = s.log
 	// The silo listener takes silos only: their certificates are always
 	// required (mutual TLS). The gateway takes clients as ClientAuth says.
-	tcfg.Credentials = creds.silo
+	tcfg.Credentials = s.logRefusedPeers(creds.silo)
 	if tcfg.MaxRequestTimeout <= 0 || tcfg.MaxRequestTimeout > s.cfg.ResponseTimeout {
 		tcfg.MaxRequestTimeout = s.cfg.ResponseTimeout
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,20 +27,21 @@ import (
 	"github.com/granary-rt/granary/runtime/runtimetest"
 )
 
-// testPKI is a cluster CA with a silo and a client certificate.
+// testPKI is a cluster CA with a silo certificate, and a clients' CA with
+// a client certificate.
 type testPKI struct {
-	ca           *tlstest.CA
+	ca, clientCA *tlstest.CA
 	silo, client tlstest.Pair
 }
 
 func newTestPKI(t testing.TB) *testPKI {
-	ca := tlstest.NewCA(t, "cluster")
-	return &testPKI{ca: ca, silo: ca.Issue(t, "silo"), client: ca.Issue(t, "client")}
+	ca, clientCA := tlstest.NewCA(t, "cluster"), tlstest.NewCA(t, "clients")
+	return &testPKI{ca: ca, clientCA: clientCA, silo: ca.Issue(t, "silo"), client: clientCA.Issue(t, "client")}
 }
 
 // siloTLS is the silo's TLSConfig.
 func (p *testPKI) siloTLS() *runtime.TLSConfig {
-	return &runtime.TLSConfig{CertFile: p.silo.CertFile, KeyFile: p.silo.KeyFile, CAFile: p.ca.CertFile}
+	return &runtime.TLSConfig{CertFile: p.silo.CertFile, KeyFile: p.silo.KeyFile, CAFile: p.ca.CertFile, ClientCAFile: p.clientCA.CertFile}
 }
 
 // clientTLS is a client's TLSConfig with its certificate.
@@ -54,6 +56,7 @@ func (p *testPKI) siloEnv() []string {
 		runtime.EnvTLSCert + "=" + p.silo.CertFile,
 		runtime.EnvTLSKey + "=" + p.silo.KeyFile,
 		runtime.EnvTLSCA + "=" + p.ca.CertFile,
+		runtime.EnvTLSClientCA + "=" + p.clientCA.CertFile,
 	}
 }
 
@@ -180,11 +183,12 @@ func TestTLSClientCertificateOptional(t *testing.T) {
 	}
 }
 
-// serverSerial dials addr with TLS (presenting cert) and returns the serial
-// number of the certificate the server presented.
+// serverSerial dials addr, a silo listener, with TLS (presenting the silo
+// certificate) and returns the serial number of the certificate the server
+// presented.
 func serverSerial(t *testing.T, addr string, pki *testPKI) *big.Int {
 	t.Helper()
-	cert, err := tls.LoadX509KeyPair(pki.client.CertFile, pki.client.KeyFile)
+	cert, err := tls.LoadX509KeyPair(pki.silo.CertFile, pki.silo.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +251,7 @@ func TestTLSSiloOfAnotherCACannotJoin(t *testing.T) {
 	intruder := tlstest.NewCA(t, "other").Issue(t, "intruder")
 	bad := runtimetest.NewCluster(t, 1, runtimetest.Options{
 		Config: runtime.Config{Cluster: f.Name, Etcd: runtime.EtcdConfig{Endpoints: endpoints},
-			TLS: &runtime.TLSConfig{CertFile: intruder.CertFile, KeyFile: intruder.KeyFile, CAFile: pki.ca.CertFile}},
+			TLS: &runtime.TLSConfig{CertFile: intruder.CertFile, KeyFile: intruder.KeyFile, CAFile: pki.ca.CertFile, ClientCAFile: pki.clientCA.CertFile}},
 		Register: registerTestGrains(testgrains.NewObserver()),
 	}).Silos[0]
 	client := connectTLS(t, f.Name, pki.clientTLS())
@@ -288,7 +292,9 @@ func TestTLSEtcd(t *testing.T) {
 	pki := newTestPKI(t)
 	etcdCert := pki.ca.Issue(t, "etcd")
 	ctx := ctxT(t)
-	srv, err := etcdembed.Start(ctx, etcdembed.Config{CertFile: etcdCert.CertFile, KeyFile: etcdCert.KeyFile, CAFile: pki.ca.CertFile, ClientCertAuth: true})
+	// etcd presents a certificate of the cluster CA and takes clients'
+	// certificates of the clients' CA.
+	srv, err := etcdembed.Start(ctx, etcdembed.Config{CertFile: etcdCert.CertFile, KeyFile: etcdCert.KeyFile, CAFile: pki.clientCA.CertFile, ClientCertAuth: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,14 +401,15 @@ func TestTLSBindFlags(t *testing.T) {
 	t.Setenv(runtime.EnvTLSKey, "/env/key.pem")
 	t.Setenv(runtime.EnvTLSClientAuth, "optional")
 	t.Setenv(runtime.EnvEtcdTLSCA, "/env/etcd-ca.pem")
+	t.Setenv(runtime.EnvTLSClientCA, "/env/client-ca.pem") // the flag wins
 	var cfg runtime.Config
 	fs := flag.NewFlagSet("silo", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfg.BindFlags(fs)
-	if err := fs.Parse([]string{"-tls-ca", "/flag/ca.pem", "-tls-server-name", "silo.internal", "-etcd-tls-cert", "/flag/etcd.pem", "-etcd-tls-key", "/flag/etcd-key.pem"}); err != nil {
+	if err := fs.Parse([]string{"-tls-ca", "/flag/ca.pem", "-tls-client-ca", "/flag/client-ca.pem", "-tls-server-name", "silo.internal", "-etcd-tls-cert", "/flag/etcd.pem", "-etcd-tls-key", "/flag/etcd-key.pem"}); err != nil {
 		t.Fatal(err)
 	}
-	want := runtime.TLSConfig{CertFile: "/env/cert.pem", KeyFile: "/env/key.pem", CAFile: "/flag/ca.pem", ServerName: "silo.internal", ClientAuth: runtime.ClientCertOptional}
+	want := runtime.TLSConfig{CertFile: "/env/cert.pem", KeyFile: "/env/key.pem", CAFile: "/flag/ca.pem", ClientCAFile: "/flag/client-ca.pem", ServerName: "silo.internal", ClientAuth: runtime.ClientCertOptional}
 	if cfg.TLS == nil || *cfg.TLS != want {
 		t.Errorf("TLS %+v, want %+v", cfg.TLS, want)
 	}
@@ -415,7 +422,7 @@ func TestTLSBindFlags(t *testing.T) {
 	}
 
 	// Without any of them, TLS stays off.
-	for _, env := range []string{runtime.EnvTLSCert, runtime.EnvTLSKey, runtime.EnvTLSClientAuth, runtime.EnvEtcdTLSCA} {
+	for _, env := range []string{runtime.EnvTLSCert, runtime.EnvTLSKey, runtime.EnvTLSClientAuth, runtime.EnvTLSClientCA, runtime.EnvEtcdTLSCA} {
 		t.Setenv(env, "")
 	}
 	var plain runtime.Config
@@ -442,6 +449,17 @@ func TestTLSConfigValidation(t *testing.T) {
 		{"etcd TLS on an http endpoint", runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: []string{"http://127.0.0.1:2379"}, TLS: &runtime.TLSConfig{}}}, "use https://"},
 		{"etcd TLS without endpoints", runtime.Config{Etcd: runtime.EtcdConfig{TLS: &runtime.TLSConfig{}}}, "embedded etcd serves plaintext"},
 		{"bad client auth", runtime.Config{TLS: &runtime.TLSConfig{CertFile: pki.silo.CertFile, KeyFile: pki.silo.KeyFile, CAFile: pki.ca.CertFile, ClientAuth: 7}}, "ClientAuth 7"},
+		// The gateway's clients have a CA of their own, never the cluster's.
+		{"silo without a client CA", runtime.Config{TLS: &runtime.TLSConfig{CertFile: pki.silo.CertFile, KeyFile: pki.silo.KeyFile, CAFile: pki.ca.CertFile}},
+			"ClientAuth require: the gateway verifies clients' certificates, so a silo needs ClientCAFile"},
+		{"silo without a client CA, certificates optional", runtime.Config{TLS: &runtime.TLSConfig{CertFile: pki.silo.CertFile, KeyFile: pki.silo.KeyFile, CAFile: pki.ca.CertFile, ClientAuth: runtime.ClientCertOptional}},
+			"ClientAuth optional: the gateway verifies clients' certificates, so a silo needs ClientCAFile"},
+		{"client CA is the cluster CA", runtime.Config{TLS: &runtime.TLSConfig{CertFile: pki.silo.CertFile, KeyFile: pki.silo.KeyFile, CAFile: pki.ca.CertFile, ClientCAFile: pki.ca.CertFile}},
+			"is CAFile: every client certificate it signs could talk to the silo listener as a silo"},
+		{"client CA without client certificates", runtime.Config{TLS: &runtime.TLSConfig{CertFile: pki.silo.CertFile, KeyFile: pki.silo.KeyFile, CAFile: pki.ca.CertFile, ClientCAFile: pki.clientCA.CertFile, ClientAuth: runtime.ClientCertNone}},
+			"ClientCAFile is set but ClientAuth is none"},
+		{"client CA for etcd", runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: []string{"https://127.0.0.1:2379"}, TLS: &runtime.TLSConfig{ClientCAFile: pki.clientCA.CertFile}}},
+			"Config.Etcd.TLS: ClientCAFile is for a silo's gateway"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runtime.NewSilo(tc.cfg)
@@ -452,7 +470,7 @@ func TestTLSConfigValidation(t *testing.T) {
 	}
 	// Files that do not load fail Start, naming them.
 	s, err := runtime.NewSilo(runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints},
-		TLS: &runtime.TLSConfig{CertFile: pki.silo.CertFile, KeyFile: pki.client.KeyFile, CAFile: pki.ca.CertFile}})
+		TLS: &runtime.TLSConfig{CertFile: pki.silo.CertFile, KeyFile: pki.client.KeyFile, CAFile: pki.ca.CertFile, ClientCAFile: pki.clientCA.CertFile}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,8 +478,50 @@ func TestTLSConfigValidation(t *testing.T) {
 		t.Fatalf("Start with a mismatched key: %v", err)
 	}
 	_ = s.Stop(ctxT(t))
+	// A client CA bundle that vouches for what the cluster CA does (it
+	// holds the cluster CA, or a CA the cluster CA signed) fails Start:
+	// the silo listener would take its clients for silos.
+	both := filepath.Join(t.TempDir(), "both.pem")
+	writeBundle(t, both, pki.clientCA.CertFile, pki.ca.CertFile)
+	for _, tc := range []struct{ name, clientCA, want string }{
+		{"client CA bundle holding the cluster CA", both, "which is also in CA bundle"},
+		{"client CA the cluster CA signed", pki.ca.Intermediate(t, "sub").CertFile, "which chains to CA bundle"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := runtime.NewSilo(runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints},
+				TLS: &runtime.TLSConfig{CertFile: pki.silo.CertFile, KeyFile: pki.silo.KeyFile, CAFile: pki.ca.CertFile, ClientCAFile: tc.clientCA}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Stop(ctxT(t))
+			if err := s.Start(ctxT(t)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Start: %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
 	if _, err := runtime.Connect(ctxT(t), runtime.ClientConfig{Gateways: []string{"127.0.0.1:1"}, TLS: &runtime.TLSConfig{CertFile: pki.client.CertFile}}); err == nil ||
 		!strings.Contains(err.Error(), "ClientConfig.TLS: give both CertFile and KeyFile") {
 		t.Fatalf("Connect with a certificate without key: %v", err)
+	}
+}
+
+// writeBundle writes the concatenation of the PEM files srcs to path,
+// through a temporary file and a rename (a rotation as a reader sees it).
+func writeBundle(t *testing.T, path string, srcs ...string) {
+	t.Helper()
+	var b []byte
+	for _, src := range srcs {
+		p, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(b, p...)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
 	}
 }

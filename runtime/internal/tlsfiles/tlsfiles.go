@@ -2,6 +2,11 @@
 // its key, a CA bundle) current while a process runs, and turns it into
 // gRPC transport credentials for servers and clients.
 //
+// A server may verify client certificates against a second bundle of its
+// own (Files.ClientCAFile), so that one process can run a listener for
+// peers (certificates of CAFile) and one for clients (certificates of
+// ClientCAFile) without either accepting the other's certificates.
+//
 // A Source re-reads its files when they change: at most once per reload
 // interval, on the first handshake after the interval passed, it stats the
 // files and, if one changed, loads them again. A new connection then uses
@@ -19,9 +24,11 @@
 package tlsfiles
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -40,8 +47,15 @@ const DefaultReloadInterval = 10 * time.Second
 // Files names the PEM files of a Source. CertFile and KeyFile go together
 // (both or neither); CAFile is optional (empty: the system roots verify
 // servers, and a server cannot verify clients).
+//
+// ClientCAFile, optional, is the bundle ClientCAServerCredentials verify
+// client certificates against. It must be disjoint from CAFile: none of
+// its certificates may be one of CAFile's (the same key) or chain to
+// CAFile, or a certificate it signs would pass for one of CAFile's. A
+// bundle that breaks this does not load.
 type Files struct {
 	CertFile, KeyFile, CAFile string
+	ClientCAFile              string
 }
 
 // Source is TLS material loaded from Files and reloaded when they change.
@@ -53,7 +67,7 @@ type Source struct {
 
 	nextCheck atomic.Int64 // time.Now().UnixNano() after which the files are checked
 	mu        sync.Mutex   // serializes checks
-	stamps    [3]stamp     // of the files cur was loaded from
+	stamps    [4]stamp     // of the files cur was loaded from
 	cur       atomic.Pointer[material]
 }
 
@@ -61,7 +75,9 @@ type Source struct {
 type material struct {
 	cert *tls.Certificate // nil without CertFile
 	pool *x509.CertPool   // nil without CAFile
-	gen  uint64
+	// clientPool is ClientCAFile's bundle: nil without one.
+	clientPool *x509.CertPool
+	gen        uint64
 }
 
 // stamp identifies a version of a file without reading it.
@@ -128,13 +144,14 @@ func (s *Source) check() {
 		// next check tries again (a rotation may be half written).
 		s.log.Error("tls: changed certificate files do not load; still using the previous ones",
 			zap.String("cert_file", s.files.CertFile), zap.String("key_file", s.files.KeyFile),
-			zap.String("ca_file", s.files.CAFile), zap.Error(err))
+			zap.String("ca_file", s.files.CAFile), zap.String("client_ca_file", s.files.ClientCAFile), zap.Error(err))
 		return
 	}
 	m.gen = s.cur.Load().gen + 1
 	s.stamps = stamps
 	s.cur.Store(m)
-	fields := []zap.Field{zap.String("cert_file", s.files.CertFile), zap.String("ca_file", s.files.CAFile)}
+	fields := []zap.Field{zap.String("cert_file", s.files.CertFile), zap.String("ca_file", s.files.CAFile),
+		zap.String("client_ca_file", s.files.ClientCAFile)}
 	if m.cert != nil && m.cert.Leaf != nil {
 		fields = append(fields, zap.String("serial", m.cert.Leaf.SerialNumber.String()),
 			zap.Time("not_after", m.cert.Leaf.NotAfter))
@@ -142,9 +159,9 @@ func (s *Source) check() {
 	s.log.Info("tls: reloaded certificate files", fields...)
 }
 
-func (s *Source) stat() [3]stamp {
-	var out [3]stamp
-	for i, name := range []string{s.files.CertFile, s.files.KeyFile, s.files.CAFile} {
+func (s *Source) stat() [4]stamp {
+	var out [4]stamp
+	for i, name := range []string{s.files.CertFile, s.files.KeyFile, s.files.CAFile, s.files.ClientCAFile} {
 		if name == "" {
 			continue
 		}
@@ -169,17 +186,80 @@ func (s *Source) load() (*material, error) {
 		}
 		m.cert = &c
 	}
+	var cas []*x509.Certificate
 	if s.files.CAFile != "" {
-		b, err := os.ReadFile(s.files.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls: read CA bundle: %w", err)
-		}
-		m.pool = x509.NewCertPool()
-		if !m.pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("tls: CA bundle %s holds no PEM certificate", s.files.CAFile)
+		var err error
+		if m.pool, cas, err = loadBundle(s.files.CAFile); err != nil {
+			return nil, err
 		}
 	}
+	if s.files.ClientCAFile != "" {
+		pool, clientCAs, err := loadBundle(s.files.ClientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		if err := disjoint(clientCAs, s.files.ClientCAFile, cas, m.pool, s.files.CAFile); err != nil {
+			return nil, err
+		}
+		m.clientPool = pool
+	}
 	return m, nil
+}
+
+// loadBundle reads the PEM CA bundle in name.
+func loadBundle(name string) (*x509.CertPool, []*x509.Certificate, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls: read CA bundle: %w", err)
+	}
+	var certs []*x509.Certificate
+	for len(b) > 0 {
+		var block *pem.Block
+		if block, b = pem.Decode(b); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" || len(block.Headers) != 0 {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tls: CA bundle %s: %w", name, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, nil, fmt.Errorf("tls: CA bundle %s holds no PEM certificate", name)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, certs, nil
+}
+
+// disjoint checks that no certificate of the client bundle is one of the
+// CA bundle's (by key: a CA re-issued with its key is the same authority)
+// or chains to it (an intermediate the CA signed), so that no certificate
+// the client bundle vouches for is vouched for by the CA bundle too.
+func disjoint(clientCAs []*x509.Certificate, clientFile string, cas []*x509.Certificate, pool *x509.CertPool, caFile string) error {
+	for _, c := range clientCAs {
+		for _, ca := range cas {
+			if bytes.Equal(c.RawSubjectPublicKeyInfo, ca.RawSubjectPublicKeyInfo) {
+				return fmt.Errorf("tls: client CA bundle %s holds %q, which is also in CA bundle %s: "+
+					"a certificate it signs for a client would pass for a peer's; give clients a CA of their own",
+					clientFile, c.Subject, caFile)
+			}
+		}
+		if pool == nil {
+			continue
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			return fmt.Errorf("tls: client CA bundle %s holds %q, which chains to CA bundle %s: "+
+				"a certificate it signs for a client would pass for a peer's; give clients a CA of their own",
+				clientFile, c.Subject, caFile)
+		}
+	}
+	return nil
 }
 
 // Certificate returns the certificate in use (nil without CertFile).
@@ -200,6 +280,21 @@ func (s *Source) ServerCredentials(auth tls.ClientAuthType) (credentials.Transpo
 	return &creds{src: s, server: true, auth: auth}, nil
 }
 
+// ClientCAServerCredentials is ServerCredentials verifying client
+// certificates against the client CA bundle (Files.ClientCAFile) instead
+// of the CA bundle. The source must have a client CA bundle unless auth is
+// tls.NoClientCert.
+func (s *Source) ClientCAServerCredentials(auth tls.ClientAuthType) (credentials.TransportCredentials, error) {
+	m := s.cur.Load()
+	switch {
+	case m.cert == nil:
+		return nil, errors.New("tls: a server needs a certificate and key")
+	case m.clientPool == nil && auth >= tls.VerifyClientCertIfGiven:
+		return nil, errors.New("tls: a server that verifies client certificates against the client CA bundle needs one")
+	}
+	return &creds{src: s, server: true, auth: auth, clientCA: true}, nil
+}
+
 // ClientCredentials returns credentials for a gRPC client that verifies
 // servers against the CA bundle (the system roots without one) and presents
 // the source's certificate, if it has one, to servers that ask. serverName
@@ -215,6 +310,7 @@ type creds struct {
 	src        *Source
 	server     bool
 	auth       tls.ClientAuthType
+	clientCA   bool // verify clients against material.clientPool
 	serverName string
 
 	mu  sync.Mutex
@@ -240,6 +336,9 @@ func (c *creds) config(m *material) *tls.Config {
 	}
 	if c.server {
 		cfg.ClientAuth, cfg.ClientCAs = c.auth, m.pool
+		if c.clientCA {
+			cfg.ClientCAs = m.clientPool
+		}
 	} else {
 		cfg.RootCAs, cfg.ServerName = m.pool, c.serverName
 	}
@@ -257,7 +356,7 @@ func (c *creds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, 
 func (c *creds) Info() credentials.ProtocolInfo { return c.current().Info() }
 
 func (c *creds) Clone() credentials.TransportCredentials {
-	return &creds{src: c.src, server: c.server, auth: c.auth, serverName: c.serverName}
+	return &creds{src: c.src, server: c.server, auth: c.auth, clientCA: c.clientCA, serverName: c.serverName}
 }
 
 // OverrideServerName implements the deprecated method of

@@ -248,3 +248,72 @@ func TestTLSConfigErrors(t *testing.T) {
 		t.Error("server credentials without a certificate")
 	}
 }
+
+// TestClientCA: the server credentials of the client CA bundle take
+// certificates it signed and refuse the CA bundle's, and those of the CA
+// bundle the reverse; a client CA bundle that overlaps the CA bundle does
+// not load.
+func TestClientCA(t *testing.T) {
+	ca, clients := tlstest.NewCA(t, "cluster"), tlstest.NewCA(t, "clients")
+	srvPair := ca.Issue(t, "silo")
+	srv, err := tlsfiles.New(tlsfiles.Files{CertFile: srvPair.CertFile, KeyFile: srvPair.KeyFile, CAFile: ca.CertFile, ClientCAFile: clients.CertFile}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers, err := srv.ServerCredentials(tls.RequireAndVerifyClientCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway, err := srv.ClientCAServerCredentials(tls.RequireAndVerifyClientCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := func(p tlstest.Pair) credentials.TransportCredentials {
+		src, err := tlsfiles.New(tlsfiles.Files{CertFile: p.CertFile, KeyFile: p.KeyFile, CAFile: ca.CertFile}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src.ClientCredentials("")
+	}
+	peer, client := ca.Issue(t, "peer"), clients.Issue(t, "client")
+	for _, tc := range []struct {
+		name   string
+		server credentials.TransportCredentials
+		pair   tlstest.Pair
+		ok     bool
+	}{
+		{"peer on the peer listener", peers, peer, true},
+		{"client on the peer listener", peers, client, false},
+		{"client on the client listener", gateway, client, true},
+		{"peer on the client listener", gateway, peer, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			saw, _, err := handshake(t, tc.server, dialer(tc.pair))
+			if tc.ok && (err != nil || saw.Cmp(tc.pair.Serial) != 0) {
+				t.Fatalf("handshake: server saw %v, %v; want %v", saw, err, tc.pair.Serial)
+			}
+			if !tc.ok && err == nil {
+				t.Fatal("the handshake succeeded")
+			}
+		})
+	}
+
+	noClientCA, err := tlsfiles.New(tlsfiles.Files{CertFile: srvPair.CertFile, KeyFile: srvPair.KeyFile, CAFile: ca.CertFile}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := noClientCA.ClientCAServerCredentials(tls.VerifyClientCertIfGiven); err == nil {
+		t.Error("client CA credentials without a client CA bundle")
+	}
+	for _, tc := range []struct{ name, clientCA, want string }{
+		{"the CA bundle itself", ca.CertFile, "also in CA bundle"},
+		{"an intermediate of the CA", ca.Intermediate(t, "sub").CertFile, "chains to CA bundle"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tlsfiles.New(tlsfiles.Files{CertFile: srvPair.CertFile, KeyFile: srvPair.KeyFile, CAFile: ca.CertFile, ClientCAFile: tc.clientCA}, 0, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}

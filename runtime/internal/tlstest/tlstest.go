@@ -4,7 +4,8 @@
 //
 //	ca := tlstest.NewCA(t, "cluster")
 //	silo := ca.Issue(t, "silo")             // silo.CertFile, silo.KeyFile
-//	cfg := &runtime.TLSConfig{CertFile: silo.CertFile, KeyFile: silo.KeyFile, CAFile: ca.CertFile}
+//	clients := tlstest.NewCA(t, "clients")
+//	cfg := &runtime.TLSConfig{CertFile: silo.CertFile, KeyFile: silo.KeyFile, CAFile: ca.CertFile, ClientCAFile: clients.CertFile}
 //
 // Every leaf certificate is valid for server and client authentication, for
 // 127.0.0.1, ::1, localhost and its own name, for one day.
@@ -47,6 +48,18 @@ type Pair struct {
 // <tempdir>/<name>-ca.pem.
 func NewCA(tb testing.TB, name string) *CA {
 	tb.Helper()
+	return newCA(tb, name, nil)
+}
+
+// Intermediate creates a CA named name whose certificate ca signs, and
+// writes its certificate to <tempdir>/<name>-ca.pem.
+func (ca *CA) Intermediate(tb testing.TB, name string) *CA {
+	tb.Helper()
+	return newCA(tb, name, ca)
+}
+
+func newCA(tb testing.TB, name string, parent *CA) *CA {
+	tb.Helper()
 	key := newKey(tb)
 	tmpl := &x509.Certificate{
 		SerialNumber:          newSerial(tb),
@@ -57,7 +70,11 @@ func NewCA(tb testing.TB, name string) *CA {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	signer, signKey := tmpl, key
+	if parent != nil {
+		signer, signKey = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
 	if err != nil {
 		tb.Fatalf("tlstest: create CA certificate: %v", err)
 	}

@@ -8,8 +8,9 @@
 // accounts, writes their state and leaves the cluster, then exits 0. With no
 // etcd endpoints it starts an embedded etcd, which is only useful for a
 // single silo. `make demo` starts three of these. For TLS (mutual TLS
-// between silos, TLS to clients and etcd) give -tls-cert, -tls-key and
-// -tls-ca (and -etcd-tls-* for etcd); see the README's TLS section.
+// between silos, TLS to clients and etcd) give -tls-cert, -tls-key,
+// -tls-ca (the cluster's CA, silos only) and -tls-client-ca (the clients'
+// CA), and -etcd-tls-* for etcd; see the README's TLS section.
 package main
 
 import (
