@@ -14,7 +14,6 @@ import (
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
-	"github.com/granary-rt/granary/runtime/internal/transport"
 	"github.com/granary-rt/granary/runtime/runtimetest"
 )
 
@@ -44,7 +43,7 @@ func benchFlood(b *testing.B, rate int) {
 		obs := testgrains.NewObserver()
 		c := runtimetest.NewCluster(b, 1, runtimetest.Options{
 			Config: runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints},
-				Transport: transport.ServerConfig{MalformedPerSecond: rate}},
+				Transport: runtime.TransportConfig{MalformedPerSecond: rate}},
 			Register: func(s *runtime.Silo) { testgrains.RegisterProbe(s, testgrains.NewProbe(obs)) },
 		})
 		addr := c.Silos[0].Address()

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/granary-rt/granary/directory"
-	"github.com/granary-rt/granary/runtime/internal/transport"
 	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/storage"
 )
@@ -124,14 +124,13 @@ type Config struct {
 	// within DeactivationTimeout + LeaseTTL whatever etcd and storage do,
 	// dropping (and logging) what it could not write. Default 30s.
 	DeactivationTimeout time.Duration
-	// Transport tunes the silo's listener: frame, body and header limits,
+	// Transport tunes the silo's listeners: frame, body and header limits,
 	// requests in flight per stream (default 4096) and per connection
 	// (8192), streams per connection (16), the spare reply queue of a
-	// stream (1024). Zero fields take the defaults of
-	// transport.ServerConfig. Its Logger is the silo's, and its
+	// stream (1024). Zero fields take the defaults. Its
 	// MaxRequestTimeout is at most ResponseTimeout: a remote caller
 	// cannot make the silo hold its request longer.
-	Transport transport.ServerConfig
+	Transport TransportConfig
 	// MaxRouting caps the requests from other processes that wait for a
 	// directory lookup (grains not active here), each on its own
 	// goroutine; beyond it such requests are answered at once with
@@ -146,6 +145,9 @@ type Config struct {
 	// export_test.go). Default: the etcd directory, entries bound to this
 	// silo's lease.
 	directory directory.Directory
+	// grpcOptions are added to the gRPC options of both listeners (a test
+	// hook, set through export_test.go).
+	grpcOptions []grpc.ServerOption
 }
 
 // EtcdConfig says how to reach etcd.
@@ -241,9 +243,6 @@ func (c *Config) validate() error {
 	}
 	if err := c.TLS.validate("Config.TLS", true); err != nil {
 		errs = append(errs, err)
-	}
-	if c.Transport.Credentials != nil {
-		errs = append(errs, errors.New("Config.Transport.Credentials: use Config.TLS"))
 	}
 	if c.CollectionAge < 0 {
 		errs = append(errs, fmt.Errorf("collection age %v is negative", c.CollectionAge))

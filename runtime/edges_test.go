@@ -109,7 +109,7 @@ func counterAdd(t testing.TB, n int64) []byte {
 func TestPeerThatStopsReadingDoesNotFreezeTheGrain(t *testing.T) {
 	cfg := runtime.Config{
 		Cluster:   fmt.Sprintf("stall-%d", time.Now().UnixNano()),
-		Transport: transport.ServerConfig{MaxInflightPerStream: 32, QueueSize: 32, SendStallTimeout: 500 * time.Millisecond},
+		Transport: runtime.TransportConfig{MaxInflightPerStream: 32, QueueSize: 32, SendStallTimeout: 500 * time.Millisecond},
 	}
 	f := start(t, 1, cfg)
 	ctx := ctxT(t)

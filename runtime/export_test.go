@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"google.golang.org/grpc"
+
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 )
@@ -29,4 +31,11 @@ func ClientRoutes(c *Client) int { return c.router.routes.len() }
 // for id, as if that gateway had answered the last call to id.
 func SetClientRoute(c *Client, id grain.ID, siloID, address string) {
 	c.router.routes.put(id, routeHost{siloID: siloID, address: address})
+}
+
+// WithGRPCServerOptions returns cfg with opts added to the gRPC options of
+// the silo's listeners: a test hook.
+func WithGRPCServerOptions(cfg Config, opts ...grpc.ServerOption) Config {
+	cfg.grpcOptions = append(cfg.grpcOptions, opts...)
+	return cfg
 }

@@ -455,8 +455,8 @@ func TestGatewayCertificateAuthentication(t *testing.T) {
 	pool.AddCert(ca.Leaf)
 	serverTLS := &tls.Config{Certificates: []tls.Certificate{runtime.IssueCert(t, "silo", &ca, false)},
 		ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS13}
-	f := start(t, 1, runtime.Config{Authenticator: runtime.CertificateSubjects("alice"),
-		Transport: transport.ServerConfig{GRPCOptions: []grpc.ServerOption{grpc.Creds(credentials.NewTLS(serverTLS))}}})
+	f := start(t, 1, runtime.WithGRPCServerOptions(runtime.Config{Authenticator: runtime.CertificateSubjects("alice")},
+		grpc.Creds(credentials.NewTLS(serverTLS))))
 	ctx := ctxT(t)
 	gw := f.Silos[0].GatewayAddress()
 	client := func(certs ...tls.Certificate) *transport.Client {

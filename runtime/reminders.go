@@ -184,6 +184,10 @@ type reminderService struct {
 	// ReminderRefreshInterval, to tell a new owner of their bucket about
 	// them (see renotify).
 	sent map[remKey]*sentNotice
+	// sentDropped counts the changes not kept in sent: it was full.
+	sentDropped uint64
+	// sentForgotAt is when forgetSentLocked last scanned sent.
+	sentForgotAt time.Time
 	// notifying tracks the goroutines of renotify, whose notices
 	// noticeCtx bounds: run cancels it when it returns, once the buckets
 	// are handed over.
@@ -706,7 +710,19 @@ func (r *reminderService) notify(ctx context.Context, id grain.ID, name string) 
 	k := remKey{id, name}
 	p := &sentNotice{at: r.now()}
 	r.mu.Lock()
-	r.sent[k] = p // a later change replaces an earlier one
+	if _, known := r.sent[k]; !known && len(r.sent) >= maxSentNotices && r.now().Sub(r.sentForgotAt) >= time.Second {
+		r.forgetSentLocked() // a scan of the map: at most once a second while it is full
+	}
+	_, known := r.sent[k]
+	kept := known || len(r.sent) < maxSentNotices
+	if kept {
+		r.sent[k] = p // a later change replaces an earlier one
+	} else {
+		// More changes in one refresh interval than the bound: this one
+		// is told to the owner of its bucket now, and a new owner learns
+		// of it at its next refresh at the latest.
+		r.sentDropped++
+	}
 	r.mu.Unlock()
 	// Until the view stops moving under it: renotify takes the views that
 	// come after.
@@ -714,7 +730,7 @@ func (r *reminderService) notify(ctx context.Context, id grain.ID, name string) 
 		snap := r.view()
 		owner, ok := ownerAmong(bucketOwners(snap), k.bucket())
 		r.mu.Lock()
-		tell := r.sent[k] == p && p.retarget(snap.Version, owner, ok)
+		tell := (!kept || r.sent[k] == p) && p.retarget(snap.Version, owner, ok)
 		r.mu.Unlock()
 		if !tell {
 			return
@@ -775,6 +791,10 @@ func (r *reminderService) renotify(snap *cluster.Snapshot) {
 // maxConcurrentNotices bounds the notices renotify sends at once.
 const maxConcurrentNotices = 16
 
+// maxSentNotices bounds how many recent changes a silo keeps to tell a new
+// owner of their bucket (about 150 bytes each). A variable for tests.
+var maxSentNotices = 100_000
+
 // forgetSent drops the changes older than ReminderRefreshInterval: the
 // owners of their buckets have listed them since.
 func (r *reminderService) forgetSent() {
@@ -784,7 +804,8 @@ func (r *reminderService) forgetSent() {
 }
 
 func (r *reminderService) forgetSentLocked() {
-	cutoff := r.now().Add(-r.s.cfg.ReminderRefreshInterval)
+	r.sentForgotAt = r.now()
+	cutoff := r.sentForgotAt.Add(-r.s.cfg.ReminderRefreshInterval)
 	for k, p := range r.sent {
 		if p.at.Before(cutoff) {
 			delete(r.sent, k)

@@ -242,3 +242,37 @@ func TestReminderNoticeAppliedByTheOwnerOfItsLastFollowedView(t *testing.T) {
 		t.Errorf("%d notices sent between silos, want 1", got)
 	}
 }
+
+// The changes a silo keeps to tell new bucket owners of are bounded: past
+// the bound a change is still told to its bucket's owner once, and only
+// that second chance is lost.
+func TestReminderSentNoticesAreBounded(t *testing.T) {
+	defer func(n int) { maxSentNotices = n }(maxSentNotices)
+	maxSentNotices = 2
+	a := cluster.SiloInfo{SiloID: "silo-a", Address: "a:1", Status: cluster.StatusActive}
+	b := cluster.SiloInfo{SiloID: "silo-b", Address: "b:1", Status: cluster.StatusActive}
+	view := &cluster.Snapshot{Version: 1, Silos: []cluster.SiloInfo{a, b}}
+	n := newRemNet(t, a.SiloID, b.SiloID)
+	n.move(a.SiloID, view)
+	n.move(b.SiloID, view)
+	ctx := t.Context()
+	const changes = 5
+	for i := range changes {
+		id := grain.ID{Type: "clock", Key: fmt.Sprint("bound-", i)}
+		if _, err := n.table.Upsert(ctx, reminder.Entry{Grain: id, Name: "beat", Start: time.Now().Add(time.Hour), Period: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		n.silos[b.SiloID].notify(ctx, id, "beat")
+		owner, _ := ownerAmong(bucketOwners(view), remKey{id, "beat"}.bucket())
+		if !n.knows(owner.SiloID, remKey{id, "beat"}) {
+			t.Fatalf("change %d: its bucket's owner %s was not told", i, owner.SiloID)
+		}
+	}
+	r := n.silos[b.SiloID]
+	r.mu.Lock()
+	kept, dropped := len(r.sent), r.sentDropped
+	r.mu.Unlock()
+	if kept != 2 || dropped != changes-2 {
+		t.Fatalf("kept %d changes and dropped %d, want 2 and %d", kept, dropped, changes-2)
+	}
+}

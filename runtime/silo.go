@@ -282,8 +282,9 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		}
 	}
 	s.reminders = newReminderService(s, table)
-	tcfg := s.cfg.Transport
+	tcfg := s.cfg.Transport.serverConfig()
 	tcfg.Logger = s.log
+	tcfg.GRPCOptions = s.cfg.grpcOptions
 	// The silo listener takes silos only: their certificates are always
 	// required (mutual TLS). The gateway takes clients as ClientAuth says.
 	tcfg.Credentials = s.logRefusedPeers(creds.silo)
