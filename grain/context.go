@@ -19,7 +19,19 @@ type Context interface {
 
 	// ID returns the identity of this grain.
 	ID() ID
-	// Logger returns a logger with the silo and grain ids as fields.
+	// SiloID returns the id of the silo hosting this activation (its
+	// runtime.Config.SiloID).
+	SiloID() string
+	// ActivationID returns the identity of this activation, for logs and
+	// traces: unique in the cluster over time, so that two activations of
+	// the same grain (one after another, or on two silos at once after a
+	// partition) differ. The runtime forms it from the silo id, the silo's
+	// incarnation (which changes when the silo restarts or rejoins) and a
+	// sequence number of the activation on that silo, as
+	// "silo-a/1042/12"; treat it as opaque.
+	ActivationID() string
+	// Logger returns a logger with the silo, grain and activation ids as
+	// fields ("silo", "grain", "activation").
 	Logger() *zap.Logger
 	// DeactivateOnIdle asks the runtime to deactivate this activation as
 	// soon as the current turn ends and no call is waiting, instead of at

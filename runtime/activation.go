@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	rtdebug "runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,12 +111,23 @@ func (c *grainContext) act() *activation { return (*activation)(c) }
 
 func (c *grainContext) ID() grain.ID { return c.id }
 
+func (c *grainContext) SiloID() string { return c.silo.id }
+
+func (c *grainContext) ActivationID() string { return c.act().activationID() }
+
+// activationID is what grain.Context.ActivationID returns: the directory
+// entry's identity of the activation, "silo/incarnation/seq".
+func (a *activation) activationID() string {
+	return a.silo.id + "/" + strconv.FormatInt(a.inc.id, 10) + "/" + strconv.FormatUint(a.seq, 10)
+}
+
 func (c *grainContext) Logger() *zap.Logger {
 	a := c.act()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.logger == nil {
-		a.logger = a.silo.log.With(zap.Stringer("grain", a.id))
+		// The silo's logger has the "silo" field.
+		a.logger = a.silo.log.With(zap.Stringer("grain", a.id), zap.String("activation", a.activationID()))
 	}
 	return a.logger
 }

@@ -173,9 +173,11 @@ type grainContext struct {
 	id grain.ID
 }
 
-func (c *grainContext) ID() grain.ID        { return c.id }
-func (c *grainContext) Logger() *zap.Logger { return zap.NewNop() }
-func (c *grainContext) DeactivateOnIdle()   {}
+func (c *grainContext) ID() grain.ID         { return c.id }
+func (c *grainContext) SiloID() string       { return "fake" }
+func (c *grainContext) ActivationID() string { return "fake/1/" + c.id.String() }
+func (c *grainContext) Logger() *zap.Logger  { return zap.NewNop() }
+func (c *grainContext) DeactivateOnIdle()    {}
 func (c *grainContext) AttachState(string, grain.StateConfig, grain.Persistent) grain.StateStore {
 	panic("no state in this test")
 }
