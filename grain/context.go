@@ -53,13 +53,19 @@ type Context interface {
 	RegisterTimer(due, period time.Duration, fn func(ctx context.Context), opts ...TimerOption) Timer
 
 	// RegisterReminder creates or updates the durable reminder name of this
-	// grain: its ReceiveReminder method (the grain must implement
-	// Remindable) is called at due from now, then every period, whether or
-	// not the grain is active, until UnregisterReminder. Reminders survive
-	// deactivation, silo crashes and cluster restarts.
+	// grain: its ReceiveReminder method is called at due from now, then
+	// every period, whether or not the grain is active, until
+	// UnregisterReminder. Reminders survive deactivation, silo crashes and
+	// cluster restarts. The grain must implement Remindable: otherwise,
+	// and when called from the factory (before the runtime can tell),
+	// RegisterReminder fails at once with an error that matches
+	// ErrBadRequest and names the grain type, and writes nothing (did not
+	// run). Call it from OnActivate or a grain method.
 	RegisterReminder(ctx context.Context, name string, due, period time.Duration) error
 	// UnregisterReminder deletes the reminder; deleting a missing one
-	// fails with an error matching ErrNotFound.
+	// fails with an error matching ErrNotFound. It works whether or not
+	// the grain implements Remindable, so a type that no longer does can
+	// delete the reminders it registered before.
 	UnregisterReminder(ctx context.Context, name string) error
 	// Reminders lists this grain's reminders, sorted by name.
 	Reminders(ctx context.Context) ([]Reminder, error)
@@ -109,6 +115,15 @@ type Reminder struct {
 }
 
 // Remindable is implemented by grains that register reminders.
+//
+// A reminder whose grain type stopped implementing Remindable after it was
+// registered stays in the reminder table: the runtime does not delete a
+// grain's durable data on one silo's say (during a rolling upgrade other
+// silos may still run the old type). Its ticks are refused without
+// running and dropped, and back off, from 1 s up to one tick every 10
+// minutes; the refusal is logged as an error at the 1st, 2nd, 4th, 8th...
+// refusal in a row. The first tick the grain accepts ends the backoff.
+// Delete such reminders with UnregisterReminder.
 type Remindable interface {
 	// ReceiveReminder is called, as a turn, for every tick of one of the
 	// grain's reminders. An error is logged; the reminder keeps ticking.

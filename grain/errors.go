@@ -53,8 +53,10 @@ var (
 	// For a request: did not run. A state the provider refuses as too
 	// large fails the call that wrote it: ran and failed.
 	ErrTooLarge = NewError("too_large", "grain: too large")
-	// ErrBadRequest: a request could not be decoded or is malformed. Did
-	// not run.
+	// ErrBadRequest: a request could not be decoded or is malformed, or a
+	// Context method was given what the runtime refuses (a reminder period
+	// below the minimum, RegisterReminder on a type that does not
+	// implement Remindable). Did not run.
 	ErrBadRequest = NewError("bad_request", "grain: malformed request")
 	// ErrOutcomeUnknown: the call may or may not have run and its writes
 	// may or may not be durable: the connection to the silo was lost after

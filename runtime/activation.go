@@ -63,6 +63,11 @@ type activation struct {
 	// it was counted as dropped with its state unwritten (see lost).
 	accounted atomic.Bool
 
+	// remindable says whether the implementation is a grain.Remindable:
+	// remindableUnknown until the factory returned (see build). Atomic:
+	// RegisterReminder may be called from any goroutine of the grain.
+	remindable atomic.Uint32
+
 	// timers registered by the grain and the write-behind flush timer;
 	// both guarded by mu, stopped when the activation dies.
 	timers     map[*grainTimer]struct{}
@@ -84,6 +89,13 @@ type activation struct {
 	// may even have landed, so only a reload tells the truth.
 	writeFailed error
 }
+
+// Values of activation.remindable.
+const (
+	remindableUnknown uint32 = iota
+	remindableYes
+	remindableNo
+)
 
 // attachedState is one declared state with its configuration.
 type attachedState struct {
@@ -264,6 +276,11 @@ func (a *activation) build(ctx context.Context) (err error) {
 	if a.impl == nil {
 		return errors.New("factory returned nil")
 	}
+	if _, ok := a.impl.(grain.Remindable); ok {
+		a.remindable.Store(remindableYes)
+	} else {
+		a.remindable.Store(remindableNo)
+	}
 	for _, st := range a.states {
 		if err := st.p.Reload(ctx); err != nil {
 			return fmt.Errorf("load state: %w", err)
@@ -367,6 +384,14 @@ func (a *activation) turn(m *message) (failed bool) {
 	s := a.silo
 	if a.fenced() {
 		m.complete(nil, fmt.Errorf("%w: silo %s is fenced", grain.ErrSiloUnavailable, s.id))
+		return false
+	}
+	if m.method.Name == grain.ReminderMethod && a.remindable.Load() != remindableYes {
+		// A reminder registered before the type stopped implementing
+		// Remindable: the tick did not run, and the reminder service
+		// backs it off (see refusedTick).
+		m.complete(nil, fmt.Errorf("%w: reminder tick for %s: grain type %s does not implement grain.Remindable",
+			grain.ErrUnknownMethod, a.id, a.typ.desc.Name))
 		return false
 	}
 	reply, err, panicked := a.invoke(m)

@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
+	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/runtimetest"
 )
 
@@ -99,6 +101,80 @@ const (
 	plainWhoami
 	plainDeactivate
 )
+
+// RegisterReminder on a grain type that does not implement
+// grain.Remindable fails at once, naming the type, and writes nothing;
+// so does a RegisterReminder from the factory, before the runtime can
+// tell.
+func TestRegisterReminderRefusesATypeThatIsNotRemindable(t *testing.T) {
+	name := fmt.Sprintf("rem-plain-%d", time.Now().UnixNano())
+	table := etcdReminders(t, name)
+	f := runtimetest.NewCluster(t, 1, runtimetest.Options{
+		Config:   runtime.Config{Cluster: name, Etcd: runtime.EtcdConfig{Endpoints: endpoints}},
+		Register: registerPlain,
+	})
+	ctx := ctxT(t)
+	got := callPlain[plainErr](t, ctx, f.Client(), "p", plainRemind, &plainRemindArgs{Name: "beat", Due: time.Second, Period: time.Second})
+	if !got.BadRequest || got.Outcome != grain.OutcomeNotRun ||
+		!strings.Contains(got.Msg, "grain type "+plainTypeName+" must implement grain.Remindable") || !strings.Contains(got.Msg, `"beat"`) {
+		t.Fatalf("RegisterReminder on a type that is not Remindable: %+v; want ErrBadRequest, did not run, naming the type and grain.Remindable", got)
+	}
+	got = callPlain[plainErr](t, ctx, f.Client(), "p", plainFactoryErr, &struct{}{})
+	if !got.BadRequest || !strings.Contains(got.Msg, "before the factory of grain type "+plainTypeName+" returned") {
+		t.Fatalf("RegisterReminder from the factory: %+v; want ErrBadRequest saying it is too early", got)
+	}
+	entries, err := table.ListGrain(ctx, grain.ID{Type: plainTypeName, Key: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Fatalf("refused registrations wrote %v to the reminder table", entries)
+	}
+}
+
+// A reminder already in the table for a grain type that does not
+// implement grain.Remindable (registered before the type changed) is
+// refused at each tick without running, and its ticks back off: the
+// error is logged at the 1st, 2nd, 4th... refusal in a row, not at every
+// tick. The reminder stays in the table.
+func TestReminderOfATypeThatIsNotRemindableBacksOff(t *testing.T) {
+	name := fmt.Sprintf("rem-stale-%d", time.Now().UnixNano())
+	table := etcdReminders(t, name)
+	ctx := ctxT(t)
+	id := grain.ID{Type: plainTypeName, Key: "stale"}
+	e := reminder.Entry{Grain: id, Name: "old", Start: time.Now(), Period: 50 * time.Millisecond}
+	if _, err := table.Upsert(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	runtimetest.NewCluster(t, 1, runtimetest.Options{
+		Config:   runtime.Config{Cluster: name, Etcd: runtime.EtcdConfig{Endpoints: endpoints}, Logger: zap.New(core)},
+		Register: registerPlain,
+	})
+	refused := func() []observer.LoggedEntry {
+		return logs.FilterMessageSnippet("reminder tick refused").FilterField(zap.Stringer("grain", id)).All()
+	}
+	runtimetest.Eventually(t, 10*time.Second, func() bool { return len(refused()) >= 1 }, "a refused reminder tick was not logged")
+	// 2.5 s is 50 periods: ticks are refused at about 0, 1 and 3 s.
+	time.Sleep(2500 * time.Millisecond)
+	all := refused()
+	if n := len(all); n < 1 || n > 2 {
+		t.Fatalf("%d refused ticks logged in 50 periods, want 1 or 2 (backing off): %v", n, all)
+	}
+	first := all[0]
+	if first.Level != zap.ErrorLevel || !strings.Contains(first.Message, "grain.Remindable") ||
+		first.ContextMap()["grain_type"] != plainTypeName || first.ContextMap()["reminder"] != "old" {
+		t.Fatalf("refused tick logged as %v %q %v; want an error naming the grain type, the reminder and grain.Remindable",
+			first.Level, first.Message, first.ContextMap())
+	}
+	if n := logs.FilterMessageSnippet("the grain failed it").FilterField(zap.Stringer("grain", id)).Len(); n != 0 {
+		t.Fatalf("%d refused ticks logged as delivered and failed", n)
+	}
+	entries, err := table.ListGrain(ctx, id)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("the reminder table holds %v, %v; want the refused reminder kept", entries, err)
+	}
+}
 
 // grain.Context tells the grain its silo and an activation id that
 // differs between two activations of the same grain over time; its logger

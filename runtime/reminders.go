@@ -57,7 +57,10 @@ import (
 // when it takes it, after the write.
 //
 // A delivery that fails before the grain handled it is retried with
-// backoff as the same tick; only its bucket's record waits for it. A silo
+// backoff as the same tick; only its bucket's record waits for it. A tick
+// the grain refuses because its type does not implement grain.Remindable
+// counts as delivered, and the reminder's next ticks back off (see
+// refusedTick). A silo
 // that stops gracefully keeps its buckets while it shuts down, then lists
 // them again, delivers what was due when the listing began, waits for it
 // and records exactly that before it leaves, so the silos taking over
@@ -121,6 +124,10 @@ type remItem struct {
 	idx      int // in the heap; -1 while firing or removed
 	firing   bool
 	gone     bool // removed while firing
+
+	// refused counts the ticks in a row the grain refused: its type does
+	// not implement grain.Remindable (see refusedTick).
+	refused int
 }
 
 // at is when the item fires next.
@@ -559,17 +566,23 @@ func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 	}
 	_, err := r.s.Invoke(ctx, &grain.Call{Target: it.e.Grain, Type: typ, Method: typ.Lookup(grain.ReminderMethod), Args: &tick})
 	retry := err != nil && undelivered(err)
+	refused := err != nil && refusedTick(err)
 	r.mu.Lock()
 	delete(r.firing, it)
 	it.firing = false
-	if retry {
+	switch {
+	case retry:
 		it.failures++
 		it.retry = r.now().Add(backoff(it.failures, 10*time.Second))
-	} else {
+	case refused:
 		it.failures, it.retry = 0, time.Time{}
+		it.refused++
+		it.next = nextTickFrom(it.e, r.now().Add(refusedBackoff(it.refused)), tick.Due.Add(it.e.Period))
+	default:
+		it.failures, it.retry, it.refused = 0, time.Time{}, 0
 		it.next = tick.Due.Add(it.e.Period)
 	}
-	failures := it.failures
+	failures, refusals := it.failures, it.refused
 	if !it.gone && r.owned[it.bucket] {
 		heap.Push(&r.heap, it)
 		if retry {
@@ -586,6 +599,13 @@ func (r *reminderService) deliver(it *remItem, tick grain.Tick) {
 		// 10 s for good, and must not flood the log.
 		r.log.Warn("reminder tick not delivered; retrying", zap.Stringer("grain", it.e.Grain),
 			zap.String("reminder", tick.Name), zap.Time("due", tick.Due), zap.Int("failures", failures), zap.Error(err))
+	case refused && refusals&(refusals-1) == 0:
+		// Logged at the 1st, 2nd, 4th... refusal in a row, like a retry.
+		r.log.Error("reminder tick refused: the grain type does not implement grain.Remindable; the reminder stays registered, "+
+			"its ticks are dropped and back off (up to one every "+maxRefusedBackoff.String()+"); unregister it or implement Remindable",
+			zap.Stringer("grain", it.e.Grain), zap.String("grain_type", it.e.Grain.Type), zap.String("reminder", tick.Name),
+			zap.Time("due", tick.Due), zap.Int("refusals", refusals), zap.Error(err))
+	case refused:
 	case err != nil:
 		r.log.Error("reminder tick delivered; the grain failed it", zap.Stringer("grain", it.e.Grain),
 			zap.String("reminder", tick.Name), zap.Time("due", tick.Due), zap.Error(err))
@@ -609,6 +629,40 @@ func undelivered(err error) bool {
 		}
 	}
 	return false
+}
+
+// refusedTick reports whether a tick's delivery was refused because the
+// grain's type does not implement grain.Remindable: a reminder registered
+// before the type changed (RegisterReminder refuses such types). The tick
+// did not run. Such a reminder is not unregistered: the type may be
+// Remindable again, or on other silos during a rolling upgrade, and the
+// table is the grain's own durable data. Its ticks count as delivered
+// (they hold no bucket's progress back) and are dropped, and the next one
+// is delivered no sooner than refusedBackoff later, so that a stale
+// reminder neither floods the log nor activates its grain every period;
+// the first tick the grain accepts ends the backoff.
+func refusedTick(err error) bool {
+	return errors.Is(err, grain.ErrUnknownMethod) && grain.OutcomeOf(err) == grain.OutcomeNotRun
+}
+
+// maxRefusedBackoff bounds the delay between refused reminder ticks.
+const maxRefusedBackoff = 10 * time.Minute
+
+// refusedBackoff is the delay before the tick after the nth refused one in
+// a row: 1 s doubling to maxRefusedBackoff (less when the period is longer
+// anyway).
+func refusedBackoff(n int) time.Duration {
+	return min(time.Second<<min(n-1, 20), maxRefusedBackoff)
+}
+
+// nextTickFrom returns the due time of e's first tick at or after t, but
+// not before next.
+func nextTickFrom(e reminder.Entry, t, next time.Time) time.Time {
+	if !next.Before(t) {
+		return next
+	}
+	k := (t.Sub(e.Start) + e.Period - 1) / e.Period
+	return e.Start.Add(k * e.Period)
 }
 
 // saveProgress records for each loaded bucket that every tick due before
@@ -856,6 +910,15 @@ func (r *reminderService) handleNotice(ctx context.Context, req *transport.Envel
 func (c *grainContext) RegisterReminder(ctx context.Context, name string, due, period time.Duration) error {
 	a := c.act()
 	r := a.silo.reminders
+	switch a.remindable.Load() {
+	case remindableUnknown:
+		return fmt.Errorf("%w: reminder %q of %s: RegisterReminder called before the factory of grain type %s returned; call it from OnActivate or a grain method",
+			grain.ErrBadRequest, name, a.id, a.typ.desc.Name)
+	case remindableNo:
+		// The load above orders the read of impl after build's write.
+		return fmt.Errorf("%w: reminder %q of %s: grain type %s must implement grain.Remindable (ReceiveReminder(ctx, grain.Tick) error) to register reminders; %T does not",
+			grain.ErrBadRequest, name, a.id, a.typ.desc.Name, a.impl)
+	}
 	if min := a.silo.cfg.ReminderMinPeriod; period < min {
 		return fmt.Errorf("%w: reminder %q of %s: period %v is below the minimum %v", grain.ErrBadRequest, name, a.id, period, min)
 	}

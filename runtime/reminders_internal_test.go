@@ -66,6 +66,52 @@ func TestUndeliveredTicks(t *testing.T) {
 	}
 }
 
+// A tick is refused when the grain's type does not implement
+// grain.Remindable (the runtime says so without running anything, also
+// from another silo); a grain's own error that happens to wrap
+// ErrUnknownMethod is the grain's failure, not a refusal.
+func TestRefusedTicks(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("%w: reminder tick for t/k: grain type t does not implement grain.Remindable", grain.ErrUnknownMethod), true},
+		{&grain.RemoteError{Code: grain.CodeOf(grain.ErrUnknownMethod), Message: "not remindable", Outcome: grain.OutcomeNotRun}, true},
+		{&grain.RemoteError{Code: grain.CodeOf(grain.ErrUnknownMethod), Message: "not remindable"}, true},
+		{grain.WithOutcome(fmt.Errorf("my call: %w", grain.ErrUnknownMethod), grain.OutcomeFailed), false},
+		{grain.ErrBadRequest, false},
+		{grain.ErrSiloUnavailable, false},
+		{errors.New("grain says no"), false},
+	} {
+		if got := refusedTick(tc.err); got != tc.want {
+			t.Errorf("refusedTick(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// After a refused tick the next one is the first tick of the schedule at
+// or after the backoff, which doubles from 1 s to maxRefusedBackoff.
+func TestRefusedTickBackoff(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 4: 8 * time.Second, 10: 512 * time.Second, 11: maxRefusedBackoff, 1000: maxRefusedBackoff} {
+		if got := refusedBackoff(n); got != want {
+			t.Errorf("refusedBackoff(%d) = %v, want %v", n, got, want)
+		}
+	}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := reminder.Entry{Start: start, Period: 100 * time.Millisecond}
+	for _, tc := range []struct {
+		t, next, want time.Duration // from start
+	}{
+		{t: time.Second, next: 100 * time.Millisecond, want: time.Second},
+		{t: 1050 * time.Millisecond, next: 100 * time.Millisecond, want: 1100 * time.Millisecond},
+		{t: time.Second, next: 2 * time.Second, want: 2 * time.Second}, // a long period: the next tick anyway
+	} {
+		if got := nextTickFrom(e, start.Add(tc.t), start.Add(tc.next)).Sub(start); got != tc.want {
+			t.Errorf("nextTickFrom(start+%v, next start+%v) = start+%v, want start+%v", tc.t, tc.next, got, tc.want)
+		}
+	}
+}
+
 // remNet is a few reminder services on one table, each with a view the
 // test sets, that send each other notices through handleNotice.
 type remNet struct {
