@@ -39,3 +39,16 @@ func WithGRPCServerOptions(cfg Config, opts ...grpc.ServerOption) Config {
 	cfg.grpcOptions = append(cfg.grpcOptions, opts...)
 	return cfg
 }
+
+// HashPlacement returns the silo PlaceHash chooses for id over the active
+// silos hosting its type in s's view ("" if none).
+func HashPlacement(s *Silo, id grain.ID) string {
+	c := s.view.Current().Hosting(id.Type)
+	if len(c) == 0 {
+		return ""
+	}
+	return rendezvous(id, c).SiloID
+}
+
+// Hosting returns how many active silos host typ in s's view.
+func Hosting(s *Silo, typ string) int { return len(s.view.Current().Hosting(typ)) }

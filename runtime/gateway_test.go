@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -637,5 +638,42 @@ func TestPanickingAuthenticatorRefuses(t *testing.T) {
 	}
 	if _, err := askWho(ctx, f.Client(), "p"); err != nil {
 		t.Errorf("the silo stopped serving: %v", err)
+	}
+}
+
+// TestGatewayWithoutTypeKeepsPlacement: a gateway whose silo does not
+// host a grain type does not know the type's placement; a grain it routes
+// must still be placed as its type says (PlaceHash here), not at random.
+func TestGatewayWithoutTypeKeepsPlacement(t *testing.T) {
+	var n atomic.Int32
+	c := runtimetest.NewCluster(t, 3, runtimetest.Options{Config: runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}},
+		Register: func(s *runtime.Silo) {
+			if n.Add(1) == 1 {
+				return // the first silo hosts no type
+			}
+			s.RegisterGrainType(whoType, func(gc grain.Context) any { return &who{c: gc, silo: s} }, grain.WithPlacement(grain.PlaceHash))
+		}})
+	gw := c.Silos[0]
+	waitFor(t, func() bool {
+		return runtime.Hosting(gw, whoType.Name) == 2 && runtime.Hosting(c.Silos[1], whoType.Name) == 2 &&
+			runtime.Hosting(c.Silos[2], whoType.Name) == 2
+	}, "views do not show both hosting silos")
+	ctx := ctxT(t)
+	for _, cfg := range []runtime.ClientConfig{{Gateways: []string{gw.GatewayAddress()}}, {Gateways: []string{gw.GatewayAddress()}, RouteCacheSize: -1}} {
+		cl, err := runtime.Connect(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		for i := range 40 {
+			id := grain.ID{Type: whoType.Name, Key: fmt.Sprintf("h-%d-%d", cfg.RouteCacheSize, i)}
+			r, err := askWho(ctx, cl, id.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := runtime.HashPlacement(gw, id); r.Silo != want {
+				t.Fatalf("grain %s placed on %s through a gateway without its type; PlaceHash says %s", id, r.Silo, want)
+			}
+		}
 	}
 }
