@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"time"
+
 	"google.golang.org/grpc"
 
 	"github.com/granary-rt/granary/directory"
@@ -52,3 +54,12 @@ func HashPlacement(s *Silo, id grain.ID) string {
 
 // Hosting returns how many active silos host typ in s's view.
 func Hosting(s *Silo, typ string) int { return len(s.view.Current().Hosting(typ)) }
+
+// SetGatewayMaxConnectionIdle sets how long gateways started from now on
+// keep a client connection without a stream; it returns a function that
+// restores the previous value.
+func SetGatewayMaxConnectionIdle(d time.Duration) (restore func()) {
+	old := gatewayMaxConnectionIdle
+	gatewayMaxConnectionIdle = d
+	return func() { gatewayMaxConnectionIdle = old }
+}

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -674,6 +677,39 @@ func TestGatewayWithoutTypeKeepsPlacement(t *testing.T) {
 			if want := runtime.HashPlacement(gw, id); r.Silo != want {
 				t.Fatalf("grain %s placed on %s through a gateway without its type; PlaceHash says %s", id, r.Silo, want)
 			}
+		}
+	}
+}
+
+// TestGatewayClosesConnectionsWithoutStreams: a connection to the gateway
+// that opens no stream (or whose stream was refused) does not stay open
+// for ever: an unauthenticated client cannot pile connections up.
+func TestGatewayClosesConnectionsWithoutStreams(t *testing.T) {
+	defer runtime.SetGatewayMaxConnectionIdle(300 * time.Millisecond)()
+	f := authCluster(t, 1, runtime.Config{})
+	conn, err := net.Dial("tcp", f.Silos[0].GatewayAddress())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		frame, err := fr.ReadFrame()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the gateway kept a connection without a stream open for 5 s")
+			}
+			return // closed
+		}
+		if _, ok := frame.(*http2.GoAwayFrame); ok {
+			return
 		}
 	}
 }
