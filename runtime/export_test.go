@@ -63,3 +63,11 @@ func SetGatewayMaxConnectionIdle(d time.Duration) (restore func()) {
 	gatewayMaxConnectionIdle = d
 	return func() { gatewayMaxConnectionIdle = old }
 }
+
+// SetAuthTimeout sets how long an Authenticate call may take; it returns a
+// function that restores the previous value.
+func SetAuthTimeout(d time.Duration) (restore func()) {
+	old := authTimeout
+	authTimeout = d
+	return func() { authTimeout = old }
+}

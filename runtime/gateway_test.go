@@ -713,3 +713,17 @@ func TestGatewayClosesConnectionsWithoutStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowAuthenticatorRefuses: an authenticator that does not answer
+// refuses the stream at the bound instead of holding it open.
+func TestSlowAuthenticatorRefuses(t *testing.T) {
+	defer runtime.SetAuthTimeout(200 * time.Millisecond)()
+	f := start(t, 1, runtime.Config{Authenticator: runtime.AuthenticatorFunc(func(ctx context.Context, _ runtime.AuthInfo) (grain.Identity, error) {
+		<-ctx.Done()
+		return grain.Identity{}, ctx.Err()
+	})})
+	ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
+	defer cancel()
+	_, err := askWho(ctx, connectTo(t, []string{f.Silos[0].GatewayAddress()}, nil), "slow")
+	checkCode(t, "slow authenticator", err, grain.ErrUnauthenticated, grain.OutcomeNotRun)
+}
