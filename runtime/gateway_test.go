@@ -609,6 +609,14 @@ func TestGatewayConfig(t *testing.T) {
 			t.Errorf("GatewayAdvertiseAddress %q: %v", addr, err)
 		}
 	}
+	for _, cfg := range []runtime.Config{
+		{AdvertiseAddress: "10.0.0.7:7000", GatewayAdvertiseAddress: "10.0.0.7:7000"},
+		{ListenAddress: "10.0.0.7:7000", GatewayAdvertiseAddress: "10.0.0.7:7000"},
+	} {
+		if _, err := runtime.NewSilo(cfg); err == nil || !strings.Contains(err.Error(), "silo listener's address") {
+			t.Errorf("gateway advertised at the silo listener's address (%+v): %v", cfg, err)
+		}
+	}
 	if _, err := runtime.Connect(ctxT(t), runtime.ClientConfig{Gateways: []string{"127.0.0.1"}}); err == nil || !strings.Contains(err.Error(), `"127.0.0.1" is not host:port`) {
 		t.Errorf("a static gateway without a port: %v", err)
 	}
