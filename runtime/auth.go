@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -32,7 +33,8 @@ type Authenticator interface {
 	// error that refuses the stream: the client's calls on it fail with
 	// grain.ErrUnauthenticated and the error's message. An identity with
 	// an empty Name refuses the stream too. ctx ends when the client goes
-	// away; Authenticate must not block for long, since the client waits.
+	// away, and 10 s after the call started: a stream whose
+	// authentication takes longer is refused.
 	Authenticate(ctx context.Context, info AuthInfo) (grain.Identity, error)
 }
 
@@ -156,6 +158,10 @@ func FirstOf(as ...Authenticator) Authenticator {
 // The gateway's side: a gRPC stream interceptor that authenticates a
 // stream when it opens, before the transport reads any of it.
 
+// authTimeout bounds an Authenticate call: the stream is refused when it
+// takes longer.
+var authTimeout = 10 * time.Second
+
 // authInterceptor authenticates each stream with a and puts the identity
 // in the stream's context, where every request's context finds it. A
 // refused stream ends with codes.Unauthenticated, which the client's
@@ -166,7 +172,12 @@ func authInterceptor(a Authenticator, onRefused func(peer string, err error)) gr
 		info, err := authInfoOf(ctx)
 		var id grain.Identity
 		if err == nil {
-			id, err = authenticate(ctx, a, info)
+			actx, cancel := context.WithTimeout(ctx, authTimeout)
+			id, err = authenticate(actx, a, info)
+			if err == nil && actx.Err() != nil || err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+				err = fmt.Errorf("runtime: the authenticator did not answer within %v", authTimeout)
+			}
+			cancel()
 			if err == nil && id.Name == "" {
 				err = errors.New("runtime: the authenticator returned an identity without a name")
 			}

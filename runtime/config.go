@@ -262,6 +262,11 @@ func (c *Config) validate() error {
 	if c.GatewayAdvertiseAddress != "" && !validAddress(c.GatewayAdvertiseAddress) {
 		errs = append(errs, fmt.Errorf("gateway advertise address %q is not host:port", c.GatewayAdvertiseAddress))
 	}
+	if gw := c.GatewayAdvertiseAddress; gw != "" && (gw == c.AdvertiseAddress || gw == c.ListenAddress) {
+		// Clients would be sent to the silo listener, where a peer may
+		// send what only silos send.
+		errs = append(errs, fmt.Errorf("gateway advertise address %q is the silo listener's address: clients must reach the gateway, never the silo listener", gw))
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"time"
+
 	"google.golang.org/grpc"
 
 	"github.com/granary-rt/granary/directory"
@@ -38,4 +40,34 @@ func SetClientRoute(c *Client, id grain.ID, siloID, address string) {
 func WithGRPCServerOptions(cfg Config, opts ...grpc.ServerOption) Config {
 	cfg.grpcOptions = append(cfg.grpcOptions, opts...)
 	return cfg
+}
+
+// HashPlacement returns the silo PlaceHash chooses for id over the active
+// silos hosting its type in s's view ("" if none).
+func HashPlacement(s *Silo, id grain.ID) string {
+	c := s.view.Current().Hosting(id.Type)
+	if len(c) == 0 {
+		return ""
+	}
+	return rendezvous(id, c).SiloID
+}
+
+// Hosting returns how many active silos host typ in s's view.
+func Hosting(s *Silo, typ string) int { return len(s.view.Current().Hosting(typ)) }
+
+// SetGatewayMaxConnectionIdle sets how long gateways started from now on
+// keep a client connection without a stream; it returns a function that
+// restores the previous value.
+func SetGatewayMaxConnectionIdle(d time.Duration) (restore func()) {
+	old := gatewayMaxConnectionIdle
+	gatewayMaxConnectionIdle = d
+	return func() { gatewayMaxConnectionIdle = old }
+}
+
+// SetAuthTimeout sets how long an Authenticate call may take; it returns a
+// function that restores the previous value.
+func SetAuthTimeout(d time.Duration) (restore func()) {
+	old := authTimeout
+	authTimeout = d
+	return func() { authTimeout = old }
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -266,12 +267,20 @@ func validAddress(addr string) bool {
 // below gRPC's default of 16 MiB.
 const gatewayMaxHeaderList = 64 << 10
 
+// gatewayMaxConnectionIdle is how long a gateway keeps a client
+// connection without an open stream (one whose stream the authenticator
+// refused, or that never opened one): clients keep their stream open
+// while they use a connection, and re-dial after.
+var gatewayMaxConnectionIdle = 2 * time.Minute
+
 // gatewayServerConfig returns the transport configuration of the gateway
 // listener: the silo listener's, with the authenticator in front of every
-// stream and client headers bounded.
+// stream, client headers bounded, and connections without a stream
+// closed after gatewayMaxConnectionIdle.
 func (s *Silo) gatewayServerConfig(base transport.ServerConfig, creds credentials.TransportCredentials) transport.ServerConfig {
 	c := base
 	c.Credentials = creds
+	c.MaxConnectionIdle = gatewayMaxConnectionIdle
 	c.GRPCOptions = append(slices.Clip(base.GRPCOptions), grpc.MaxHeaderListSize(gatewayMaxHeaderList))
 	if s.cfg.Authenticator != nil {
 		c.GRPCOptions = append(c.GRPCOptions, grpc.ChainStreamInterceptor(authInterceptor(s.cfg.Authenticator, s.unauthenticated)))

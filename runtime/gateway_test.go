@@ -9,12 +9,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -605,6 +609,14 @@ func TestGatewayConfig(t *testing.T) {
 			t.Errorf("GatewayAdvertiseAddress %q: %v", addr, err)
 		}
 	}
+	for _, cfg := range []runtime.Config{
+		{AdvertiseAddress: "10.0.0.7:7000", GatewayAdvertiseAddress: "10.0.0.7:7000"},
+		{ListenAddress: "10.0.0.7:7000", GatewayAdvertiseAddress: "10.0.0.7:7000"},
+	} {
+		if _, err := runtime.NewSilo(cfg); err == nil || !strings.Contains(err.Error(), "silo listener's address") {
+			t.Errorf("gateway advertised at the silo listener's address (%+v): %v", cfg, err)
+		}
+	}
 	if _, err := runtime.Connect(ctxT(t), runtime.ClientConfig{Gateways: []string{"127.0.0.1"}}); err == nil || !strings.Contains(err.Error(), `"127.0.0.1" is not host:port`) {
 		t.Errorf("a static gateway without a port: %v", err)
 	}
@@ -638,4 +650,88 @@ func TestPanickingAuthenticatorRefuses(t *testing.T) {
 	if _, err := askWho(ctx, f.Client(), "p"); err != nil {
 		t.Errorf("the silo stopped serving: %v", err)
 	}
+}
+
+// TestGatewayWithoutTypeKeepsPlacement: a gateway whose silo does not
+// host a grain type does not know the type's placement; a grain it routes
+// must still be placed as its type says (PlaceHash here), not at random.
+func TestGatewayWithoutTypeKeepsPlacement(t *testing.T) {
+	var n atomic.Int32
+	c := runtimetest.NewCluster(t, 3, runtimetest.Options{Config: runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}},
+		Register: func(s *runtime.Silo) {
+			if n.Add(1) == 1 {
+				return // the first silo hosts no type
+			}
+			s.RegisterGrainType(whoType, func(gc grain.Context) any { return &who{c: gc, silo: s} }, grain.WithPlacement(grain.PlaceHash))
+		}})
+	gw := c.Silos[0]
+	waitFor(t, func() bool {
+		return runtime.Hosting(gw, whoType.Name) == 2 && runtime.Hosting(c.Silos[1], whoType.Name) == 2 &&
+			runtime.Hosting(c.Silos[2], whoType.Name) == 2
+	}, "views do not show both hosting silos")
+	ctx := ctxT(t)
+	for _, cfg := range []runtime.ClientConfig{{Gateways: []string{gw.GatewayAddress()}}, {Gateways: []string{gw.GatewayAddress()}, RouteCacheSize: -1}} {
+		cl, err := runtime.Connect(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		for i := range 40 {
+			id := grain.ID{Type: whoType.Name, Key: fmt.Sprintf("h-%d-%d", cfg.RouteCacheSize, i)}
+			r, err := askWho(ctx, cl, id.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := runtime.HashPlacement(gw, id); r.Silo != want {
+				t.Fatalf("grain %s placed on %s through a gateway without its type; PlaceHash says %s", id, r.Silo, want)
+			}
+		}
+	}
+}
+
+// TestGatewayClosesConnectionsWithoutStreams: a connection to the gateway
+// that opens no stream (or whose stream was refused) does not stay open
+// for ever: an unauthenticated client cannot pile connections up.
+func TestGatewayClosesConnectionsWithoutStreams(t *testing.T) {
+	defer runtime.SetGatewayMaxConnectionIdle(300 * time.Millisecond)()
+	f := authCluster(t, 1, runtime.Config{})
+	conn, err := net.Dial("tcp", f.Silos[0].GatewayAddress())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		frame, err := fr.ReadFrame()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the gateway kept a connection without a stream open for 5 s")
+			}
+			return // closed
+		}
+		if _, ok := frame.(*http2.GoAwayFrame); ok {
+			return
+		}
+	}
+}
+
+// TestSlowAuthenticatorRefuses: an authenticator that does not answer
+// refuses the stream at the bound instead of holding it open.
+func TestSlowAuthenticatorRefuses(t *testing.T) {
+	defer runtime.SetAuthTimeout(200 * time.Millisecond)()
+	f := start(t, 1, runtime.Config{Authenticator: runtime.AuthenticatorFunc(func(ctx context.Context, _ runtime.AuthInfo) (grain.Identity, error) {
+		<-ctx.Done()
+		return grain.Identity{}, ctx.Err()
+	})})
+	ctx, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
+	defer cancel()
+	_, err := askWho(ctx, connectTo(t, []string{f.Silos[0].GatewayAddress()}, nil), "slow")
+	checkCode(t, "slow authenticator", err, grain.ErrUnauthenticated, grain.OutcomeNotRun)
 }

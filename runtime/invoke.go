@@ -482,7 +482,8 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 // routeUnhosted routes a client's call for a grain type this silo does not
 // host (a cluster whose silos host different types): it sends the client
 // to, or forwards the call to, a silo that hosts it, within the routing
-// bound.
+// bound. A grain not active anywhere is not placed here: this silo does
+// not know its type's placement, so a silo that hosts the type routes it.
 func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply transport.Replier, fail func(error)) {
 	if len(s.view.Current().Hosting(req.Target.Type)) == 0 {
 		// No directory read for a type no silo hosts: a client must
@@ -509,6 +510,11 @@ func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply
 		case rt.local:
 			fail(fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, req.Target.Type, s.id))
 		default:
+			// A placement (hops 1) chose the host at random: this silo
+			// does not know the type's placement. Let a silo that hosts
+			// the type route the call (hops 0), so that the grain is placed
+			// as its type says.
+			rt.hops = 0
 			s.routeFromGateway(ctx, req, reply, rt)
 		}
 	}()

@@ -250,6 +250,17 @@ func disjoint(clientCAs []*x509.Certificate, clientFile string, cas []*x509.Cert
 					clientFile, c.Subject, caFile)
 			}
 		}
+		for _, ca := range cas {
+			// Signed by one of the CA bundle's certificates, whenever
+			// either is valid: Verify below judges at the present time
+			// only, and an intermediate not valid yet (or a CA certificate
+			// renewed later) would pass it today and chain tomorrow.
+			if c.CheckSignatureFrom(ca) == nil {
+				return fmt.Errorf("tls: client CA bundle %s holds %q, which chains to CA bundle %s: "+
+					"a certificate it signs for a client would pass for a peer's; give clients a CA of their own",
+					clientFile, c.Subject, caFile)
+			}
+		}
 		if pool == nil {
 			continue
 		}

@@ -308,6 +308,9 @@ func TestClientCA(t *testing.T) {
 	for _, tc := range []struct{ name, clientCA, want string }{
 		{"the CA bundle itself", ca.CertFile, "also in CA bundle"},
 		{"an intermediate of the CA", ca.Intermediate(t, "sub").CertFile, "chains to CA bundle"},
+		// Not valid yet, it does not verify today; from tomorrow the
+		// client certificates it signs would pass for peers'.
+		{"an intermediate of the CA valid from tomorrow", ca.IntermediateFrom(t, "later", time.Now().Add(24*time.Hour)).CertFile, "chains to CA bundle"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tlsfiles.New(tlsfiles.Files{CertFile: srvPair.CertFile, KeyFile: srvPair.KeyFile, CAFile: ca.CertFile, ClientCAFile: tc.clientCA}, 0, nil)

@@ -48,24 +48,31 @@ type Pair struct {
 // <tempdir>/<name>-ca.pem.
 func NewCA(tb testing.TB, name string) *CA {
 	tb.Helper()
-	return newCA(tb, name, nil)
+	return newCA(tb, name, nil, time.Now().Add(-time.Hour))
 }
 
 // Intermediate creates a CA named name whose certificate ca signs, and
 // writes its certificate to <tempdir>/<name>-ca.pem.
 func (ca *CA) Intermediate(tb testing.TB, name string) *CA {
 	tb.Helper()
-	return newCA(tb, name, ca)
+	return newCA(tb, name, ca, time.Now().Add(-time.Hour))
 }
 
-func newCA(tb testing.TB, name string, parent *CA) *CA {
+// IntermediateFrom is Intermediate with a certificate valid from
+// notBefore (for a day from then): one not valid yet, for example.
+func (ca *CA) IntermediateFrom(tb testing.TB, name string, notBefore time.Time) *CA {
+	tb.Helper()
+	return newCA(tb, name, ca, notBefore)
+}
+
+func newCA(tb testing.TB, name string, parent *CA, notBefore time.Time) *CA {
 	tb.Helper()
 	key := newKey(tb)
 	tmpl := &x509.Certificate{
 		SerialNumber:          newSerial(tb),
 		Subject:               pkix.Name{CommonName: name + " test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotBefore:             notBefore,
+		NotAfter:              notBefore.Add(25 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,

@@ -122,6 +122,10 @@ type ServerConfig struct {
 	// often as every second.
 	KeepaliveTime    time.Duration
 	KeepaliveTimeout time.Duration
+	// MaxConnectionIdle closes (with GOAWAY) a connection that has had no
+	// open stream for this long: one whose stream was refused, or that
+	// never opened one. 0: never.
+	MaxConnectionIdle time.Duration
 	// Credentials secure the server's connections, for example TLS
 	// credentials whose peers' certificates a Handler finds with
 	// PeerTLS. Default nil: plaintext.
@@ -176,7 +180,7 @@ func (c *ServerConfig) validate() error {
 }
 
 func (c *ServerConfig) keepalive() (keepalive.ServerParameters, keepalive.EnforcementPolicy) {
-	return keepalive.ServerParameters{Time: c.KeepaliveTime, Timeout: c.KeepaliveTimeout},
+	return keepalive.ServerParameters{Time: c.KeepaliveTime, Timeout: c.KeepaliveTimeout, MaxConnectionIdle: c.MaxConnectionIdle},
 		keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}
 }
 
