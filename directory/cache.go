@@ -144,12 +144,13 @@ func (c *cache) fillIfAbsent(id grain.ID, e Entry) {
 
 // putLocked caches e for id in s, whose mutex the caller holds.
 func (c *cache) putLocked(s *cacheShard, id grain.ID, e Entry) {
+	old := s.m[id]
+	if old != nil && old.e == e {
+		old.ref.Store(true)
+		return
+	}
 	n := &cacheNode{e: e}
-	if old := s.m[id]; old != nil {
-		if old.e == e {
-			old.ref.Store(true)
-			return
-		}
+	if old != nil {
 		n.slot = old.slot
 		n.ref.Store(true)
 	} else {
@@ -222,4 +223,58 @@ func (c *cache) len() int {
 		s.mu.RUnlock()
 	}
 	return n
+}
+
+// Cache remembers the Entry of at most a fixed number of grains, forgetting
+// those not read recently first (CLOCK). It is the Etcd directory's cache,
+// for other holders of hints about where grains are: a client remembers
+// with it which gateway served a grain. A hit does not allocate. A nil
+// *Cache is valid and remembers nothing. It is safe for concurrent use.
+type Cache struct{ c *cache }
+
+// NewCache returns a cache of at most size entries; nil (remembering
+// nothing) if size <= 0.
+func NewCache(size int) *Cache {
+	if size <= 0 {
+		return nil
+	}
+	return &Cache{c: newCache(size)}
+}
+
+// Get returns the entry remembered for id.
+func (c *Cache) Get(id grain.ID) (Entry, bool) {
+	if c == nil {
+		return Entry{}, false
+	}
+	return c.c.get(id)
+}
+
+// Put remembers e for id, replacing what was remembered, evicting another
+// grain if the cache is full.
+func (c *Cache) Put(id grain.ID, e Entry) {
+	if c == nil {
+		return
+	}
+	if old, ok := c.c.get(id); ok && old == e {
+		return // the common case: nothing changed, no write lock
+	}
+	s := c.c.shard(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.c.putLocked(s, id, e)
+}
+
+// Drop forgets id, if remembered.
+func (c *Cache) Drop(id grain.ID) {
+	if c != nil {
+		c.c.drop(id)
+	}
+}
+
+// Len returns how many grains are remembered.
+func (c *Cache) Len() int {
+	if c == nil {
+		return 0
+	}
+	return c.c.len()
 }

@@ -177,3 +177,70 @@ func TestCacheFillIfAbsentKeepsAnEntry(t *testing.T) {
 		t.Fatalf("hint for a missing entry not cached: %+v, %v", got, ok)
 	}
 }
+
+// The exported Cache, as a client's hints use it.
+func TestCacheForHints(t *testing.T) {
+	id := func(i int) grain.ID { return grain.ID{Type: "t", Key: fmt.Sprint(i)} }
+	host := func(i int) Entry {
+		return Entry{SiloID: fmt.Sprint("silo-", i%3), Address: "a", Incarnation: int64(i)}
+	}
+
+	for _, size := range []int{1, 10, 100, 1000} {
+		c := NewCache(size)
+		for i := range 5 * size {
+			c.Put(id(i), host(i))
+			// One grain is called all the time: CLOCK keeps it (given
+			// room for one more).
+			if _, ok := c.Get(id(0)); !ok && size > 1 {
+				t.Fatalf("size %d: the grain called between every put was evicted after %d puts", size, i+1)
+			}
+		}
+		if n := c.Len(); n > size {
+			t.Fatalf("size %d: %d grains cached", size, n)
+		}
+		if size >= 10 && c.Len() < size*3/4 {
+			t.Errorf("size %d: only %d grains cached", size, c.Len())
+		}
+		// The newest grain is in, with its host.
+		last := 5*size - 1
+		if h, ok := c.Get(id(last)); !ok || h != host(last) {
+			t.Errorf("size %d: newest grain: %+v, %v", size, h, ok)
+		}
+		// A changed host replaces the entry; drop forgets it, and its slot
+		// is reused.
+		c.Put(id(last), host(7))
+		if h, _ := c.Get(id(last)); h != host(7) {
+			t.Errorf("size %d: updated host %+v, want %+v", size, h, host(7))
+		}
+		n := c.Len()
+		c.Drop(id(last))
+		c.Drop(id(last))
+		if _, ok := c.Get(id(last)); ok || c.Len() != n-1 {
+			t.Errorf("size %d: after drop: cached %v, len %d (was %d)", size, ok, c.Len(), n)
+		}
+		c.Put(id(last), host(1)) // same shard: the freed slot, no eviction
+		if c.Len() != n {
+			t.Errorf("size %d: len %d after a put into the dropped slot, want %d", size, c.Len(), n)
+		}
+	}
+
+	off := NewCache(-1)
+	off.Put(id(1), host(1))
+	if _, ok := off.Get(id(1)); ok || off.Len() != 0 {
+		t.Error("a disabled cache remembered a grain")
+	}
+	off.Drop(id(1))
+}
+
+func TestCachePutOfTheSameEntryDoesNotAllocate(t *testing.T) {
+	c := NewCache(100)
+	g := grain.ID{Type: "t", Key: "k"}
+	h := Entry{SiloID: "s", Address: "a", Incarnation: 1}
+	c.Put(g, h)
+	if n := testing.AllocsPerRun(100, func() {
+		c.Get(g)
+		c.Put(g, h)
+	}); n != 0 {
+		t.Fatalf("a hit and a put of the same host allocate %v times", n)
+	}
+}

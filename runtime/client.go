@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
+	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
 	"github.com/granary-rt/granary/runtime/internal/transport"
@@ -148,7 +149,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 		return nil, fmt.Errorf("runtime: client transport: %w", err)
 	}
 	c.picker = &gatewayPicker{static: cfg.Gateways}
-	c.router = &router{tc: c.tc, routes: newRouteCache(cfg.RouteCacheSize)}
+	c.router = &router{tc: c.tc, routes: directory.NewCache(cfg.RouteCacheSize)}
 	if len(cfg.Gateways) > 0 {
 		return c, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 
+	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
 )
@@ -16,7 +17,7 @@ import (
 // if the grain is active there, forwards it if the grain is being placed
 // on another silo, and otherwise answers with the gateway address of the
 // silo hosting the grain, which the client follows. The client remembers
-// the gateway that answered (routeCache, ClientConfig.RouteCacheSize), so later calls to the grain go
+// the gateway that answered (a directory.Cache of ClientConfig.RouteCacheSize), so later calls to the grain go
 // straight to the gateway of its host: one hop (after a placement
 // elsewhere, the forwarding gateway redirects the second call to the
 // host's). A hint that turns out wrong (the grain moved, the silo left)
@@ -50,9 +51,9 @@ func (p *gatewayPicker) pick() (string, error) {
 
 // clientRoute is where a client's call to id goes: the gateway its hint
 // names, or one the picker chooses.
-func clientRoute(h *routeCache, p *gatewayPicker, id grain.ID) (route, error) {
-	if e, ok := h.get(id); ok {
-		return route{silo: cluster.SiloInfo{SiloID: e.siloID, Address: e.address}, hinted: true}, nil
+func clientRoute(h *directory.Cache, p *gatewayPicker, id grain.ID) (route, error) {
+	if e, ok := h.Get(id); ok {
+		return route{silo: cluster.SiloInfo{SiloID: e.SiloID, Address: e.Address}, hinted: true}, nil
 	}
 	gw, err := p.pick()
 	if err != nil {

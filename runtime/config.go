@@ -23,6 +23,9 @@ const (
 	DefaultLeaseTTL        = 10 * time.Second
 	DefaultDialTimeout     = 5 * time.Second
 	DefaultMaxRouting      = 1024
+	// DefaultRouteCacheSize is how many grains a client remembers the
+	// gateway of when ClientConfig.RouteCacheSize is 0.
+	DefaultRouteCacheSize = 100_000
 	// DefaultStorage is the name of the storage provider states use unless
 	// they select another with grain.WithStorage.
 	DefaultStorage = "default"

@@ -22,17 +22,17 @@ func ClientSent(c *Client) uint64 { return c.tc.Stats().EnvelopesSent }
 
 // ClientRoute returns the gateway address c remembers for id.
 func ClientRoute(c *Client, id grain.ID) (address string, ok bool) {
-	h, ok := c.router.routes.get(id)
-	return h.address, ok
+	h, ok := c.router.routes.Get(id)
+	return h.Address, ok
 }
 
 // ClientRoutes returns how many grains c remembers the silo of.
-func ClientRoutes(c *Client) int { return c.router.routes.len() }
+func ClientRoutes(c *Client) int { return c.router.routes.Len() }
 
 // SetClientRoute makes c remember the gateway of silo siloID at address
 // for id, as if that gateway had answered the last call to id.
 func SetClientRoute(c *Client, id grain.ID, siloID, address string) {
-	c.router.routes.put(id, routeHost{siloID: siloID, address: address})
+	c.router.routes.Put(id, directory.Entry{SiloID: siloID, Address: address})
 }
 
 // WithGRPCServerOptions returns cfg with opts added to the gRPC options of

@@ -32,7 +32,7 @@ type router struct {
 	// from the gateways' answers (clientroute.go); nil on a silo, or on a
 	// client with a negative RouteCacheSize. A client's calls always go to
 	// gateways, with no hops.
-	routes *routeCache
+	routes *directory.Cache
 }
 
 // route is where a call goes: this silo, or another silo. hops is the hop
@@ -192,7 +192,7 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 		if r.dir != nil {
 			r.dir.Invalidate(call.Target)
 		}
-		r.routes.drop(call.Target)
+		r.routes.Drop(call.Target)
 		redirect = nil
 		if rd.Address != "" {
 			redirect = &rd
@@ -234,7 +234,7 @@ func (r *router) redirected(rd transport.Redirect) route {
 func (r *router) placed(id grain.ID, rt route, md *grain.MethodDesc) {
 	if r.self == "" {
 		if !rt.hinted && !md.Flags.Has(grain.OneWay) {
-			r.routes.put(id, routeHost{siloID: rt.silo.SiloID, address: rt.silo.Address, incarnation: rt.silo.Incarnation})
+			r.routes.Put(id, directory.Entry{SiloID: rt.silo.SiloID, Address: rt.silo.Address, Incarnation: rt.silo.Incarnation})
 		}
 		return
 	}
