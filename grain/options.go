@@ -13,6 +13,16 @@ type TypeConfig struct {
 	MailboxLimit int
 	// Placement picks the silo for a new activation. Default: random.
 	Placement Placement
+	// Reentrant lets any call of the type start while another call of
+	// the same activation waits on a call it made (see Reentrant).
+	Reentrant bool
+	// CallChainReentrancy lets a call start while a call of the same
+	// activation waits on it, through its call chain (see
+	// WithCallChainReentrancy).
+	CallChainReentrancy bool
+	// IncomingFilters see every call to the type (see
+	// WithIncomingFilters).
+	IncomingFilters []Filter
 }
 
 // Placement is a strategy that picks the silo of a new activation among the
@@ -73,6 +83,31 @@ func WithMailboxLimit(n int) TypeOption {
 // WithPlacement sets the placement strategy of new activations of this type.
 func WithPlacement(p Placement) TypeOption {
 	return typeOptionFunc(func(c *TypeConfig) { c.Placement = p })
+}
+
+// Reentrant makes the grain type reentrant: while a turn of an activation
+// waits on a call it made to another grain, any other call of the same
+// activation may start; the waiting turn continues once its call returned
+// and the turn that runs then waits on a call of its own or ends. One
+// goroutine runs the activation's code at any instant all the same, so the
+// grain needs no locks; but its state may change across an outgoing call,
+// so code after a call must not rely on what it read before. Without it
+// (the default) a turn that waits holds the activation: only calls whose
+// method is marked //granary:interleave, read-only calls while only
+// read-only turns wait, and (with WithCallChainReentrancy) calls on the
+// waiting turn's own call chain may start.
+func Reentrant() TypeOption {
+	return typeOptionFunc(func(c *TypeConfig) { c.Reentrant = true })
+}
+
+// WithCallChainReentrancy admits a call into an activation that waits on
+// it: when grain A's turn calls B and B (directly, or through other
+// grains) calls A back, the call back runs while A's turn waits, instead
+// of failing with ErrDeadlock. Other calls still wait for the turn to end.
+// Calls that arrive during the activation's OnActivate or OnDeactivate
+// fail with ErrDeadlock whatever the options.
+func WithCallChainReentrancy() TypeOption {
+	return typeOptionFunc(func(c *TypeConfig) { c.CallChainReentrancy = true })
 }
 
 // NewTypeConfig applies opts to a zero TypeConfig.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/storage"
 )
@@ -141,6 +142,15 @@ type Config struct {
 	// (directory registration, state load, OnActivate) and one-way calls
 	// being re-routed. Default 1024.
 	MaxRouting int
+	// IncomingFilters see every call to a grain hosted by this silo, in
+	// order, before the type's own (grain.WithIncomingFilters), inside the
+	// call's turn; see grain.Filter. Reminder ticks pass through them
+	// (method grain.ReminderMethod); timer callbacks do not.
+	IncomingFilters []grain.Filter
+	// OutgoingFilters see every call made through this silo (by its
+	// grains, or through Silo.Client), in order, before it is routed; see
+	// grain.Filter.
+	OutgoingFilters []grain.Filter
 	// Logger receives the silo's logs. Default: no logs.
 	Logger *zap.Logger
 

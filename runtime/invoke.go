@@ -23,8 +23,17 @@ var _ grain.Caller = (*Silo)(nil)
 // Invoke implements grain.Caller: it delivers call to the grain's single
 // activation, on this silo or another, activating it where placement says
 // if it has none, and waits for the reply until ctx's deadline (or the
-// silo's response timeout).
+// silo's response timeout). The call passes through
+// Config.OutgoingFilters first.
 func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
+	if len(s.cfg.OutgoingFilters) == 0 || call.Method == nil {
+		return s.invoke(ctx, call)
+	}
+	return grain.RunFilters(ctx, s.cfg.OutgoingFilters, &grain.CallInfo{Target: call.Target, Method: call.Method, Args: call.Args},
+		func(ctx context.Context) (any, error) { return s.invoke(ctx, call) })
+}
+
+func (s *Silo) invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if !s.serving.Load() {
 		return nil, fmt.Errorf("%w: silo is not serving (not started, or stopped)", grain.ErrSiloUnavailable)
 	}
@@ -39,6 +48,12 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	md := call.Method
 	if md == nil {
 		return nil, fmt.Errorf("%w: call to %s names no method", grain.ErrUnknownMethod, call.Target)
+	}
+	if t := turnOf(ctx); t != nil && !md.Flags.Has(grain.OneWay) {
+		// A turn calls another grain: it gives up its activation's turn
+		// token while it waits (see turn.go).
+		t.a.beginWait(t)
+		defer t.a.endWait(t)
 	}
 	if t != nil && (call.Type != t.desc || t.desc.Lookup(md.Name) != md) {
 		// The caller knows this type from another descriptor than the one
@@ -101,7 +116,7 @@ func (s *Silo) invokeForeign(ctx context.Context, call *grain.Call, t *grainType
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s.%s: arguments: %w", grain.ErrBadRequest, call.Target, md.Name, err)
 	}
-	reply, err := s.Invoke(ctx, &grain.Call{Target: call.Target, Type: t.desc, Method: md, Args: args})
+	reply, err := s.invoke(ctx, &grain.Call{Target: call.Target, Type: t.desc, Method: md, Args: args})
 	if err != nil || reply == nil || cm.NewReply == nil {
 		return nil, err
 	}
@@ -137,7 +152,12 @@ func (s *Silo) invokeLocal(ctx context.Context, call *grain.Call, t *grainType, 
 			args: args, oneWayFailed: s.rerouteOneWay}
 		return nil, s.dispatch(m)
 	}
+	chain, err := outChain(ctx)
+	if err != nil {
+		return nil, err
+	}
 	m := newMessage(ctx, call.Target, t, md, args)
+	m.chain = chain
 	if err := s.dispatch(m); err != nil {
 		m.release()
 		return nil, err
@@ -414,6 +434,10 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 	m := &message{ctx: ctx, target: req.Target, typ: t, method: md, args: args, replyFn: reply, hops: req.Hops}
 	if reply == nil {
 		m.ctx, m.oneWayFailed = context.WithoutCancel(ctx), s.rerouteOneWay
+	} else if m.chain, err = decodeChain(req.Chain); err != nil {
+		s.logBadRequest(ctx, req, err)
+		fail(err)
+		return
 	}
 	if a := s.table.get(req.Target); a != nil {
 		if err := s.dispatchTo(m, a); err != nil {

@@ -260,7 +260,16 @@ func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain
 	}
 	env := &transport.Envelope{Target: call.Target, Method: md.Name, Fingerprint: md.Fingerprint, Flags: md.Flags, Hops: rt.hops, Body: body}
 	if withIdentity {
+		// A silo's call: for whom it runs, and (unless one-way) the turns
+		// that wait for it.
 		env.Context = identityContext(ctx)
+		if !md.Flags.Has(grain.OneWay) {
+			chain, err := outChain(ctx)
+			if err != nil {
+				return nil, err
+			}
+			env.Chain = encodeChain(chain)
+		}
 	}
 	if md.Flags.Has(grain.OneWay) {
 		return nil, tc.Send(ctx, rt.silo.Address, env)

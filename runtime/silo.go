@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,14 +104,16 @@ type Silo struct {
 	// routing holds a token per request from another process that waits
 	// for a directory lookup or for its grain's activation, and per one-way
 	// call being re-routed: Config.MaxRouting of them at most.
-	routing     chan struct{}
-	dropLogAt   atomic.Int64 // nanotime of the last "dropped" warning
-	idleWorkers atomic.Int32
-	leaseDone   chan struct{} // closed when the lease watcher may exit
-	stopCtx     context.Context
-	stopErr     error
-	stopped     bool
-	wg          sync.WaitGroup
+	routing   chan struct{}
+	dropLogAt atomic.Int64 // nanotime of the last "dropped" warning
+	// deadlockLogAt is the nanotime of the last ErrDeadlock warning.
+	deadlockLogAt atomic.Int64
+	idleWorkers   atomic.Int32
+	leaseDone     chan struct{} // closed when the lease watcher may exit
+	stopCtx       context.Context
+	stopErr       error
+	stopped       bool
+	wg            sync.WaitGroup
 }
 
 type grainType struct {
@@ -119,6 +122,12 @@ type grainType struct {
 	collectionAge time.Duration
 	mailboxLimit  int
 	placement     grain.Placement
+	// reentrant, callChainReentrant: see grain.Reentrant and
+	// grain.WithCallChainReentrancy.
+	reentrant          bool
+	callChainReentrant bool
+	// incoming are the silo's incoming filters followed by the type's.
+	incoming []grain.Filter
 }
 
 // NewSilo validates cfg and returns a silo that is not started yet.
@@ -159,7 +168,8 @@ func (s *Silo) RegisterGrainType(t *grain.TypeDesc, f grain.Factory, opts ...gra
 	}
 	tc := grain.NewTypeConfig(opts...)
 	gt := &grainType{desc: t, factory: f, collectionAge: tc.CollectionAge, mailboxLimit: tc.MailboxLimit,
-		placement: tc.Placement}
+		placement: tc.Placement, reentrant: tc.Reentrant, callChainReentrant: tc.CallChainReentrancy,
+		incoming: slices.Concat(s.cfg.IncomingFilters, tc.IncomingFilters)}
 	if gt.collectionAge <= 0 {
 		gt.collectionAge = s.cfg.CollectionAge
 	}
