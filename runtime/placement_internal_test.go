@@ -65,3 +65,33 @@ func TestPlacement(t *testing.T) {
 		t.Fatalf("random placement or tie-breaking does not spread: %v", seen)
 	}
 }
+
+// Between two announcements, a placing silo counts what it placed itself:
+// new grains share the least-loaded silos instead of all going to the one
+// that announced the fewest. Its own count is its exact one.
+func TestLeastActivationsCountsWhatItPlaced(t *testing.T) {
+	var l loadEstimate
+	cands := silos(100, 10, 14) // s0 is the placing silo, with 12 activations now
+	local := 12
+	got := map[string]int{}
+	for range 30 {
+		c := l.place("s0", func() int { return local }, cands)
+		if c.SiloID == "s0" {
+			local++ // the activation this silo creates
+		}
+		got[c.SiloID]++
+	}
+	// 10+a = 12+b = 14+c, a+b+c = 30: a = 12, b = 10, c = 8 (give or take
+	// the tie-breaking of the last round).
+	for id, want := range map[string]int{"s1": 12, "s0": 10, "s2": 8} {
+		if got[id] < want-1 || got[id] > want+1 {
+			t.Fatalf("30 placements: %v; want about s1 12, s0 10, s2 8", got)
+		}
+	}
+	// A new announcement replaces the estimate: what was placed before
+	// it is in the announced count.
+	cands[1].Activations, cands[2].Activations, local = 50, 10, 50
+	if c := l.place("s0", func() int { return local }, cands); c.SiloID != "s2" {
+		t.Fatalf("after s2 announced 10 and the others 50: placed on %s", c.SiloID)
+	}
+}
