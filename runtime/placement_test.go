@@ -89,10 +89,18 @@ func startPlacementWith(t *testing.T, p grain.Placement, cfg runtime.Config) *pl
 // the silo with the highest murmur3-finalised FNV-1a hash of
 // "silo\x00type\x00key".
 func rendezvousOwner(id grain.ID, silos []*runtime.Silo) string {
+	ids := make([]string, len(silos))
+	for i, s := range silos {
+		ids[i] = s.ID()
+	}
+	return rendezvousOwnerOf(id, ids)
+}
+
+func rendezvousOwnerOf(id grain.ID, silos []string) string {
 	best, bestScore := "", uint64(0)
 	for _, s := range silos {
 		h := fnv.New64a()
-		fmt.Fprintf(h, "%s\x00%s\x00%s", s.ID(), id.Type, id.Key)
+		fmt.Fprintf(h, "%s\x00%s\x00%s", s, id.Type, id.Key)
 		x := h.Sum64()
 		x ^= x >> 33
 		x *= 0xff51afd7ed558ccd
@@ -100,7 +108,7 @@ func rendezvousOwner(id grain.ID, silos []*runtime.Silo) string {
 		x *= 0xc4ceb9fe1a85ec53
 		x ^= x >> 33
 		if best == "" || x > bestScore {
-			best, bestScore = s.ID(), x
+			best, bestScore = s, x
 		}
 	}
 	return best

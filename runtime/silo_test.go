@@ -38,6 +38,7 @@ func registerTestGrains(obs *testgrains.Observer, opts ...grain.TypeOption) func
 		testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
 		testgrains.RegisterClock(s, testgrains.NewClock(obs), opts...)
 		registerWho(s)
+		registerPlacementGrains(s)
 	}
 }
 
