@@ -8,7 +8,8 @@ package runtime_test
 // The silos run in this process: placement is a routing decision each
 // silo makes on its own membership view and directory, and these silos
 // have their own, and talk over real gRPC. Nothing here needs a process
-// to die.
+// to die. placement_process_test.go checks hash and prefer-local
+// placement with silos in separate processes.
 
 import (
 	"context"
