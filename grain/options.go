@@ -48,8 +48,8 @@ const (
 	// the placing silo's reckoning: its own current count, and for each
 	// other silo the count that silo last published through membership
 	// (it publishes a changed count at most every few seconds) plus the
-	// activations the placing silo placed there since. Ties are broken at
-	// random. Two silos placing at once see each other's placements only
+	// activations the placing silo placed there since, over a few seconds
+	// at most. Ties are broken at random. Two silos placing at once see each other's placements only
 	// at the next announcement.
 	PlaceLeastActivations
 )

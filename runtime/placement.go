@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
@@ -73,18 +74,27 @@ func place(p grain.Placement, id grain.ID, self string, candidates []cluster.Sil
 // loadEstimate is what a placing silo reckons the activation counts of
 // the others are: the count each last published through membership (at
 // most every loadInterval, and only after a change of a tenth), plus the
-// activations this silo placed there since. Without the second part, every
-// new grain placed between two announcements would go to the same silo.
-// The zero value is ready to use.
+// activations this silo placed there since, for at most placedWindow.
+// Without the second part, every new grain placed between two
+// announcements would go to the same silo; the window forgets placements
+// a silo that keeps a steady count (as many deactivations as new
+// grains) never announces. The zero value is ready to use.
 type loadEstimate struct {
 	mu sync.Mutex
 	m  map[string]*placedSince
+	// window overrides placedWindow (tests).
+	window time.Duration
 }
 
+// placedWindow is how long a placing silo counts what it placed on a
+// silo that published no new count meanwhile.
+const placedWindow = 2 * loadInterval
+
 // placedSince counts the activations placed on a silo since it published
-// count (in its incarnation inc).
+// count (in its incarnation inc), from first on.
 type placedSince struct {
 	inc, count, placed int64
+	first              time.Time
 }
 
 // place returns the candidate with the fewest activations by the
@@ -98,6 +108,11 @@ func (l *loadEstimate) place(self string, local func() int, candidates []cluster
 		// about the size of the membership.
 		l.m = make(map[string]*placedSince, len(candidates))
 	}
+	window := l.window
+	if window <= 0 {
+		window = placedWindow
+	}
+	now := time.Now()
 	load := make([]int64, len(candidates))
 	for i, c := range candidates {
 		if c.SiloID == self && local != nil {
@@ -105,7 +120,7 @@ func (l *loadEstimate) place(self string, local func() int, candidates []cluster
 			continue
 		}
 		ps := l.m[c.SiloID]
-		if ps == nil || ps.inc != c.Incarnation || ps.count != c.Activations {
+		if ps == nil || ps.inc != c.Incarnation || ps.count != c.Activations || ps.placed > 0 && now.Sub(ps.first) > window {
 			// A new announcement counts what was placed before it.
 			ps = &placedSince{inc: c.Incarnation, count: c.Activations}
 			l.m[c.SiloID] = ps
@@ -114,6 +129,9 @@ func (l *loadEstimate) place(self string, local func() int, candidates []cluster
 	}
 	chosen := candidates[leastIndex(load)]
 	if ps := l.m[chosen.SiloID]; ps != nil {
+		if ps.placed == 0 {
+			ps.first = now
+		}
 		ps.placed++
 	}
 	return chosen

@@ -3,6 +3,7 @@ package runtime
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/cluster"
@@ -93,5 +94,20 @@ func TestLeastActivationsCountsWhatItPlaced(t *testing.T) {
 	cands[1].Activations, cands[2].Activations, local = 50, 10, 50
 	if c := l.place("s0", func() int { return local }, cands); c.SiloID != "s2" {
 		t.Fatalf("after s2 announced 10 and the others 50: placed on %s", c.SiloID)
+	}
+	// What it placed on a silo that announces nothing new is forgotten
+	// after the window: that silo's count may have stayed level.
+	l = loadEstimate{window: 20 * time.Millisecond}
+	cands[1].Activations, cands[2].Activations, local = 10, 10, 100
+	for range 10 {
+		l.place("s0", func() int { return local }, cands[:2])
+	}
+	if got := l.m["s1"].placed; got != 10 {
+		t.Fatalf("placed 10 on s1, counted %d", got)
+	}
+	time.Sleep(30 * time.Millisecond)
+	l.place("s0", func() int { return local }, cands[:2])
+	if got := l.m["s1"].placed; got != 1 {
+		t.Fatalf("after the window, s1 counts %d placed; want 1 (the new one)", got)
 	}
 }
