@@ -213,8 +213,7 @@ func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, re
 	if to, ok := s.followOnGateway(rt, err); ok {
 		// Where the silo that placed the grain put it, or where it is
 		// active: told to the client, it would send it to a gateway it
-		// may not reach.
-		s.gwStats.forwarded.Add(1)
+		// may not reach. (Still one forwarded call.)
 		env.Hops = 1
 		resp, err = s.tc.Call(ctx, to.Address, env)
 	}
