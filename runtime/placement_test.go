@@ -354,3 +354,38 @@ func TestPlacementUnderGatewayForward(t *testing.T) {
 		}
 	}
 }
+
+// TestPlaceHashOneWay: a one-way call that creates a grain is placed as
+// a two-way one, from a silo with or without the type and from a client.
+func TestPlaceHashOneWay(t *testing.T) {
+	pc := startPlacement(t, grain.PlaceHash)
+	ctx := ctxT(t)
+	callers := []grain.Caller{pc.Silos[0].Client(), pc.Silos[1].Client(), connectTo(t, []string{pc.Silos[0].GatewayAddress()}, nil)}
+	const perCaller = 30
+	for i, c := range callers {
+		for k := range perCaller {
+			if _, err := grain.NewRef(c, whoType, fmt.Sprintf("oneway-%d-%d", i, k)).Invoke(ctx, &whoType.Methods[whoNote], &struct{}{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runtimetest.Eventually(t, 10*time.Second, func() bool {
+		n := 0
+		for _, s := range pc.hosting {
+			n += s.ActivationCount()
+		}
+		return n == len(callers)*perCaller
+	}, "the one-way calls did not create %d grains", len(callers)*perCaller)
+	for i := range callers {
+		for k := range perCaller {
+			id := grain.ID{Type: whoType.Name, Key: fmt.Sprintf("oneway-%d-%d", i, k)}
+			r, err := askWho(ctx, pc.Silos[0].Client(), id.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := rendezvousOwner(id, pc.hosting); r.Silo != want {
+				t.Errorf("caller %d: one-way call placed %s on %s; its rendezvous owner is %s", i, id, r.Silo, want)
+			}
+		}
+	}
+}
