@@ -11,7 +11,8 @@ type TypeConfig struct {
 	// MailboxLimit is how many calls may wait for one activation; beyond it
 	// calls fail at once with ErrOverloaded. Silo default: 1000.
 	MailboxLimit int
-	// Placement picks the silo for a new activation. Default: random.
+	// Placement picks the silo for a new activation (see Placement).
+	// Default: random.
 	Placement Placement
 	// Reentrant lets any call of the type start while another call of
 	// the same activation waits on a call it made (see Reentrant).
@@ -26,21 +27,40 @@ type TypeConfig struct {
 }
 
 // Placement is a strategy that picks the silo of a new activation among the
-// live silos hosting the grain type.
+// active silos hosting the grain type, in the membership view of the silo
+// placing it.
+//
+// The strategy is an option of the type's registration, so only a silo
+// that hosts the type places its grains: the silo that receives a call for
+// a grain active nowhere — the caller's own silo for a call from a grain
+// or from Silo.Client(), the gateway for a call from a runtime.Client — if
+// it hosts the type; otherwise a hosting silo chosen at random, to which
+// the call is passed. The silo chosen hosts the grain without placing it
+// again, and an activation stays where it was placed until it is
+// deactivated: placement does not move grains when the membership changes.
 type Placement uint8
 
 const (
 	// PlaceRandom picks a silo uniformly at random (the default).
 	PlaceRandom Placement = iota
-	// PlacePreferLocal activates on the silo that received the call when it
-	// hosts the type, else at random.
+	// PlacePreferLocal activates on the placing silo: the silo of the
+	// calling grain or of Silo.Client(), or the gateway that received a
+	// client's call. If that silo does not host the type (or is shutting
+	// down), on a silo chosen at random.
 	PlacePreferLocal
-	// PlaceHash picks the silo by rendezvous hashing of the grain id over
-	// the membership view, so the same id lands on the same silo while the
-	// view does not change.
+	// PlaceHash picks the silo by rendezvous hashing: the silo with the
+	// highest hash of (silo id, grain type, key). The same grain lands on
+	// the same silo wherever its first call enters the cluster, as long as
+	// the silos' membership views agree; while a silo joins or leaves, a
+	// grain goes to its owner in the placing silo's view.
 	PlaceHash
-	// PlaceLeastActivations picks the silo with the fewest activations, as
-	// last reported through membership.
+	// PlaceLeastActivations picks the silo with the fewest activations by
+	// the placing silo's reckoning: its own current count, and for each
+	// other silo the count that silo last published through membership
+	// (it publishes a changed count at most every few seconds) plus the
+	// activations the placing silo placed there since, over a few seconds
+	// at most. Ties are broken at random. Two silos placing at once see each other's placements only
+	// at the next announcement.
 	PlaceLeastActivations
 )
 

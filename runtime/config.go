@@ -80,8 +80,10 @@ type Config struct {
 	// GatewayForward makes the gateway forward a client's call for a grain
 	// active on another silo to that silo, instead of answering with that
 	// silo's gateway address for the client to call next: for clients
-	// that can reach only some gateways (behind a load balancer). It costs
-	// a hop on every such call. Default false.
+	// that can reach only some gateways (behind a load balancer). A
+	// gateway that does not host a grain's type, whose call a hosting silo
+	// placed elsewhere, forwards it there too. It costs a hop on every
+	// such call. Default false.
 	GatewayForward bool
 	// Storage maps provider names to providers. States use the provider
 	// named DefaultStorage unless they select another. Default: an etcd

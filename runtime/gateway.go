@@ -210,6 +210,13 @@ func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, re
 		return
 	}
 	resp, err := s.tc.Call(ctx, rt.silo.Address, env)
+	if to, ok := s.followOnGateway(rt, err); ok {
+		// Where the silo that placed the grain put it, or where it is
+		// active: told to the client, it would send it to a gateway it
+		// may not reach. (Still one forwarded call.)
+		env.Hops = 1
+		resp, err = s.tc.Call(ctx, to.Address, env)
+	}
 	switch {
 	case err == nil:
 		reply.Reply(resp)
@@ -220,6 +227,26 @@ func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, re
 	default:
 		reply.Reply(encodeResponse(nil, err))
 	}
+}
+
+// followOnGateway says whether the gateway sends a call it forwarded on
+// rt (hops 0) to the silo the not-here answer err names, itself, with hops 1,
+// instead of passing the answer to the client: under
+// Config.GatewayForward, or when that silo has no usable gateway
+// address. The silo forwarded to hosts the type (a gateway that does not
+// host it forwards only to one that does), so its answer is its placement
+// or the grain's host.
+func (s *Silo) followOnGateway(rt route, err error) (cluster.SiloInfo, bool) {
+	var nh *transport.NotHereError
+	if rt.hops > 0 || !errors.As(err, &nh) {
+		return cluster.SiloInfo{}, false
+	}
+	rd := nh.Redirect
+	if rd.SiloID == "" || rd.SiloID == s.id || !validAddress(rd.Address) ||
+		!s.cfg.GatewayForward && s.gatewayOf(rd.SiloID) != "" {
+		return cluster.SiloInfo{}, false
+	}
+	return cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}, true
 }
 
 // identityContext returns the request context that carries ctx's caller

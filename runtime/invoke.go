@@ -92,8 +92,13 @@ func (s *Silo) invoke(ctx context.Context, call *grain.Call) (any, error) {
 	}
 	inc := s.inc.Load()
 	hosted := t != nil && !s.stopping.Load()
-	return inc.router.invoke(ctx, call, md,
-		func() (route, error) { return inc.router.resolve(ctx, call.Target, placement, hosted) },
+	pick := func() (route, error) { return inc.router.resolve(ctx, call.Target, placement, hosted) }
+	if t == nil {
+		// This silo does not know the type's placement: a silo that
+		// hosts the type places a new grain (placement.go).
+		pick = func() (route, error) { return inc.router.resolveUnhosted(ctx, call.Target) }
+	}
+	return inc.router.invoke(ctx, call, md, pick,
 		func() (any, error) {
 			if t == nil {
 				return nil, fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, call.Target.Type, s.id)
@@ -456,7 +461,8 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 		return
 	}
 	if req.Hops > 0 {
-		// This silo was chosen to host the grain. A call is answered once
+		// This silo was chosen to host the grain: it hosts it without
+		// placing it again (placement.go). A call is answered once
 		// its grain's activation finished (or failed): it keeps its token
 		// until then. (A one-way call gives it back when it is queued.)
 		if reply != nil {
@@ -527,18 +533,15 @@ func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply
 		defer s.wg.Done()
 		defer func() { <-s.routing }()
 		defer s.recoverRequest(ctx, req, reply)
-		rt, err := s.inc.Load().router.resolve(ctx, req.Target, grain.PlaceRandom, false)
+		rt, err := s.inc.Load().router.resolveUnhosted(ctx, req.Target)
 		switch {
 		case err != nil:
 			fail(err)
 		case rt.local:
 			fail(fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, req.Target.Type, s.id))
 		default:
-			// A placement (hops 1) chose the host at random: this silo
-			// does not know the type's placement. Let a silo that hosts
-			// the type route the call (hops 0), so that the grain is placed
-			// as its type says.
-			rt.hops = 0
+			// A grain not active anywhere goes to a silo that hosts the
+			// type (hops 0), which places it as its type says.
 			s.routeFromGateway(ctx, req, reply, rt)
 		}
 	}()

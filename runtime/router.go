@@ -33,6 +33,10 @@ type router struct {
 	// client with a negative RouteCacheSize. A client's calls always go to
 	// gateways, with no hops.
 	routes *directory.Cache
+	// localLoad counts this silo's activations, and loads estimates the
+	// others', for least-activations placement (placement.go).
+	localLoad func() int
+	loads     loadEstimate
 }
 
 // route is where a call goes: this silo, or another silo. hops is the hop
@@ -157,7 +161,7 @@ func (r *router) resolve(ctx context.Context, id grain.ID, placement grain.Place
 		}
 		return route{}, fmt.Errorf("%w: no active silo hosts %q", grain.ErrUnknownGrainType, id.Type)
 	}
-	chosen := place(placement, id, r.self, candidates)
+	chosen := r.place(placement, id, candidates)
 	if chosen.SiloID == r.self {
 		return route{local: true}, nil
 	}

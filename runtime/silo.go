@@ -284,7 +284,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("runtime: transport client: %w", err)
 	}
-	inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc}
+	inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, localLoad: s.table.len}
 	table := s.cfg.Reminders
 	if table == nil {
 		if table, err = reminder.NewEtcd(s.etcd, reminder.EtcdConfig{Prefix: s.cfg.prefix(), Logger: s.log}); err != nil {
@@ -604,7 +604,7 @@ func (s *Silo) newIncarnation(member *cluster.Member) (*incarnation, error) {
 		inc.dir = d
 	}
 	if s.tc != nil {
-		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc}
+		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, localLoad: s.table.len}
 	}
 	inc.ctx, inc.cancel = context.WithCancel(context.Background())
 	return inc, nil

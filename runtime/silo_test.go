@@ -39,6 +39,7 @@ func registerTestGrains(obs *testgrains.Observer, opts ...grain.TypeOption) func
 		testgrains.RegisterClock(s, testgrains.NewClock(obs), opts...)
 		testgrains.RegisterHops(s, obs, opts...)
 		registerWho(s)
+		registerPlacementGrains(s)
 	}
 }
 
