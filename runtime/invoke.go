@@ -40,6 +40,9 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if md == nil {
 		return nil, fmt.Errorf("%w: call to %s names no method", grain.ErrUnknownMethod, call.Target)
 	}
+	if err := checkRequestValues(ctx, call, md); err != nil {
+		return nil, err
+	}
 	if t != nil && (call.Type != t.desc || t.desc.Lookup(md.Name) != md) {
 		// The caller knows this type from another descriptor than the one
 		// this silo hosts (another version of the interface linked into
@@ -364,15 +367,20 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 		fail(&notHereError{id: req.Target, why: "silo " + s.id + " is not serving"})
 		return
 	}
+	var err error
 	if !gateway {
 		// A silo peer says for whom the call runs; on the gateway the
 		// stream's authenticated identity is already in ctx.
-		var err error
 		if ctx, err = withEnvelopeIdentity(ctx, req); err != nil {
 			s.logBadRequest(ctx, req, err)
 			fail(err)
 			return
 		}
+	}
+	if ctx, err = withRequestContext(ctx, req); err != nil {
+		s.logBadRequest(ctx, req, err)
+		fail(err)
+		return
 	}
 	if req.Target.Type == reminderServiceType && reply != nil && !gateway {
 		// A notice may read the reminder table: off the stream's reader,
