@@ -81,7 +81,7 @@ func checkTwoHops(t *testing.T, caller grain.Caller, a, b string) {
 	if !maps.Equal(seenB.Values, want) {
 		t.Errorf("b (silo %s), called by a (silo %s), saw %d values, want %d", seenB.Silo, seenA.Silo, len(seenB.Values), len(want))
 	}
-	t.Logf("a on %s, b on %s: b saw the values", seenA.Silo, seenB.Silo)
+	t.Logf("a on %s, b on %s", seenA.Silo, seenB.Silo)
 	seenB, err = testgrains.NewReqCtxRef(caller, a).Relay(ctxT(t), b)
 	if err != nil {
 		t.Fatal(err)
@@ -251,23 +251,44 @@ func TestRequestValuesBounded(t *testing.T) {
 	}
 }
 
-// A client's request values reach the grain through the gateway, and a
-// client cannot claim an identity through them.
-func TestGatewayDeliversClientValues(t *testing.T) {
-	f := start(t, 2, runtime.Config{})
-	ctx := ctxT(t)
-	cl, err := runtime.Connect(ctx, runtime.ClientConfig{Gateways: []string{f.Silos[0].GatewayAddress()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	a, b, _ := chainKeys(t, f.Client(), "gw-", 2)
-	checkTwoHops(t, cl, a, b)
-	tc := newRawClient(t)
-	md := testgrains.ReqCtxType.Lookup("Seen")
-	_, err = tc.Call(ctx, f.Silos[0].GatewayAddress(), &transport.Envelope{Target: grain.ID{Type: testgrains.ReqCtxType.Name, Key: a},
-		Method: md.Name, Fingerprint: md.Fingerprint, Context: map[string]string{"granary.caller": "root"}, Timeout: 10 * time.Second})
-	if !errors.Is(err, grain.ErrPermissionDenied) {
-		t.Fatalf("a client claiming an identity: %v, want ErrPermissionDenied", err)
+// A client's request values reach the grain through the gateway, whether
+// it redirects the client to the grain's gateway or forwards the call, and
+// so does the client's cancellation; a client cannot claim an identity
+// through them.
+func TestGatewayRequestContext(t *testing.T) {
+	for _, forward := range []bool{false, true} {
+		t.Run(fmt.Sprintf("forward=%v", forward), func(t *testing.T) {
+			f := start(t, 2, runtime.Config{GatewayForward: forward})
+			ctx := ctxT(t)
+			cl, err := runtime.Connect(ctx, runtime.ClientConfig{Gateways: []string{f.Silos[0].GatewayAddress()}, RouteCacheSize: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			// a on the second silo: the first one's gateway must redirect
+			// or forward.
+			var a, b, c string
+			for i := 0; ; i++ {
+				a, b, c = chainKeys(t, f.Client(), fmt.Sprintf("gw%d-", i), 2)
+				if s, _ := testgrains.NewReqCtxRef(f.Client(), a).Seen(ctx); s.Silo != f.Silos[0].ID() {
+					break
+				}
+			}
+			checkTwoHops(t, cl, a, b)
+			latencies(t, 3, func(i int) time.Duration {
+				return checkCancel(t, cl, a, b, c, fmt.Sprintf("%s-%d-%d", t.Name(), time.Now().UnixNano(), i))
+			})
+			st := f.Silos[0].GatewayStats()
+			if forward && st.Forwarded == 0 || !forward && st.Redirected == 0 {
+				t.Errorf("gateway stats %+v: the calls did not take the path under test", st)
+			}
+			tc := newRawClient(t)
+			md := testgrains.ReqCtxType.Lookup("Seen")
+			_, err = tc.Call(ctx, f.Silos[0].GatewayAddress(), &transport.Envelope{Target: grain.ID{Type: testgrains.ReqCtxType.Name, Key: a},
+				Method: md.Name, Fingerprint: md.Fingerprint, Context: map[string]string{"granary.caller": "root"}, Timeout: 10 * time.Second})
+			if !errors.Is(err, grain.ErrPermissionDenied) {
+				t.Fatalf("a client claiming an identity: %v, want ErrPermissionDenied", err)
+			}
+		})
 	}
 }
