@@ -292,3 +292,26 @@ func TestGatewayRequestContext(t *testing.T) {
 		})
 	}
 }
+
+// The caller's identity and the request values travel side by side: a
+// grain two hops from an authenticated client sees both, and the values
+// cannot displace the identity.
+func TestRequestValuesWithIdentity(t *testing.T) {
+	f := start(t, 2, runtime.Config{GatewayForward: true, Authenticator: runtime.StaticTokens(map[string]string{"tok": "alice"})})
+	ctx := ctxT(t)
+	cl, err := runtime.Connect(ctx, runtime.ClientConfig{Gateways: []string{f.Silos[0].GatewayAddress()},
+		TokenSource: runtime.StaticToken("tok"), RouteCacheSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	a, b, _ := chainKeys(t, f.Client(), "id-", 2)
+	vctx := grain.WithRequestValue(ctx, "caller", "mallory") // not the identity's key
+	s, err := testgrains.NewReqCtxRef(cl, a).Relay(vctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Identity != "alice" || s.Values["caller"] != "mallory" || len(s.Values) != 1 {
+		t.Fatalf("b saw identity %q and values %v; want alice and {caller: mallory}", s.Identity, s.Values)
+	}
+}
