@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -250,5 +251,23 @@ func TestFrameCancellations(t *testing.T) {
 	// cancellations reads these frames).
 	if err := newFrameDecoder(lim).decode([]byte{0x94, frameVersion, 0x90, 0x91, 0x05, 0xa1, 'x'}); err != nil {
 		t.Fatalf("trailing field: %v", err)
+	}
+}
+
+// A request context over the header limit is refused as it is read,
+// before its entries are copied.
+func TestDecodeContextBytesBounded(t *testing.T) {
+	lim := fuzzLimits() // 1 KiB headers
+	e := &Envelope{Kind: KindRequest, ID: 9, Target: grain.ID{Type: "T"}, Method: "M",
+		Context: map[string]string{"k": string(make([]byte, 2*lim.MaxHeaderSize))}}
+	d := newFrameDecoder(lim)
+	if err := d.decode(appendFrame(nil, []*Envelope{e})); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.envs) != 0 || len(d.bad) != 1 || !errors.Is(d.bad[0].err, grain.ErrTooLarge) || d.bad[0].id != 9 {
+		t.Fatalf("accepted %d, rejected %+v; want the request rejected as too large", len(d.envs), d.bad)
+	}
+	if !strings.Contains(d.bad[0].err.Error(), "request context over") {
+		t.Fatalf("error %v does not say the request context is over the limit", d.bad[0].err)
 	}
 }
