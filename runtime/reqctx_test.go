@@ -129,8 +129,8 @@ func checkCancel(t *testing.T, caller grain.Caller, a, b, c, token string) time.
 	return time.Duration(rec.Done - at.UnixNano())
 }
 
-// latencies runs checkCancel n times and checks each under 100 ms.
-func latencies(t *testing.T, n int, run func(i int) time.Duration) {
+// latencies runs checkCancel n times and checks each under bound.
+func latencies(t *testing.T, n int, bound time.Duration, run func(i int) time.Duration) {
 	t.Helper()
 	var ds []time.Duration
 	for i := range n {
@@ -138,10 +138,17 @@ func latencies(t *testing.T, n int, run func(i int) time.Duration) {
 	}
 	slices.Sort(ds)
 	t.Logf("cancel to callee's ctx done, %d runs: min %v, median %v, max %v", n, ds[0], ds[len(ds)/2], ds[len(ds)-1])
-	if ds[len(ds)-1] > 100*time.Millisecond {
-		t.Errorf("slowest cancellation took %v, want under 100ms (all: %v)", ds[len(ds)-1], ds)
+	if ds[len(ds)-1] > bound {
+		t.Errorf("slowest cancellation took %v, want under %v (all: %v)", ds[len(ds)-1], bound, ds)
 	}
 }
+
+// looseBound is the cancellation bound of the tests that run several silos
+// and the test's etcd client in this one race-instrumented process, where
+// the point is that the cancellation arrives by the path under test, not
+// how fast: on two shared cores their slowest runs took 70-85 ms. The
+// issue's 100 ms check is TestProcessCancelReachesCalleeTwoHops.
+const looseBound = time.Second
 
 func TestProcessRequestValuesTwoHops(t *testing.T) {
 	pc := startProcesses(t, 2, 0)
@@ -152,7 +159,7 @@ func TestProcessRequestValuesTwoHops(t *testing.T) {
 func TestProcessCancelReachesCalleeTwoHops(t *testing.T) {
 	pc := startProcesses(t, 2, 0)
 	a, b, c := chainKeys(t, pc.client, "cancel-", 2)
-	latencies(t, 5, func(i int) time.Duration {
+	latencies(t, 5, 100*time.Millisecond, func(i int) time.Duration {
 		return checkCancel(t, pc.client, a, b, c, fmt.Sprintf("%s-%d-%d", t.Name(), time.Now().UnixNano(), i))
 	})
 }
@@ -163,7 +170,7 @@ func TestRequestContextInProcess(t *testing.T) {
 	f := start(t, 1, runtime.Config{})
 	a, b, c := chainKeys(t, f.Client(), "local-", 1)
 	checkTwoHops(t, f.Client(), a, b)
-	latencies(t, 5, func(i int) time.Duration {
+	latencies(t, 5, 100*time.Millisecond, func(i int) time.Duration {
 		return checkCancel(t, f.Client(), a, b, c, fmt.Sprintf("%s-%d-%d", t.Name(), time.Now().UnixNano(), i))
 	})
 }
@@ -174,7 +181,7 @@ func TestRequestContextAcrossInProcessSilos(t *testing.T) {
 	f := start(t, 2, runtime.Config{})
 	a, b, c := chainKeys(t, f.Client(), "silos-", 2)
 	checkTwoHops(t, f.Client(), a, b)
-	latencies(t, 3, func(i int) time.Duration {
+	latencies(t, 3, looseBound, func(i int) time.Duration {
 		return checkCancel(t, f.Client(), a, b, c, fmt.Sprintf("%s-%d-%d", t.Name(), time.Now().UnixNano(), i))
 	})
 }
@@ -275,7 +282,7 @@ func TestGatewayRequestContext(t *testing.T) {
 				}
 			}
 			checkTwoHops(t, cl, a, b)
-			latencies(t, 3, func(i int) time.Duration {
+			latencies(t, 3, looseBound, func(i int) time.Duration {
 				return checkCancel(t, cl, a, b, c, fmt.Sprintf("%s-%d-%d", t.Name(), time.Now().UnixNano(), i))
 			})
 			st := f.Silos[0].GatewayStats()
