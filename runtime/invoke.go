@@ -367,20 +367,15 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 		fail(&notHereError{id: req.Target, why: "silo " + s.id + " is not serving"})
 		return
 	}
-	var err error
 	if !gateway {
 		// A silo peer says for whom the call runs; on the gateway the
 		// stream's authenticated identity is already in ctx.
+		var err error
 		if ctx, err = withEnvelopeIdentity(ctx, req); err != nil {
 			s.logBadRequest(ctx, req, err)
 			fail(err)
 			return
 		}
-	}
-	if ctx, err = withRequestContext(ctx, req); err != nil {
-		s.logBadRequest(ctx, req, err)
-		fail(err)
-		return
 	}
 	if req.Target.Type == reminderServiceType && reply != nil && !gateway {
 		// A notice may read the reminder table: off the stream's reader,
@@ -397,6 +392,12 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 			defer func() { <-s.routing }()
 			reply.Reply(s.reminders.handleNotice(ctx, req))
 		}()
+		return
+	}
+	ctx, err := withRequestContext(ctx, req)
+	if err != nil {
+		s.logBadRequest(ctx, req, err)
+		fail(err)
 		return
 	}
 	t := s.types[req.Target.Type]

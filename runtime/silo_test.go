@@ -37,8 +37,8 @@ func registerTestGrains(obs *testgrains.Observer, opts ...grain.TypeOption) func
 		testgrains.RegisterCounter(s, testgrains.NewCounter(obs), opts...)
 		testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
 		testgrains.RegisterClock(s, testgrains.NewClock(obs), opts...)
-		testgrains.RegisterReqCtx(s, testgrains.NewReqCtx(), opts...)
 		registerWho(s)
+		testgrains.RegisterReqCtx(s, testgrains.NewReqCtx(), opts...)
 	}
 }
 

@@ -221,8 +221,8 @@ func TestFrameCancellations(t *testing.T) {
 		total += e.size
 	}
 	b := appendFrame(nil, envs)
-	if len(b) != frameSize(envs, total) {
-		t.Fatalf("frame is %d bytes, frameSize %d", len(b), frameSize(envs, total))
+	if n, c := frameSize(envs, total); len(b) != n || c != 2 {
+		t.Fatalf("frame is %d bytes; frameSize says %d bytes, %d cancellations", len(b), n, c)
 	}
 	d := newFrameDecoder(lim)
 	if err := d.decode(b); err != nil {

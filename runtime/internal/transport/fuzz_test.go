@@ -150,8 +150,8 @@ func FuzzDecodeFrame(f *testing.F) {
 			total += e.size
 		}
 		frame := appendFrame(nil, out)
-		if len(frame) != frameSize(out, total) {
-			t.Fatalf("re-encoded frame is %d bytes, frameSize says %d", len(frame), frameSize(out, total))
+		if n, c := frameSize(out, total); len(frame) != n || c != len(d.cancels) {
+			t.Fatalf("re-encoded frame is %d bytes with %d cancellations; frameSize says %d, %d", len(frame), len(d.cancels), n, c)
 		}
 		again := newFrameDecoder(lim)
 		if err := again.decode(frame); err != nil {

@@ -181,6 +181,11 @@ type serverStream struct {
 	// of the stream alone).
 	bad *badBudget
 
+	// reqs are the requests in flight (admitted, not yet replied to) by
+	// id, for the client's cancellations; made on first use.
+	reqMu sync.Mutex
+	reqs  map[uint64]*replier
+
 	// failed is closed, once, when the peer is found not to read its
 	// replies: a reply could not be queued, or the writer made no progress
 	// for SendStallTimeout while the reader waited for room.
@@ -188,11 +193,6 @@ type serverStream struct {
 	failOnce sync.Once
 	// room gets a token whenever the writer sent a frame.
 	room chan struct{}
-
-	// reqs are the requests in flight (admitted, not yet replied to) by
-	// id, for the client's cancellations.
-	reqMu sync.Mutex
-	reqs  map[uint64]*replier
 }
 
 // connect runs one stream; it is the gRPC handler of Connect. It owns the
@@ -200,7 +200,7 @@ type serverStream struct {
 func (s *Server) connect(st grpc.ServerStream) error {
 	ctx := st.Context()
 	ss := &serverStream{srv: s, st: st, ctx: ctx, idle: make(chan struct{}, 1),
-		failed: make(chan struct{}), room: make(chan struct{}, 1), reqs: make(map[uint64]*replier)}
+		failed: make(chan struct{}), room: make(chan struct{}, 1)}
 	if p, ok := peer.FromContext(ctx); ok {
 		ss.peer = p.Addr.String()
 		ss.conn = s.connOf(ss.peer)
@@ -522,6 +522,9 @@ func (ss *serverStream) dispatch(e *Envelope) {
 // the older one uncancellable; nothing else.
 func (ss *serverStream) track(r *replier) {
 	ss.reqMu.Lock()
+	if ss.reqs == nil {
+		ss.reqs = make(map[uint64]*replier)
+	}
 	ss.reqs[r.id] = r
 	ss.reqMu.Unlock()
 }

@@ -289,8 +289,8 @@ func newCancel(id uint64) *Envelope {
 func frameHeaderSize(n int) int { return 2 + headerSize(n) }
 
 // frameSize returns the size appendFrame produces for envs, whose sizes
-// add up to total.
-func frameSize(envs []*Envelope, total int) int {
+// add up to total, and how many of envs are cancellations.
+func frameSize(envs []*Envelope, total int) (size, cancels int) {
 	c := 0
 	for _, e := range envs {
 		if e.Kind == kindCancel {
@@ -298,9 +298,9 @@ func frameSize(envs []*Envelope, total int) int {
 		}
 	}
 	if c == 0 {
-		return frameHeaderSize(len(envs)) + total
+		return frameHeaderSize(len(envs)) + total, 0
 	}
-	return 2 + headerSize(len(envs)-c) + headerSize(c) + total
+	return 2 + headerSize(len(envs)-c) + headerSize(c) + total, c
 }
 
 // appendFrame appends a frame holding envs, whose sizes must be set:

@@ -142,16 +142,11 @@ fill:
 			break fill
 		}
 	}
-	n := frameSize(batch, total)
+	n, cancels := frameSize(batch, total)
 	buf := mem.DefaultBufferPool().Get(n)
 	b := appendFrame((*buf)[:0], batch)
 	*buf = b
 	envs := len(batch)
-	for _, e := range batch {
-		if e.Kind == kindCancel {
-			envs-- // not an envelope on the wire; counted as a cancellation
-		}
-	}
 	clear(batch)
 	w.batch = batch[:0]
 	if len(b) != n {
@@ -163,7 +158,7 @@ fill:
 		return err
 	}
 	w.stats.framesSent.Add(1)
-	w.stats.envelopesSent.Add(uint64(envs))
+	w.stats.envelopesSent.Add(uint64(envs - cancels)) // a cancellation is no envelope on the wire
 	if w.sent != nil {
 		w.sent(envs)
 	}
