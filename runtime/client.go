@@ -209,6 +209,9 @@ func (c *Client) invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if md == nil {
 		return nil, fmt.Errorf("%w: call to %s names no method", grain.ErrUnknownMethod, call.Target)
 	}
+	if err := checkRequestValues(ctx, call, md); err != nil {
+		return nil, err
+	}
 	if _, ok := ctx.Deadline(); !ok && !md.Flags.Has(grain.OneWay) {
 		// No timer per call: the transport enforces the deadline.
 		var release func()

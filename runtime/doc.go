@@ -42,6 +42,12 @@
 // a bearer token or a TLS client certificate, and grain code reads the
 // authenticated caller with grain.CallerIdentity.
 //
+// Request context: the request values a caller sets with
+// grain.WithRequestValue travel with its calls, through gateways and
+// between silos, to every grain of the call's chain; a caller's
+// cancellation reaches a callee in another process as a cancel message,
+// and the callee's context is done.
+//
 // Frontend code in another process calls grains through Connect, which
 // sends every call to a gateway:
 //

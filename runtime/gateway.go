@@ -45,7 +45,7 @@ import (
 
 // reservedContextPrefix starts the request-context keys only silos may
 // set.
-const reservedContextPrefix = "granary."
+const reservedContextPrefix = grain.ReservedRequestKeyPrefix
 
 // The request-context keys the caller's identity travels under from one
 // silo to another.
@@ -189,7 +189,8 @@ func (s *Silo) gatewayOf(siloID string) string {
 // (rt.hops > 0: only a silo may tell another to host a grain), a host
 // whose record has no usable gateway address, a one-way call (nobody
 // reads its answer) and every call under Config.GatewayForward are
-// forwarded over the silo-to-silo path, with the caller's identity.
+// forwarded over the silo-to-silo path, with the caller's identity and
+// request values.
 func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, reply transport.Replier, rt route) {
 	if reply != nil && rt.hops == 0 && !s.cfg.GatewayForward {
 		if gw := s.gatewayOf(rt.silo.SiloID); gw != "" {
@@ -200,7 +201,7 @@ func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, re
 	}
 	s.gwStats.forwarded.Add(1)
 	env := &transport.Envelope{Target: req.Target, Method: req.Method, Fingerprint: req.Fingerprint, Flags: req.Flags, Hops: rt.hops,
-		Context: identityContext(ctx), Body: req.Body}
+		Context: requestContext(ctx, true), Body: req.Body}
 	if reply == nil {
 		env.Timeout = req.Timeout
 		if err := s.tc.Send(ctx, rt.silo.Address, env); err != nil {

@@ -49,6 +49,9 @@ func (s *Silo) invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if md == nil {
 		return nil, fmt.Errorf("%w: call to %s names no method", grain.ErrUnknownMethod, call.Target)
 	}
+	if err := checkRequestValues(ctx, call, md); err != nil {
+		return nil, err
+	}
 	if t := turnOf(ctx); t != nil && !md.Flags.Has(grain.OneWay) {
 		// A turn calls another grain: it gives up its activation's turn
 		// token while it waits (see turn.go).
@@ -414,6 +417,12 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 			defer func() { <-s.routing }()
 			reply.Reply(s.reminders.handleNotice(ctx, req))
 		}()
+		return
+	}
+	ctx, err := withRequestContext(ctx, req)
+	if err != nil {
+		s.logBadRequest(ctx, req, err)
+		fail(err)
 		return
 	}
 	t := s.types[req.Target.Type]

@@ -251,8 +251,9 @@ func (r *router) placed(id grain.ID, rt route, md *grain.MethodDesc) {
 }
 
 // callRemote sends call to the silo of rt and decodes the reply.
-// A silo sends the caller's identity along (see grain.CallerIdentity); a
-// client never does: its gateway sets it.
+// The request values of ctx go along (see requestContext), and a silo also
+// sends the caller's identity (see grain.CallerIdentity); a client never
+// does: its gateway sets it.
 func (r *router) callRemote(ctx context.Context, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
 	return callRemote(ctx, r.tc, rt, call, md, r.self != "")
 }
@@ -263,17 +264,14 @@ func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain
 		return nil, fmt.Errorf("%w: encode arguments of %s.%s: %w", grain.ErrBadRequest, call.Target, md.Name, err)
 	}
 	env := &transport.Envelope{Target: call.Target, Method: md.Name, Fingerprint: md.Fingerprint, Flags: md.Flags, Hops: rt.hops, Body: body}
-	if withIdentity {
-		// A silo's call: for whom it runs, and (unless one-way) the turns
-		// that wait for it.
-		env.Context = identityContext(ctx)
-		if !md.Flags.Has(grain.OneWay) {
-			chain, err := outChain(ctx)
-			if err != nil {
-				return nil, err
-			}
-			env.Chain = encodeChain(chain)
+	env.Context = requestContext(ctx, withIdentity)
+	if withIdentity && !md.Flags.Has(grain.OneWay) {
+		// A silo's call: the turns that wait for it.
+		chain, err := outChain(ctx)
+		if err != nil {
+			return nil, err
 		}
+		env.Chain = encodeChain(chain)
 	}
 	if md.Flags.Has(grain.OneWay) {
 		return nil, tc.Send(ctx, rt.silo.Address, env)
