@@ -50,9 +50,10 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	}
 	_, hasDeadline := ctx.Deadline()
 	needDeadline := !hasDeadline && !md.Flags.Has(grain.OneWay)
-	// The common case: the grain is active here, and the caller waits on
-	// the context's Done, so a plain timer context is the cheapest.
-	if t != nil && s.table.get(call.Target) != nil {
+	// The common case: the grain is active here (or is a stateless worker
+	// of a type hosted here), and the caller waits on the context's Done,
+	// so a plain timer context is the cheapest.
+	if t != nil && (t.workers > 0 || s.table.get(call.Target) != nil) {
 		lctx := ctx
 		if needDeadline {
 			var cancel context.CancelFunc
@@ -178,6 +179,9 @@ func (s *Silo) dispatch(m *message) error { return s.dispatchTo(m, nil) }
 // dispatchTo is dispatch with the activation the caller just looked up,
 // if any, to spare a second lookup.
 func (s *Silo) dispatchTo(m *message, a *activation) error {
+	if m.typ.workers > 0 {
+		return s.dispatchWorker(m)
+	}
 	for range maxForwards {
 		if s.isFenced() {
 			return &notHereError{id: m.target, why: "silo " + s.id + " is fenced"}
@@ -415,7 +419,9 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 	if reply == nil {
 		m.ctx, m.oneWayFailed = context.WithoutCancel(ctx), s.rerouteOneWay
 	}
-	if a := s.table.get(req.Target); a != nil {
+	if a := s.table.get(req.Target); a != nil || t.workers > 0 {
+		// Active here, or a stateless worker: it runs here, whatever
+		// the hops (a gateway never sends one on).
 		if err := s.dispatchTo(m, a); err != nil {
 			m.complete(nil, err)
 		}

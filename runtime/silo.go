@@ -119,6 +119,7 @@ type grainType struct {
 	collectionAge time.Duration
 	mailboxLimit  int
 	placement     grain.Placement
+	workers       int // a stateless worker's most activations per grain id; 0: not one
 }
 
 // NewSilo validates cfg and returns a silo that is not started yet.
@@ -165,6 +166,10 @@ func (s *Silo) RegisterGrainType(t *grain.TypeDesc, f grain.Factory, opts ...gra
 	}
 	if gt.mailboxLimit <= 0 {
 		gt.mailboxLimit = s.cfg.MailboxLimit
+	}
+	if err := configureStateless(gt, tc); err != nil {
+		s.regErr = append(s.regErr, err)
+		return
 	}
 	s.types[t.Name] = gt
 }
@@ -881,7 +886,7 @@ func (s *Silo) unregister(a *activation) { s.unregisterWithin(context.Background
 func (s *Silo) unregisterWithin(parent context.Context, a *activation) {
 	ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
 	defer cancel()
-	if err := a.inc.dir.Unregister(ctx, a.id, a.entry()); err != nil {
+	if err := a.directory().Unregister(ctx, a.id, a.entry()); err != nil {
 		s.log.Warn("directory unregister failed; the entry goes when the lease does",
 			zap.Stringer("grain", a.id), zap.Error(err))
 	}
