@@ -121,6 +121,10 @@ func (w *worker) work(ctx context.Context, a *workArgs) (*workReply, error) {
 	return &workReply{Silo: w.c.SiloID(), Activation: w.c.ActivationID()}, nil
 }
 
+// ReceiveReminder makes worker a grain.Remindable, so that only its being
+// a stateless worker refuses its reminders.
+func (w *worker) ReceiveReminder(context.Context, grain.Tick) error { return nil }
+
 func registerWorker(st *workerStats, opts ...grain.TypeOption) func(*runtime.Silo) {
 	return func(s *runtime.Silo) {
 		s.RegisterGrainType(workerType, func(c grain.Context) any { return &worker{c: c, st: st} }, opts...)
@@ -395,8 +399,10 @@ func TestStatelessWorkerRunsOnTheCallersSilo(t *testing.T) {
 		}
 		c.Close()
 	}
-	if gs := a.GatewayStats(); gs.Redirected+gs.Forwarded != 0 {
-		t.Fatalf("gateway of A redirected or forwarded stateless calls: %+v", gs)
+	for _, s := range []*runtime.Silo{a, b} {
+		if gs := s.GatewayStats(); gs.Redirected+gs.Forwarded != 0 {
+			t.Fatalf("gateway of %s redirected or forwarded stateless calls: %+v", s.ID(), gs)
+		}
 	}
 	if n := dir.n.Load(); n != 0 {
 		t.Fatalf("%d directory requests for the stateless worker type", n)
@@ -469,5 +475,52 @@ func TestStatelessWorkerRefusals(t *testing.T) {
 	if err := s.Start(ctx); err == nil || !strings.Contains(err.Error(), "want 1 to 1024") {
 		s.Stop(ctx)
 		t.Fatalf("Start with StatelessWorker(%d): %v, want a refusal", grain.MaxStatelessWorkers+1, err)
+	}
+}
+
+// A silo that is stopping starts no new worker: a call that would need one
+// runs on another silo hosting the type, still without the directory,
+// while the silo's busy worker finishes its call.
+func TestStatelessWorkerOfAStoppingSiloRunsElsewhere(t *testing.T) {
+	st := newWorkerStats()
+	dir := &countingDir{Directory: directory.NewMemory(), typ: workerType.Name}
+	f := runtimetest.NewCluster(t, 2, runtimetest.Options{
+		Config:   runtime.WithDirectory(runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}}, dir),
+		Register: registerWorker(st, grain.StatelessWorker(2)),
+	})
+	a, b := f.Silos[0], f.Silos[1]
+	ctx := ctxT(t)
+	runtimetest.Eventually(t, 10*time.Second, func() bool { return runtime.Hosting(a, workerType.Name) == 2 },
+		"silo A never saw both hosts")
+	held := make(chan error, 1)
+	go func() {
+		_, err := grain.NewRef(a.Client(), workerType, "g").Invoke(ctx, &workerType.Methods[0], &workArgs{Gate: true})
+		held <- err
+	}()
+	runtimetest.Eventually(t, 10*time.Second, func() bool { return st.running.Load() == 1 }, "the held call never ran")
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Stop(ctx) }()
+	// Until Stop begins, calls run on A; then on B.
+	var last *workReply
+	runtimetest.Eventually(t, 20*time.Second, func() bool {
+		r, err := work(ctx, a.Client(), "g", 0)
+		if err != nil {
+			t.Fatalf("a call while A stops: %v", err)
+		}
+		last = r
+		return r.Silo == b.ID()
+	}, "calls from stopping silo A never ran on B (last on %v)", last)
+	if r, err := work(ctx, a.Client(), "new", 0); err != nil || r.Silo != b.ID() {
+		t.Fatalf("a call to a new worker from stopping silo A: %+v, %v; want it run on %s", r, err, b.ID())
+	}
+	if n := dir.n.Load(); n != 0 {
+		t.Fatalf("%d directory requests for the stateless worker type", n)
+	}
+	close(st.gate)
+	if err := <-held; err != nil {
+		t.Fatalf("the call held while A stopped: %v", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
 	}
 }
