@@ -72,7 +72,7 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		ctx, release = transport.WithTimeout(ctx, s.cfg.ResponseTimeout)
 		defer release()
 	}
-	placement := grain.PlaceRandom
+	placement := s.unhostedPlacement(call.Target.Type)
 	if t != nil {
 		placement = t.placement
 	}
@@ -509,7 +509,7 @@ func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply
 		defer s.wg.Done()
 		defer func() { <-s.routing }()
 		defer s.recoverRequest(ctx, req, reply)
-		rt, err := s.inc.Load().router.resolve(ctx, req.Target, grain.PlaceRandom, false)
+		rt, err := s.inc.Load().router.resolve(ctx, req.Target, s.unhostedPlacement(req.Target.Type), false)
 		switch {
 		case err != nil:
 			fail(err)

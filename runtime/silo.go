@@ -235,8 +235,12 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		s.gwAddr = gwLis.Addr().String()
 	}
 	names := make([]string, 0, len(s.types))
-	for n := range s.types {
+	var stateless []string
+	for n, t := range s.types {
 		names = append(names, n)
+		if t.workers > 0 {
+			stateless = append(stateless, n)
+		}
 	}
 	member, err := cluster.Join(ctx, s.etcd, cluster.Config{
 		Prefix:         s.cfg.prefix(),
@@ -244,6 +248,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		Address:        s.addr,
 		GatewayAddress: s.gwAddr,
 		GrainTypes:     names,
+		StatelessTypes: stateless,
 		TTL:            s.cfg.LeaseTTL,
 		Logger:         s.cfg.Logger,
 	})

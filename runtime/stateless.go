@@ -278,6 +278,19 @@ func (a *activation) directory() directory.Directory {
 	return a.inc.dir
 }
 
+// unhostedPlacement is the placement of calls for grain type typ, which
+// this silo does not host: placeWorker if the silos that host it say it is
+// a stateless worker, so that its calls read no directory; else random
+// (the silo that receives the call places the grain as its type says).
+// The membership only steers calls this silo does not host: a silo's own
+// types go by its own registration.
+func (s *Silo) unhostedPlacement(typ string) grain.Placement {
+	if s.view != nil && s.view.Current().StatelessWorker(typ) {
+		return placeWorker
+	}
+	return grain.PlaceRandom
+}
+
 // workerRoute is where a call to a stateless worker type goes from this
 // silo, read from the membership view alone: here if the silo hosts the
 // type and is not stopping, else any other active silo that hosts it.

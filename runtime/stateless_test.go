@@ -408,7 +408,9 @@ func TestStatelessWorkerRunsOnTheCallersSilo(t *testing.T) {
 		t.Fatalf("%d directory requests for the stateless worker type", n)
 	}
 
-	// A silo that does not host the type.
+	// A silo that does not host the type, and its gateway, send the calls
+	// to a silo that does, still without the directory: the membership
+	// says the type is a stateless worker.
 	c3 := f.AddSilo()
 	runtimetest.Eventually(t, 10*time.Second, func() bool { return runtime.Hosting(c3, workerType.Name) == 2 },
 		"the third silo never saw the hosts")
@@ -428,6 +430,12 @@ func TestStatelessWorkerRunsOnTheCallersSilo(t *testing.T) {
 	defer cl.Close()
 	if r, err := work(ctx, cl, "x", 0); err != nil || (r.Silo != a.ID() && r.Silo != b.ID()) {
 		t.Fatalf("a client of a gateway that does not host the type: %+v, %v", r, err)
+	}
+	if gs := c3.GatewayStats(); gs.Redirected != 1 {
+		t.Fatalf("the gateway that does not host the type: %+v, want the call redirected", gs)
+	}
+	if n := dir.n.Load(); n != 0 {
+		t.Fatalf("%d directory requests for the stateless worker type from a silo that does not host it", n)
 	}
 	if a.ActivationCount() > 2*2+1 || b.ActivationCount() > 2*2+1 {
 		t.Fatalf("activations: A %d, B %d", a.ActivationCount(), b.ActivationCount())
