@@ -96,8 +96,8 @@ func WithPlacement(p Placement) TypeOption {
 //     calling grain, a client's call on the silo whose gateway receives
 //     it, Silo.Client's on that silo. A silo that does not host the type
 //     sends the call to one that does, chosen at random.
-//   - The activations are never registered in the grain directory: on a
-//     silo that hosts the type, calls to it make no etcd request at all.
+//   - The activations are never registered in the grain directory, and
+//     calls to them make no etcd request at all.
 //   - A silo starts with one activation per grain id, and adds one when a
 //     call arrives while every activation it has is busy (running a turn
 //     or holding queued calls), up to max. Each activation has its own
