@@ -532,3 +532,49 @@ func TestStatelessWorkerOfAStoppingSiloRunsElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkStatelessWorkerCall measures in-process calls from 64
+// concurrent callers to one grain id: an ordinary grain (one activation,
+// calls one at a time) and a stateless worker of max activations.
+func BenchmarkStatelessWorkerCall(b *testing.B) {
+	const callers = 64
+	for _, n := range []int{0, 1, goruntime.GOMAXPROCS(0), 16} {
+		name, opts := "kind=ordinary", []grain.TypeOption(nil)
+		if n > 0 {
+			name, opts = fmt.Sprintf("kind=stateless/max=%d", n), []grain.TypeOption{grain.StatelessWorker(n)}
+		}
+		b.Run(name, func(b *testing.B) {
+			c := runtimetest.NewCluster(b, 1, runtimetest.Options{
+				Config:   runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}},
+				Register: registerWorker(newWorkerStats(), opts...),
+			})
+			ctx := context.Background()
+			if _, err := work(ctx, c.Client(), "b", 0); err != nil {
+				b.Fatal(err)
+			}
+			var mu sync.Mutex
+			var lat []time.Duration
+			b.SetParallelism(max(1, callers/goruntime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			begin := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				local := make([]time.Duration, 0, 1<<12)
+				for pb.Next() {
+					t0 := time.Now()
+					if _, err := work(ctx, c.Client(), "b", 0); err != nil {
+						b.Error(err)
+						return
+					}
+					local = append(local, time.Since(t0))
+				}
+				mu.Lock()
+				lat = append(lat, local...)
+				mu.Unlock()
+			})
+			elapsed := time.Since(begin)
+			b.StopTimer()
+			reportLatency(b, lat, elapsed)
+		})
+	}
+}
