@@ -96,9 +96,11 @@ func (s *Silo) dispatchWorker(m *message) error {
 
 // dispatchToPool queues m on p's first idle worker; on a new worker when
 // none is idle and p is not full; else on the worker with the fewest
-// queued calls (whose mailbox limit then applies). errRetry: p is gone, or
-// it held only workers of a fenced incarnation, returned in stale for the
-// caller to remove. The choice and the enqueue happen under p.mu, so two
+// queued calls (whose mailbox limit then applies). A silo that stops
+// starts no worker: the call goes to another silo unless a worker is idle
+// or p is full. errRetry: p is gone, or it held no worker to take m (the
+// workers of a fenced incarnation are returned in stale for the caller to
+// remove). The choice and the enqueue happen under p.mu, so two
 // callers never both take the same idle worker, nor grow p past its bound.
 func (s *Silo) dispatchToPool(p *workerPool, m *message) (err error, stale []*activation) {
 	p.mu.Lock()
@@ -126,9 +128,9 @@ func (s *Silo) dispatchToPool(p *workerPool, m *message) (err error, stale []*ac
 				least, leastLen = a, queued
 			}
 		}
-		if len(p.workers)-len(stale) < p.typ.workers {
-			// (A stale worker leaves the pool before the new one serves
-			// anything, so the pool never serves with more than its bound.)
+		if len(p.workers) < p.typ.workers {
+			// (A stale worker holds its place until the caller removed
+			// it: a turn it still runs counts against the bound.)
 			a, err := s.newWorker(p)
 			if err != nil {
 				return err, stale

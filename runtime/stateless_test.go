@@ -578,3 +578,49 @@ func BenchmarkStatelessWorkerCall(b *testing.B) {
 		})
 	}
 }
+
+// A silo that loses its lease drops its stateless workers with its other
+// activations; once it rejoins, new workers of the new incarnation serve,
+// and no worker of the old one ever runs again.
+func TestStatelessWorkersOfAFencedSiloAreDropped(t *testing.T) {
+	st := newWorkerStats()
+	f := runtimetest.NewCluster(t, 1, runtimetest.Options{
+		Config:   runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}, LeaseTTL: 2 * time.Second},
+		Register: registerWorker(st, grain.StatelessWorker(2)),
+	})
+	s := f.Silos[0]
+	ctx := ctxT(t)
+	incOf := func(activation string) string { return strings.Split(activation, "/")[1] }
+	first, err := work(ctx, s.Client(), "f", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, runtime.ClusterPrefix(f.Name)+"silos/"+s.ID())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("silo key: %v, %v", resp, err)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Eventually(t, 20*time.Second, func() bool {
+		r, err := work(ctx, s.Client(), "f", 0)
+		return err == nil && incOf(r.Activation) != incOf(first.Activation)
+	}, "no worker of a new incarnation served after the fence")
+	for range 20 {
+		r, err := work(ctx, s.Client(), "f", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if incOf(r.Activation) == incOf(first.Activation) {
+			t.Fatalf("worker %s of the fenced incarnation served after the rejoin", r.Activation)
+		}
+	}
+	if n, _ := runtime.StatelessPool(s, grain.ID{Type: workerType.Name, Key: "f"}); n < 1 || n > 2 || s.ActivationCount() != n {
+		t.Fatalf("after the rejoin: a pool of %d workers, %d activations; want 1 or 2 of each", n, s.ActivationCount())
+	}
+}
