@@ -34,6 +34,23 @@ func init() {
 			Invoke: func(ctx context.Context, impl any, _ any) (any, error) {
 				return newPlainErr(impl.(*worker).c.RegisterReminder(ctx, "beat", time.Hour, time.Hour)), nil
 			}},
+		{Name: "Deactivate", NewArgs: func() any { return new(struct{}) }, NewReply: func() any { return new(workReply) },
+			Invoke: func(ctx context.Context, impl any, _ any) (any, error) {
+				w := impl.(*worker)
+				w.c.DeactivateOnIdle()
+				return &workReply{Silo: w.c.SiloID(), Activation: w.c.ActivationID()}, nil
+			}},
+		{Name: "Timer", NewArgs: func() any { return new(struct{}) }, NewReply: func() any { return new(workReply) },
+			Invoke: func(ctx context.Context, impl any, _ any) (any, error) {
+				w := impl.(*worker)
+				id := w.c.ActivationID()
+				w.c.RegisterTimer(time.Millisecond, 0, func(context.Context) {
+					w.st.mu.Lock()
+					w.st.timers = append(w.st.timers, id)
+					w.st.mu.Unlock()
+				})
+				return &workReply{Silo: w.c.SiloID(), Activation: id}, nil
+			}},
 	}}
 	// workerCallerType is an ordinary grain that calls a worker.
 	workerCallerType = &grain.TypeDesc{Name: "test.WorkerCaller", Methods: []grain.MethodDesc{
@@ -73,8 +90,9 @@ type workerStats struct {
 	overlaps atomic.Int32
 	gate     chan struct{}
 
-	mu   sync.Mutex
-	acts map[string]bool // activation ids that ran a turn
+	mu     sync.Mutex
+	acts   map[string]bool // activation ids that ran a turn
+	timers []string        // activation ids whose timer fired
 }
 
 func newWorkerStats() *workerStats {
@@ -622,5 +640,56 @@ func TestStatelessWorkersOfAFencedSiloAreDropped(t *testing.T) {
 	}
 	if n, _ := runtime.StatelessPool(s, grain.ID{Type: workerType.Name, Key: "f"}); n < 1 || n > 2 || s.ActivationCount() != n {
 		t.Fatalf("after the rejoin: a pool of %d workers, %d activations; want 1 or 2 of each", n, s.ActivationCount())
+	}
+}
+
+// A stateless worker's timers and DeactivateOnIdle belong to one
+// activation: the timer fires on the activation that registered it, and
+// DeactivateOnIdle takes only the calling activation away.
+func TestStatelessWorkerTimersAndDeactivateOnIdle(t *testing.T) {
+	st := newWorkerStats()
+	f := runtimetest.NewCluster(t, 1, runtimetest.Options{
+		Config:   runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}},
+		Register: registerWorker(st, grain.StatelessWorker(2)),
+	})
+	s := f.Silos[0]
+	ctx := ctxT(t)
+	id := grain.ID{Type: workerType.Name, Key: "t"}
+	ref := grain.NewRef(s.Client(), workerType, "t")
+	// Two workers: one held, one that takes the next call.
+	held := make(chan error, 1)
+	go func() {
+		_, err := ref.Invoke(ctx, &workerType.Methods[0], &workArgs{Gate: true})
+		held <- err
+	}()
+	runtimetest.Eventually(t, 10*time.Second, func() bool { return st.running.Load() == 1 }, "the held call never ran")
+	r, err := ref.Invoke(ctx, &workerType.Methods[3], &struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	timerOn := r.(*workReply).Activation
+	runtimetest.Eventually(t, 10*time.Second, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return len(st.timers) == 1
+	}, "the timer never fired")
+	if st.timers[0] != timerOn {
+		t.Fatalf("the timer registered by %s fired on %s", timerOn, st.timers[0])
+	}
+	if n, _ := runtime.StatelessPool(s, id); n != 2 {
+		t.Fatalf("a pool of %d workers, want 2", n)
+	}
+	r, err = ref.Invoke(ctx, &workerType.Methods[2], &struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gone := r.(*workReply).Activation; gone != timerOn {
+		t.Fatalf("DeactivateOnIdle ran on %s, want the idle worker %s", gone, timerOn)
+	}
+	runtimetest.Eventually(t, 10*time.Second, func() bool { n, _ := runtime.StatelessPool(s, id); return n == 1 },
+		"DeactivateOnIdle did not take the worker away")
+	close(st.gate)
+	if err := <-held; err != nil {
+		t.Fatal(err)
 	}
 }
