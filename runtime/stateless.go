@@ -69,6 +69,14 @@ func configureStateless(gt *grainType, tc grain.TypeConfig) error {
 // (and the pool) when every worker is busy and the pool is not full. It
 // does not wait for the turn; an error means m was not queued.
 func (s *Silo) dispatchWorker(m *message) error {
+	if m.method.Name == grain.ReminderMethod {
+		// A reminder registered before the type became a stateless
+		// worker: refused like a tick for a type that is not
+		// Remindable (the reminder service backs it off), and without
+		// starting a worker.
+		return fmt.Errorf("%w: reminder tick for %s: grain type %s is a stateless worker (grain.StatelessWorker), which takes no reminders",
+			grain.ErrUnknownMethod, m.target, m.typ.desc.Name)
+	}
 	for range maxForwards {
 		if s.isFenced() {
 			return &notHereError{id: m.target, why: "silo " + s.id + " is fenced"}

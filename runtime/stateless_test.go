@@ -12,10 +12,13 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/granary-rt/granary/directory"
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
+	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/runtimetest"
 )
 
@@ -88,6 +91,7 @@ type workerStats struct {
 	// overlaps counts turns that began while another turn of the same
 	// activation ran: one would be a broken single-turn rule.
 	overlaps atomic.Int32
+	ticks    atomic.Int32 // reminder ticks received
 	gate     chan struct{}
 
 	mu     sync.Mutex
@@ -141,7 +145,10 @@ func (w *worker) work(ctx context.Context, a *workArgs) (*workReply, error) {
 
 // ReceiveReminder makes worker a grain.Remindable, so that only its being
 // a stateless worker refuses its reminders.
-func (w *worker) ReceiveReminder(context.Context, grain.Tick) error { return nil }
+func (w *worker) ReceiveReminder(context.Context, grain.Tick) error {
+	w.st.ticks.Add(1)
+	return nil
+}
 
 func registerWorker(st *workerStats, opts ...grain.TypeOption) func(*runtime.Silo) {
 	return func(s *runtime.Silo) {
@@ -691,5 +698,39 @@ func TestStatelessWorkerTimersAndDeactivateOnIdle(t *testing.T) {
 	close(st.gate)
 	if err := <-held; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A reminder in the table for a stateless worker type (registered before
+// the type became one) is refused at each tick, backing off, without
+// starting a worker; the reminder stays in the table.
+func TestStatelessWorkerRefusesStaleReminderTicks(t *testing.T) {
+	name := fmt.Sprintf("stateless-rem-%d", time.Now().UnixNano())
+	table := etcdReminders(t, name)
+	ctx := ctxT(t)
+	id := grain.ID{Type: workerType.Name, Key: "stale"}
+	if _, err := table.Upsert(ctx, reminder.Entry{Grain: id, Name: "old", Start: time.Now(), Period: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	st := newWorkerStats()
+	f := runtimetest.NewCluster(t, 1, runtimetest.Options{
+		Config:   runtime.Config{Cluster: name, Etcd: runtime.EtcdConfig{Endpoints: endpoints}, Logger: zap.New(core)},
+		Register: registerWorker(st, grain.StatelessWorker(2)),
+	})
+	refused := func() int {
+		return logs.FilterMessageSnippet("reminder tick refused").FilterField(zap.Stringer("grain", id)).Len()
+	}
+	runtimetest.Eventually(t, 10*time.Second, func() bool { return refused() >= 1 }, "a refused reminder tick was not logged")
+	time.Sleep(1500 * time.Millisecond) // 30 periods
+	if n := refused(); n > 2 {
+		t.Fatalf("%d refused ticks logged in 30 periods, want 1 or 2 (backing off)", n)
+	}
+	if n, a := st.ticks.Load(), f.Silos[0].ActivationCount(); n != 0 || a != 0 {
+		t.Fatalf("%d ticks delivered, %d activations; want none", n, a)
+	}
+	entries, err := table.ListGrain(ctx, id)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("the reminder table holds %v, %v; want the refused reminder kept", entries, err)
 	}
 }
