@@ -1,6 +1,9 @@
 package grain
 
-import "time"
+import (
+	goruntime "runtime"
+	"time"
+)
 
 // TypeConfig is the per-type configuration assembled from TypeOptions. Zero
 // fields mean "use the silo's default".
@@ -24,7 +27,16 @@ type TypeConfig struct {
 	// IncomingFilters see every call to the type (see
 	// WithIncomingFilters).
 	IncomingFilters []Filter
+	// StatelessWorkers, when positive, makes the type a stateless worker
+	// (see StatelessWorker) with at most this many activations per grain
+	// id on one silo. 0: an ordinary grain type.
+	StatelessWorkers int
 }
+
+// MaxStatelessWorkers is the most activations per grain id and silo a
+// stateless worker type may ask for; a silo refuses to start with a type
+// registered with more.
+const MaxStatelessWorkers = 1024
 
 // Placement is a strategy that picks the silo of a new activation among the
 // active silos hosting the grain type, in the membership view of the silo
@@ -128,6 +140,40 @@ func Reentrant() TypeOption {
 // fail with ErrDeadlock whatever the options.
 func WithCallChainReentrancy() TypeOption {
 	return typeOptionFunc(func(c *TypeConfig) { c.CallChainReentrancy = true })
+}
+
+// StatelessWorker makes the type a stateless worker, for grains whose
+// activations hold no state bound to their identity (a parser, a fan-out
+// helper, a cache of something shared): a silo runs several activations of
+// one grain id, each a normal activation that runs one call at a time.
+//
+//   - A call runs on the caller's silo: a grain's call on the silo of the
+//     calling grain, a client's call on the silo whose gateway receives
+//     it, Silo.Client's on that silo. A silo that does not host the type
+//     sends the call to one that does, chosen at random.
+//   - The activations are never registered in the grain directory, and
+//     calls to them make no etcd request at all.
+//   - A silo starts with one activation per grain id, and adds one when a
+//     call arrives while every activation it has is busy (running a turn
+//     or holding queued calls), up to max. Each activation has its own
+//     mailbox of the type's mailbox limit, so one silo queues at most max
+//     times that many calls per grain id.
+//   - Every activation is collected once idle for the type's collection
+//     age, the last one too; calls go to the first idle activation in
+//     creation order, so under lighter load the later ones fall idle and
+//     the pool shrinks.
+//   - A stateless worker has no persistent state and no reminders: an
+//     activation that declares a state fails to activate, and
+//     RegisterReminder fails with ErrBadRequest. Timers work, per
+//     activation. WithPlacement has no effect on it.
+//
+// max <= 0 means runtime.GOMAXPROCS(0) at the time the option is made;
+// more than MaxStatelessWorkers is refused when the silo starts.
+func StatelessWorker(max int) TypeOption {
+	if max <= 0 {
+		max = goruntime.GOMAXPROCS(0)
+	}
+	return typeOptionFunc(func(c *TypeConfig) { c.StatelessWorkers = max })
 }
 
 // NewTypeConfig applies opts to a zero TypeConfig.

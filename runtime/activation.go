@@ -42,6 +42,9 @@ type activation struct {
 	// inc is the silo incarnation the activation belongs to: its lease
 	// fences it, its directory holds its entry.
 	inc *incarnation
+	// pool is the pool of a stateless worker (stateless.go), nil for a
+	// grain's single activation.
+	pool *workerPool
 
 	mu     sync.Mutex
 	status status
@@ -245,7 +248,7 @@ func (a *activation) activate() {
 
 	ctx = a.newTurn(ctx, "$activate", false, nil)
 	entry := a.entry()
-	dir := a.inc.dir
+	dir := a.directory() // none for a stateless worker
 	winner, err := dir.Register(ctx, a.id, entry)
 	if err != nil {
 		a.fail(fmt.Errorf("%w: %s: register in directory: %w", grain.ErrActivationFailed, a.id, err), false)

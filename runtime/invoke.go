@@ -68,9 +68,10 @@ func (s *Silo) invoke(ctx context.Context, call *grain.Call) (any, error) {
 	}
 	_, hasDeadline := ctx.Deadline()
 	needDeadline := !hasDeadline && !md.Flags.Has(grain.OneWay)
-	// The common case: the grain is active here, and the caller waits on
-	// the context's Done, so a plain timer context is the cheapest.
-	if t != nil && s.table.get(call.Target) != nil {
+	// The common case: the grain is active here (or is a stateless worker
+	// of a type hosted here), and the caller waits on the context's Done,
+	// so a plain timer context is the cheapest.
+	if t != nil && (t.workers > 0 || s.table.get(call.Target) != nil) {
 		lctx := ctx
 		if needDeadline {
 			var cancel context.CancelFunc
@@ -89,14 +90,14 @@ func (s *Silo) invoke(ctx context.Context, call *grain.Call) (any, error) {
 		ctx, release = transport.WithTimeout(ctx, s.cfg.ResponseTimeout)
 		defer release()
 	}
-	placement := grain.PlaceRandom
+	placement := s.unhostedPlacement(call.Target.Type)
 	if t != nil {
 		placement = t.placement
 	}
 	inc := s.inc.Load()
 	hosted := t != nil && !s.stopping.Load()
 	pick := func() (route, error) { return inc.router.resolve(ctx, call.Target, placement, hosted) }
-	if t == nil {
+	if t == nil && placement != placeWorker {
 		// This silo does not know the type's placement: a silo that
 		// hosts the type places a new grain (placement.go).
 		pick = func() (route, error) { return inc.router.resolveUnhosted(ctx, call.Target) }
@@ -206,6 +207,9 @@ func (s *Silo) dispatch(m *message) error { return s.dispatchTo(m, nil) }
 // dispatchTo is dispatch with the activation the caller just looked up,
 // if any, to spare a second lookup.
 func (s *Silo) dispatchTo(m *message, a *activation) error {
+	if m.typ.workers > 0 {
+		return s.dispatchWorker(m)
+	}
 	for range maxForwards {
 		if s.isFenced() {
 			return &notHereError{id: m.target, why: "silo " + s.id + " is fenced"}
@@ -453,7 +457,9 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 		fail(err)
 		return
 	}
-	if a := s.table.get(req.Target); a != nil {
+	if a := s.table.get(req.Target); a != nil || t.workers > 0 {
+		// Active here, or a stateless worker: it runs here, whatever
+		// the hops (a gateway never sends one on).
 		if err := s.dispatchTo(m, a); err != nil {
 			m.complete(nil, err)
 		}
@@ -542,7 +548,14 @@ func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply
 		defer s.wg.Done()
 		defer func() { <-s.routing }()
 		defer s.recoverRequest(ctx, req, reply)
-		rt, err := s.inc.Load().router.resolveUnhosted(ctx, req.Target)
+		r := s.inc.Load().router
+		var rt route
+		var err error
+		if s.unhostedPlacement(req.Target.Type) == placeWorker {
+			rt, err = r.resolve(ctx, req.Target, placeWorker, false)
+		} else {
+			rt, err = r.resolveUnhosted(ctx, req.Target)
+		}
 		switch {
 		case err != nil:
 			fail(err)

@@ -123,6 +123,9 @@ func redirectOf(err error) (transport.Redirect, bool) {
 // resolve finds where a call to id goes. hosted says whether this silo
 // hosts the type (always false for a client).
 func (r *router) resolve(ctx context.Context, id grain.ID, placement grain.Placement, hosted bool) (route, error) {
+	if placement == placeWorker {
+		return r.workerRoute(id.Type, hosted) // never in the directory
+	}
 	snap := r.view.Current()
 	e, ok, err := r.dir.Lookup(ctx, id)
 	if err != nil {

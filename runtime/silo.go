@@ -128,6 +128,7 @@ type grainType struct {
 	callChainReentrant bool
 	// incoming are the silo's incoming filters followed by the type's.
 	incoming []grain.Filter
+	workers  int // a stateless worker's most activations per grain id; 0: not one
 }
 
 // NewSilo validates cfg and returns a silo that is not started yet.
@@ -175,6 +176,10 @@ func (s *Silo) RegisterGrainType(t *grain.TypeDesc, f grain.Factory, opts ...gra
 	}
 	if gt.mailboxLimit <= 0 {
 		gt.mailboxLimit = s.cfg.MailboxLimit
+	}
+	if err := configureStateless(gt, tc); err != nil {
+		s.regErr = append(s.regErr, err)
+		return
 	}
 	s.types[t.Name] = gt
 }
@@ -240,8 +245,12 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		s.gwAddr = gwLis.Addr().String()
 	}
 	names := make([]string, 0, len(s.types))
-	for n := range s.types {
+	var stateless []string
+	for n, t := range s.types {
 		names = append(names, n)
+		if t.workers > 0 {
+			stateless = append(stateless, n)
+		}
 	}
 	member, err := cluster.Join(ctx, s.etcd, cluster.Config{
 		Prefix:         s.cfg.prefix(),
@@ -249,6 +258,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		Address:        s.addr,
 		GatewayAddress: s.gwAddr,
 		GrainTypes:     names,
+		StatelessTypes: stateless,
 		TTL:            s.cfg.LeaseTTL,
 		Logger:         s.cfg.Logger,
 	})
@@ -891,7 +901,7 @@ func (s *Silo) unregister(a *activation) { s.unregisterWithin(context.Background
 func (s *Silo) unregisterWithin(parent context.Context, a *activation) {
 	ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
 	defer cancel()
-	if err := a.inc.dir.Unregister(ctx, a.id, a.entry()); err != nil {
+	if err := a.directory().Unregister(ctx, a.id, a.entry()); err != nil {
 		s.log.Warn("directory unregister failed; the entry goes when the lease does",
 			zap.Stringer("grain", a.id), zap.Error(err))
 	}
