@@ -24,7 +24,9 @@
 //
 // The runtime (package runtime) activates a grain on its first call, loads
 // its declared states, runs OnActivate if the implementation has it, serves
-// calls one at a time, and when the grain has been idle for its collection
+// calls one at a time (a turn that waits on a call it made lets others start
+// only as Reentrant, WithCallChainReentrancy, AlwaysInterleave and ReadOnly
+// say), and when the grain has been idle for its collection
 // age runs OnDeactivate, writes state that changed and drops the activation.
 //
 // # Method identity and compatibility

@@ -18,8 +18,13 @@
 // directory (the development default) and stores state in it. Given
 // endpoints that do not answer, Start fails instead.
 //
-// Execution model: a grain's calls run one at a time, in arrival order, on a
-// goroutine that exists only while the activation has calls waiting. An idle
+// Execution model: one goroutine at a time runs an activation's code, the
+// holder of its turn token (turn.go), which exists only while the activation
+// has calls waiting. Calls start in arrival order; a turn that waits on a
+// call it made gives the token up, and only calls the type's reentrancy,
+// //granary:interleave or read-only interleaving admit may start meanwhile.
+// Every call carries its chain; one that comes back to a waiting activation
+// that admits it not fails with grain.ErrDeadlock. An idle
 // activation is a struct in a map. After its collection age without calls
 // it is deactivated: OnDeactivate runs, changed state is written, its
 // directory entry is removed.

@@ -97,12 +97,16 @@ func outChain(ctx context.Context) ([]link, error) {
 	if t == nil {
 		return nil, nil
 	}
+	if len(t.chain) >= maxChainDepth {
+		return nil, fmt.Errorf("%w: call chain would pass through more than %d grains: %s",
+			grain.ErrTooLarge, maxChainDepth, chainString(t.chain, t.a.id, t.method))
+	}
+	// Under the activation's lock: a turn's concurrent calls (a fan-out)
+	// may ask at once.
+	a := t.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if t.out == nil {
-		if len(t.chain) >= maxChainDepth {
-			return nil, fmt.Errorf("%w: call chain would pass through more than %d grains: %s",
-				grain.ErrTooLarge, maxChainDepth, chainString(t.chain, t.a.id, t.method))
-		}
-		a := t.a
 		out := make([]link, len(t.chain), len(t.chain)+1)
 		copy(out, t.chain)
 		t.out = append(out, link{grain: a.id, method: t.method, silo: a.silo.id, inc: a.inc.id, seq: a.seq, turn: t.seq})
