@@ -13,6 +13,7 @@ import (
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 )
 
 // callHop calls id's Call (or Read, Peek) with path through caller.
@@ -216,5 +217,49 @@ func TestOneGoroutineRunsAnActivationAtATime(t *testing.T) {
 	t.Logf("%d calls, %d refused as deadlocks as they must", callers*calls, deadlocks)
 	if v := f.obs.Violations.Load(); v != 0 {
 		t.Fatalf("%d times two goroutines ran one activation's code at once", v)
+	}
+}
+
+// TestMalformedCallChainsFromAPeerAreBadRequests: a silo peer's call chain
+// is checked before the call is queued: a chain not made of whole links,
+// longer than 64 grains, with a malformed grain id or activation, gets
+// grain.ErrBadRequest, and the silo serves the next call.
+func TestMalformedCallChainsFromAPeerAreBadRequests(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	tc := newRawClient(t)
+	addr := f.Silos[0].Address()
+	target := grain.ID{Type: "test.Probe", Key: "chain"}
+	p := testgrains.NewProbeRef(f.Client(), target.Key)
+	if err := p.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ping := testgrains.ProbeType.Lookup("Ping")
+	long := make([]string, 0, 3*65)
+	for range 65 {
+		long = append(long, "test.Probe/x", "Ping", "1/2/3/silo")
+	}
+	for name, chain := range map[string][]string{
+		"not whole links":    {"test.Probe/x", "Ping"},
+		"65 grains":          long,
+		"grain id":           {"noslash", "Ping", "1/2/3/silo"},
+		"activation fields":  {"test.Probe/x", "Ping", "1/2/silo"},
+		"activation numbers": {"test.Probe/x", "Ping", "a/2/3/silo"},
+		"activation no silo": {"test.Probe/x", "Ping", "1/2/3/"},
+		"negative seq":       {"test.Probe/x", "Ping", "1/-2/3/silo"},
+	} {
+		_, err := tc.Call(ctx, addr, &transport.Envelope{Target: target, Method: ping.Name, Fingerprint: ping.Fingerprint,
+			Body: []byte{0x80}, Timeout: 10 * time.Second, Chain: chain})
+		if !errors.Is(err, grain.ErrBadRequest) || !strings.Contains(err.Error(), "call chain") {
+			t.Errorf("%s: got %v, want ErrBadRequest about the call chain", name, err)
+		}
+	}
+	// A well-formed chain that names no activation of this silo runs.
+	if _, err := tc.Call(ctx, addr, &transport.Envelope{Target: target, Method: ping.Name, Fingerprint: ping.Fingerprint,
+		Body: []byte{0x80}, Timeout: 10 * time.Second, Chain: []string{"test.Hop/x", "Call", "7/8/9/some silo/with slash"}}); err != nil {
+		t.Fatalf("a well-formed chain: %v", err)
+	}
+	if err := p.Ping(ctx); err != nil {
+		t.Fatalf("the silo stopped serving: %v", err)
 	}
 }
