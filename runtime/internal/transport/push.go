@@ -41,14 +41,16 @@ type streamKey struct{}
 type Stream struct{ ss *serverStream }
 
 // StreamOf returns the stream the request whose ctx a Handler was given
-// arrived on, nil for another ctx.
+// arrived on, nil for another ctx: the same *Stream for every request of
+// one stream, so that it can key a map.
 func StreamOf(ctx context.Context) *Stream {
-	ss, _ := ctx.Value(streamKey{}).(*serverStream)
-	if ss == nil {
-		return nil
-	}
-	return &Stream{ss: ss}
+	s, _ := ctx.Value(streamKey{}).(*Stream)
+	return s
 }
+
+// AfterDone arranges for f to run in its own goroutine once the stream
+// has ended, as context.AfterFunc does.
+func (s *Stream) AfterDone(f func()) { context.AfterFunc(s.ss.ctx, f) }
 
 // Peer returns the remote address of the stream's connection.
 func (s *Stream) Peer() string { return s.ss.peer }

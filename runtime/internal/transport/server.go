@@ -197,7 +197,7 @@ func (s *Server) connect(st grpc.ServerStream) error {
 	ss := &serverStream{srv: s, st: st, idle: make(chan struct{}, 1),
 		failed: make(chan struct{}), room: make(chan struct{}, 1)}
 	// Handlers find the stream in their ctx (StreamOf), to push to it.
-	ctx := context.WithValue(st.Context(), streamKey{}, ss)
+	ctx := context.WithValue(st.Context(), streamKey{}, &Stream{ss: ss})
 	ss.ctx = ctx
 	if p, ok := peer.FromContext(ctx); ok {
 		ss.peer = p.Addr.String()
