@@ -133,6 +133,24 @@ func Generate(ctx context.Context, cfg *Config, patterns ...string) ([]File, err
 			hidden = append(hidden, generatedFiles(p.Dir)...)
 		}
 	}
+	// Observer references stand in for the generated files that declare
+	// them, so that grain interfaces can use them (observer.go). go/packages
+	// reads files itself, so they go in packages.Config.Overlay, and then
+	// so do the hidden generated files (as bare package clauses).
+	if stubs := observerStubs(listed); len(stubs) > 0 {
+		pcfg.Overlay = stubs
+		for _, p := range listed {
+			if p.Dir == "" {
+				continue
+			}
+			for _, name := range generatedFiles(p.Dir) {
+				if _, ok := stubs[name]; !ok {
+					pcfg.Overlay[name] = []byte("package " + p.Name + "\n")
+				}
+			}
+		}
+		hidden = nil
+	}
 	if len(hidden) > 0 {
 		// The go command's -overlay flag, not packages.Config.Overlay:
 		// with the latter, go/packages distrusts all export data and

@@ -125,7 +125,7 @@ func (g *generator) findGrains(p *packages.Package, typeErrs []packages.Error) *
 					continue
 				}
 				for _, name := range t.declared() {
-					if obj := p.Types.Scope().Lookup(name); obj != nil {
+					if obj := p.Types.Scope().Lookup(name); obj != nil && !isStub(g.sink.fset.Position(obj.Pos()).Filename) {
 						g.sink.invalid(spec.Name.Pos(), "generated identifier %s conflicts with %s declared at %s",
 							name, name, g.sink.relPos(obj.Pos(), spec.Name.Pos()))
 					}

@@ -3,9 +3,12 @@ package codegen
 import (
 	"fmt"
 	"go/ast"
+	"go/parser"
 	"go/token"
 	"strconv"
 	"strings"
+
+	"golang.org/x/tools/go/packages"
 )
 
 // Observer interfaces: //granary:observer marks an interface whose
@@ -101,3 +104,60 @@ func (r *renderer) observerType() {
 			gr, n.ctx, recv, recv, t.typeVar(), m.varName, tuple, strings.Join(fields, ", "))
 	}
 }
+
+// observerStubs returns, for every Go file of the listed packages that
+// declares observer interfaces, a stand-in for its generated file that
+// declares only their references (type XRef struct{ grain.ObserverRef }),
+// by output path. Loaded in place of the generated file, it lets grain
+// interfaces of the package take and return XRef before XRef was ever
+// generated, and after the generated file is hidden. A file that does not
+// parse gets none: the load reports it.
+func observerStubs(listed []*packages.Package) map[string][]byte {
+	stubs := map[string][]byte{}
+	fset := token.NewFileSet()
+	for _, p := range listed {
+		for _, path := range p.GoFiles {
+			if strings.HasSuffix(path, GeneratedSuffix) {
+				continue
+			}
+			f, err := parser.ParseFile(fset, path, nil, parser.ParseComments|parser.SkipObjectResolution)
+			if err != nil {
+				continue
+			}
+			var refs []string
+			for _, decl := range f.Decls {
+				decl, ok := decl.(*ast.GenDecl)
+				if !ok || decl.Tok != token.TYPE {
+					continue
+				}
+				for _, spec := range decl.Specs {
+					spec := spec.(*ast.TypeSpec)
+					for _, d := range directives(typeDoc(decl, spec), spec.Comment) {
+						if d.name == dirObserver {
+							refs = append(refs, spec.Name.Name+"Ref")
+							break
+						}
+					}
+				}
+			}
+			if len(refs) == 0 {
+				continue
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "package %s\n\nimport %s %q\n\n", f.Name.Name, stubGrainImport, GrainPath)
+			for _, ref := range refs {
+				fmt.Fprintf(&b, "type %s struct{ %s.ObserverRef }\n\n", ref, stubGrainImport)
+			}
+			stubs[outputPath(path)] = []byte(b.String())
+		}
+	}
+	return stubs
+}
+
+// stubGrainImport is the name under which a stub imports package grain:
+// one no package declares.
+const stubGrainImport = "granary_grain_stub"
+
+// isStub reports whether path is that of a generated file, which while
+// generating is a stub of observerStubs.
+func isStub(path string) bool { return strings.HasSuffix(path, GeneratedSuffix) }

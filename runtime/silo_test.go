@@ -37,6 +37,7 @@ func registerTestGrains(obs *testgrains.Observer, opts ...grain.TypeOption) func
 		testgrains.RegisterCounter(s, testgrains.NewCounter(obs), opts...)
 		testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
 		testgrains.RegisterClock(s, testgrains.NewClock(obs), opts...)
+		testgrains.RegisterRoom(s, testgrains.NewRoom(), opts...)
 		registerWho(s)
 	}
 }

@@ -16,10 +16,12 @@ type ChatObserver interface {
 	Seen(ctx context.Context, ids []int64) error //granary:method name=SeenV2
 }
 
-// Room pushes to its subscribers.
+// Room pushes to its subscribers. Its methods take the generated
+// reference, which exists while generating too.
 //
 //granary:grain
 type Room interface {
-	Subscribe(ctx context.Context, o grain.ObserverRef) error
-	Post(ctx context.Context, text string) (int, error)
+	Subscribe(ctx context.Context, o ChatObserverRef) error
+	Members(ctx context.Context) ([]ChatObserverRef, error)
+	Raw(ctx context.Context, o grain.ObserverRef) error
 }
