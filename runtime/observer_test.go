@@ -1,0 +1,360 @@
+package runtime_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/granary-rt/granary/grain"
+	"github.com/granary-rt/granary/runtime"
+	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/runtimetest"
+)
+
+// chanListener is a client's Listener: it sends what it hears on a channel.
+type chanListener chan string
+
+func (l chanListener) Heard(ctx context.Context, seq int64, text string) error {
+	select {
+	case l <- text:
+	default:
+	}
+	return nil
+}
+
+// roomOn returns the key of a Room grain hosted by silo, activating rooms
+// until one lands there.
+func roomOn(t *testing.T, c grain.Caller, silo string) string {
+	t.Helper()
+	for i := range 64 {
+		key := fmt.Sprintf("room-%s-%d-%d", t.Name(), time.Now().UnixNano(), i)
+		where, err := testgrains.NewRoomRef(c, key).Where(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if where == silo {
+			return key
+		}
+	}
+	t.Fatalf("no room placed on silo %s", silo)
+	return ""
+}
+
+func post(t *testing.T, room testgrains.RoomRef, text string) testgrains.PostResult {
+	t.Helper()
+	res, err := room.Post(ctxT(t), text)
+	if err != nil {
+		t.Fatalf("Post(%q): %v", text, err)
+	}
+	return res
+}
+
+func receive(t *testing.T, l chanListener, want string) {
+	t.Helper()
+	select {
+	case got := <-l:
+		if got != want {
+			t.Fatalf("observer heard %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("observer never heard %q", want)
+	}
+}
+
+// TestObserverThroughGateway: a client's observer, subscribed to a grain
+// on a silo that is not the client's gateway, receives the grain's
+// notifications (grain's silo -> gateway silo -> client); once the
+// client deletes it, or closes, the grain's next notification fails with
+// ErrObserverGone, which drops the subscriber, and the gateway holds no
+// state for it.
+func TestObserverThroughGateway(t *testing.T) {
+	f := start(t, 2, runtime.Config{})
+	gw, other := f.Silos[0], f.Silos[1]
+	ctx := ctxT(t)
+	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: f.Name, Gateways: []string{gw.GatewayAddress()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	room := testgrains.NewRoomRef(c, roomOn(t, c, other.ID()))
+
+	l := make(chanListener, 10)
+	ref, h, err := testgrains.NewListenerRef(ctx, c, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref.Silo != gw.ID() || ref.Type != testgrains.ListenerType.Name {
+		t.Fatalf("reference %+v: want one delivered by the gateway %s", ref, gw.ID())
+	}
+	if err := room.Join(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if res := post(t, room, "hello"); res.Delivered != 1 || res.Err != "" {
+		t.Fatalf("post to one subscriber: %+v", res)
+	}
+	receive(t, l, "hello")
+	if n := gw.ObserverCount(); n != 1 {
+		t.Fatalf("gateway holds %d observers, want 1", n)
+	}
+
+	h.Delete()
+	select {
+	case <-h.Done():
+	default:
+		t.Fatal("Done not closed by Delete")
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return gw.ObserverCount() == 0 }, "the gateway kept a deleted observer")
+	if res := post(t, room, "after delete"); res.Delivered != 0 || res.Subscribers != 0 {
+		t.Fatalf("post after Delete: %+v; want the gone subscriber dropped", res)
+	}
+
+	// A client that closes: its observers go with its connection.
+	l2 := make(chanListener, 10)
+	ref2, h2, err := testgrains.NewListenerRef(ctx, c, l2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := room.Join(ctx, ref2); err != nil {
+		t.Fatal(err)
+	}
+	if res := post(t, room, "two"); res.Delivered != 1 {
+		t.Fatalf("post: %+v", res)
+	}
+	receive(t, l2, "two")
+	c.Close()
+	select {
+	case <-h2.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done not closed when the client closed")
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return gw.ObserverCount() == 0 }, "the gateway kept a closed client's observer")
+	room = testgrains.NewRoomRef(f.Client(), room.ID().Key)
+	if res := post(t, room, "after close"); res.Delivered != 0 || res.Subscribers != 0 {
+		t.Fatalf("post after the client closed: %+v", res)
+	}
+}
+
+// TestObserverRefsThatNameNothing: references that name no observer (a
+// made-up key on a live silo, a silo that is not in the cluster) fail
+// with ErrObserverGone, and the grain carries on.
+func TestObserverRefsThatNameNothing(t *testing.T) {
+	f := start(t, 2, runtime.Config{})
+	c := f.Client()
+	ctx := ctxT(t)
+	room := testgrains.NewRoomRef(c, roomOn(t, c, f.Silos[1].ID()))
+	for _, ref := range []grain.ObserverRef{
+		{Type: testgrains.ListenerType.Name, Silo: f.Silos[0].ID(), Key: "made-up"}, // remote silo
+		{Type: testgrains.ListenerType.Name, Silo: f.Silos[1].ID(), Key: "made-up"}, // the room's own
+		{Type: testgrains.ListenerType.Name, Silo: "no-such-silo", Key: "k"},
+	} {
+		if err := room.Join(ctx, testgrains.ListenerRef{ObserverRef: ref}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := post(t, room, "anyone?")
+	if res.Delivered != 0 || res.Subscribers != 0 || res.Err != "" {
+		t.Fatalf("post to three references to nothing: %+v; want all dropped as gone", res)
+	}
+	// The error itself, as a grain sees it.
+	ref := testgrains.ListenerRef{ObserverRef: grain.ObserverRef{Type: testgrains.ListenerType.Name, Silo: f.Silos[0].ID(), Key: "made-up"}}
+	err := ref.Bind(f.Silos[1]).Heard(ctx, 1, "x")
+	if !errors.Is(err, grain.ErrObserverGone) || grain.OutcomeOf(err) != grain.OutcomeNotRun {
+		t.Fatalf("call to a made-up observer: %v (outcome %v), want ErrObserverGone, not run", err, grain.OutcomeOf(err))
+	}
+	if err := ref.Bind(callerOnly{}).Heard(ctx, 1, "x"); !errors.Is(err, grain.ErrBadRequest) {
+		t.Fatalf("call through a Caller that cannot call observers: %v", err)
+	}
+}
+
+// callerOnly is a grain.Caller that cannot call observers.
+type callerOnly struct{}
+
+func (callerOnly) Invoke(context.Context, *grain.Call) (any, error) { return nil, nil }
+
+// TestObserverOfAGrain: a grain makes an observer on its own silo; its
+// calls run there.
+func TestObserverOfAGrain(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	room := testgrains.NewRoomRef(f.Client(), "grain-observer")
+	key := fmt.Sprintf("log-%d", time.Now().UnixNano())
+	if err := room.ListenHere(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if res := post(t, room, "local"); res.Delivered != 1 {
+		t.Fatalf("post: %+v", res)
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return slices.Equal(testgrains.HeardLog(key), []string{"local"}) },
+		"the grain's own observer did not hear the post: %v", testgrains.HeardLog(key))
+}
+
+// TestClientObserverBounds: a client holds at most
+// MaxObserversPerConnection observers.
+func TestClientObserverBounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("makes a thousand observers")
+	}
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: f.Name, Gateways: []string{f.Silos[0].GatewayAddress()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l := make(chanListener, 1)
+	for i := range runtime.MaxObserversPerConnection {
+		if _, _, err := testgrains.NewListenerRef(ctx, c, l); err != nil {
+			t.Fatalf("observer %d: %v", i, err)
+		}
+	}
+	if _, _, err := testgrains.NewListenerRef(ctx, c, l); !errors.Is(err, grain.ErrOverloaded) {
+		t.Fatalf("observer %d: %v, want ErrOverloaded", runtime.MaxObserversPerConnection+1, err)
+	}
+	if n := f.Silos[0].ObserverCount(); n != runtime.MaxObserversPerConnection {
+		t.Fatalf("gateway holds %d observers, want %d", n, runtime.MaxObserversPerConnection)
+	}
+}
+
+// The observer client child process (TestObserverClientProcessKilled):
+// with envObserverClient set, the test binary connects to the gateway
+// GRANARY_TEST_GATEWAY, subscribes a Listener to the Room
+// GRANARY_TEST_ROOM, prints "JOINED", then "HEARD <text>" for every
+// notification, until stdin closes.
+const envObserverClient = "GRANARY_TEST_OBSERVER_CLIENT"
+
+func init() {
+	if os.Getenv(envObserverClient) == "" {
+		return
+	}
+	os.Exit(runObserverClient())
+}
+
+func runObserverClient() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: os.Getenv(envObserverClient), Gateways: []string{os.Getenv("GRANARY_TEST_GATEWAY")}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "observer client:", err)
+		return 1
+	}
+	defer c.Close()
+	l := make(chanListener, 100)
+	ref, _, err := testgrains.NewListenerRef(ctx, c, l)
+	if err == nil {
+		err = testgrains.NewRoomRef(c, os.Getenv("GRANARY_TEST_ROOM")).Join(ctx, ref)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "observer client:", err)
+		return 1
+	}
+	fmt.Println("JOINED")
+	go func() {
+		for text := range l {
+			fmt.Println("HEARD " + text)
+		}
+	}()
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// TestObserverClientProcessKilled: a client process subscribes an
+// observer to a Room on a silo process that is not its gateway (the
+// calls cross room's silo -> gateway silo -> client) and hears its
+// posts. After the client is killed with SIGKILL, the room's next
+// notifications fail with ErrObserverGone within a second (the gateway
+// saw the connection reset), the subscriber is dropped, and the room
+// keeps serving.
+func TestObserverClientProcessKilled(t *testing.T) {
+	pc := startProcesses(t, 2, 0)
+	gw, host := pc.silos[0], pc.silos[1]
+	key := roomOn(t, pc.client, host.ID)
+	room := testgrains.NewRoomRef(pc.client, key)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envObserverClient+"="+pc.name, "GRANARY_TEST_GATEWAY="+gw.Gateway, "GRANARY_TEST_ROOM="+key)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); <-exited })
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	expect := func(want string) {
+		t.Helper()
+		for {
+			select {
+			case line, ok := <-lines:
+				if !ok {
+					t.Fatalf("client process exited before printing %q", want)
+				}
+				if line == want {
+					return
+				}
+				if strings.HasPrefix(line, "HEARD ") || line == "JOINED" {
+					t.Fatalf("client process printed %q, want %q", line, want)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("client process did not print %q", want)
+			}
+		}
+	}
+	expect("JOINED")
+	for _, text := range []string{"one", "two"} {
+		if res := post(t, room, text); res.Delivered != 1 || res.Subscribers != 1 {
+			t.Fatalf("post %q: %+v", text, res)
+		}
+		expect("HEARD " + text)
+	}
+
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	<-exited
+	killed := time.Now()
+	var res testgrains.PostResult
+	for res = post(t, room, "anyone?"); res.Subscribers != 0; res = post(t, room, "anyone?") {
+		if time.Since(killed) > 10*time.Second {
+			t.Fatalf("10 s after the client was killed, the room still has a subscriber: %+v", res)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(killed)
+	t.Logf("notifications failed as gone %v after the client was killed (last post %+v)", took, res)
+	if took > time.Second {
+		t.Errorf("the gateway took %v to notice the killed client, want under a second", took)
+	}
+	if res.Delivered != 0 {
+		t.Fatalf("post after the kill: %+v", res)
+	}
+	// The room keeps serving.
+	if where, err := room.Where(ctxT(t)); err != nil || where != host.ID {
+		t.Fatalf("Where after the kill: %q, %v", where, err)
+	}
+	if res := post(t, room, "still here"); res.Seq == 0 || res.Err != "" {
+		t.Fatalf("post after the kill: %+v", res)
+	}
+}
