@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
+	"github.com/granary-rt/granary/runtime/internal/transport"
 	"github.com/granary-rt/granary/runtime/runtimetest"
 )
 
@@ -357,4 +360,60 @@ func TestObserverClientProcessKilled(t *testing.T) {
 	if res := post(t, room, "still here"); res.Seq == 0 || res.Err != "" {
 		t.Fatalf("post after the kill: %+v", res)
 	}
+}
+
+// TestGatewayObserverRequestsFromHostileClients: what a client may send
+// about observers is bounded and checked: malformed or oversized
+// creations are refused, a client may not call observers through its
+// gateway, and it may delete only its own.
+func TestGatewayObserverRequestsFromHostileClients(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	s := f.Silos[0]
+	ctx := ctxT(t)
+	const service = "granary.observers"
+	create := func(tc *transport.Client, body []byte) (*transport.Envelope, error) {
+		return tc.Call(ctx, s.GatewayAddress(), &transport.Envelope{Target: grain.ID{Type: service}, Method: "$create", Body: body})
+	}
+	str := func(v string) []byte {
+		b, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tc, other := newRawClient(t), newRawClient(t)
+	_, err := create(tc, []byte{0xc1})
+	checkCode(t, "a creation whose body is not msgpack", err, grain.ErrBadRequest, grain.OutcomeNotRun)
+	_, err = create(tc, str(strings.Repeat("x", 300)))
+	checkCode(t, "a creation with a 300-byte type name", err, grain.ErrBadRequest, grain.OutcomeNotRun)
+	_, err = tc.Call(ctx, s.GatewayAddress(), &transport.Envelope{Target: grain.ID{Type: service, Key: "k"}, Method: "Heard", Body: nil})
+	checkCode(t, "an observer call from a client", err, grain.ErrPermissionDenied, grain.OutcomeNotRun)
+
+	resp, err := create(tc, str(testgrains.ListenerType.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref grain.ObserverRef
+	if err := msgpack.Unmarshal(resp.Body, &ref); err != nil || ref.Key == "" || ref.Silo != s.ID() {
+		t.Fatalf("created %+v, %v", ref, err)
+	}
+	del := func(tc *transport.Client) {
+		if _, err := tc.Call(ctx, s.GatewayAddress(), &transport.Envelope{Target: grain.ID{Type: service}, Method: "$delete", Body: str(ref.Key)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	del(other)
+	if n := s.ObserverCount(); n != 1 {
+		t.Fatalf("another client deleted the observer: %d left", n)
+	}
+	// The raw client has no OnPush: the call is pushed, and dropped there.
+	if err := (testgrains.ListenerRef{ObserverRef: ref}).Bind(s).Heard(ctx, 1, "x"); err != nil {
+		t.Fatalf("call to a live observer: %v", err)
+	}
+	del(tc)
+	if n := s.ObserverCount(); n != 0 {
+		t.Fatalf("%d observers left after the owner deleted its own", n)
+	}
+	err = (testgrains.ListenerRef{ObserverRef: ref}).Bind(s).Heard(ctx, 1, "x")
+	checkCode(t, "a call to a deleted observer", err, grain.ErrObserverGone, grain.OutcomeNotRun)
 }
