@@ -48,6 +48,10 @@ type ObserverRef struct {
 	// gateway the client that made it is connected to, or the silo of the
 	// grain that made it.
 	Silo string `msgpack:"s"`
+	// Incarnation is that silo's incarnation when the observer was made:
+	// a silo that restarted (or rejoined) under the same id does not have
+	// it.
+	Incarnation int64 `msgpack:"i"`
 	// Key identifies the observer on that silo.
 	Key string `msgpack:"k"`
 }

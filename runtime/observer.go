@@ -239,7 +239,7 @@ func (s *Silo) CreateObserver(_ context.Context, t *grain.TypeDesc, obj any) (gr
 	tab := s.observerTable()
 	key := newObserverKey()
 	r := &observerRunner{typ: t, obj: obj, log: s.log, wg: &tab.wg}
-	h := &observerHandle{ref: grain.ObserverRef{Type: t.Name, Silo: s.id, Key: key}, done: make(chan struct{})}
+	h := &observerHandle{ref: grain.ObserverRef{Type: t.Name, Silo: s.id, Incarnation: s.inc.Load().id, Key: key}, done: make(chan struct{})}
 	h.onDelete = func() {
 		tab.mu.Lock()
 		delete(tab.byKey, key)
@@ -269,20 +269,58 @@ func (s *Silo) InvokeObserver(ctx context.Context, ref grain.ObserverRef, t *gra
 		}
 		return nil
 	}
-	info, ok := s.view.Current().Get(ref.Silo)
-	if !ok || info.Status != cluster.StatusActive {
-		return fmt.Errorf("runtime: call %s.%s: %w: silo %s, which delivered its calls, is not an active member of the cluster",
-			t.Name, md.Name, grain.ErrObserverGone, ref.Silo)
-	}
 	if _, ok := ctx.Deadline(); !ok {
 		var release func()
 		ctx, release = transport.WithTimeout(ctx, s.cfg.ResponseTimeout)
 		defer release()
 	}
+	info, err := s.observerSilo(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("runtime: call %s.%s: %w", t.Name, md.Name, err)
+	}
 	if _, err := s.tc.Call(ctx, info.Address, env); err != nil {
 		return fmt.Errorf("runtime: call %s.%s on silo %s: %w", t.Name, md.Name, ref.Silo, err)
 	}
 	return nil
+}
+
+// observerViewWait bounds how long a call to an observer waits for the
+// membership view to learn of the observer's silo (one that joined after
+// the view's last update).
+const observerViewWait = 2 * time.Second
+
+// observerSilo returns the silo that delivers ref's calls. A silo whose
+// incarnation of ref the view knows to have ended (the silo died,
+// restarted or rejoined since) is ErrObserverGone; one the view does not
+// know yet is waited for, briefly, then ErrSiloUnavailable.
+func (s *Silo) observerSilo(ctx context.Context, ref grain.ObserverRef) (cluster.SiloInfo, error) {
+	var info cluster.SiloInfo
+	var gone bool
+	known := func(snap *cluster.Snapshot) bool {
+		if snap.IsDead(ref.Silo, ref.Incarnation) {
+			gone = true
+			return true
+		}
+		i, ok := snap.Get(ref.Silo)
+		if ok && i.Incarnation == ref.Incarnation && (i.Status == cluster.StatusActive || i.Status == cluster.StatusShuttingDown) {
+			info = i
+			return true
+		}
+		return false
+	}
+	if !known(s.view.Current()) {
+		wctx, cancel := context.WithTimeout(ctx, observerViewWait)
+		_, err := s.view.WaitFor(wctx, known)
+		cancel()
+		if err != nil && !gone && info.Address == "" {
+			return info, fmt.Errorf("%w: silo %s (incarnation %d), which delivers the observer's calls, is not serving as far as silo %s knows",
+				grain.ErrSiloUnavailable, ref.Silo, ref.Incarnation, s.id)
+		}
+	}
+	if gone {
+		return info, fmt.Errorf("%w: silo %s (incarnation %d), which delivered its calls, left the cluster", grain.ErrObserverGone, ref.Silo, ref.Incarnation)
+	}
+	return info, nil
 }
 
 // handleObserverCall serves an observer call from a silo peer.
@@ -392,7 +430,7 @@ func (s *Silo) addClientObserver(st *transport.Stream, typ string) (grain.Observ
 	}
 	conn.keys[key] = struct{}{}
 	tab.byKey[key] = &siloObserver{typ: typ, stream: st, conn: conn}
-	return grain.ObserverRef{Type: typ, Silo: s.id, Key: key}, nil
+	return grain.ObserverRef{Type: typ, Silo: s.id, Incarnation: s.inc.Load().id, Key: key}, nil
 }
 
 // deleteClientObserver deletes an observer of st; a key of another

@@ -153,10 +153,21 @@ func TestObserverRefsThatNameNothing(t *testing.T) {
 	c := f.Client()
 	ctx := ctxT(t)
 	room := testgrains.NewRoomRef(c, roomOn(t, c, f.Silos[1].ID()))
+	watcher, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: f.Name, Etcd: runtime.EtcdConfig{Endpoints: endpoints}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	self, ok := watcher.View().Current().Get(f.Silos[0].ID())
+	if !ok {
+		t.Fatal("silo 1 does not see silo 0")
+	}
+	inc0 := self.Incarnation
 	for _, ref := range []grain.ObserverRef{
-		{Type: testgrains.ListenerType.Name, Silo: f.Silos[0].ID(), Key: "made-up"}, // remote silo
-		{Type: testgrains.ListenerType.Name, Silo: f.Silos[1].ID(), Key: "made-up"}, // the room's own
-		{Type: testgrains.ListenerType.Name, Silo: "no-such-silo", Key: "k"},
+		{Type: testgrains.ListenerType.Name, Silo: f.Silos[0].ID(), Incarnation: inc0, Key: "made-up"}, // remote silo
+		{Type: testgrains.ListenerType.Name, Silo: f.Silos[1].ID(), Key: "made-up"},                    // the room's own
+		{Type: testgrains.ListenerType.Name, Silo: "no-such-silo", Key: "k"},                           // never was: incarnation 0 ended
+		{Type: testgrains.ListenerType.Name, Silo: f.Silos[0].ID(), Incarnation: 1, Key: "k"},          // an earlier incarnation
 	} {
 		if err := room.Join(ctx, testgrains.ListenerRef{ObserverRef: ref}); err != nil {
 			t.Fatal(err)
@@ -167,8 +178,8 @@ func TestObserverRefsThatNameNothing(t *testing.T) {
 		t.Fatalf("post to three references to nothing: %+v; want all dropped as gone", res)
 	}
 	// The error itself, as a grain sees it.
-	ref := testgrains.ListenerRef{ObserverRef: grain.ObserverRef{Type: testgrains.ListenerType.Name, Silo: f.Silos[0].ID(), Key: "made-up"}}
-	err := ref.Bind(f.Silos[1]).Heard(ctx, 1, "x")
+	ref := testgrains.ListenerRef{ObserverRef: grain.ObserverRef{Type: testgrains.ListenerType.Name, Silo: f.Silos[0].ID(), Incarnation: inc0, Key: "made-up"}}
+	err = ref.Bind(f.Silos[1]).Heard(ctx, 1, "x")
 	if !errors.Is(err, grain.ErrObserverGone) || grain.OutcomeOf(err) != grain.OutcomeNotRun {
 		t.Fatalf("call to a made-up observer: %v (outcome %v), want ErrObserverGone, not run", err, grain.OutcomeOf(err))
 	}
