@@ -105,6 +105,18 @@ func TestObserverSetBounded(t *testing.T) {
 	})
 }
 
+func TestObserverSetDefaultBound(t *testing.T) {
+	s := grain.NewObserverSet[int](0, 0)
+	for i := range grain.DefaultObserverSetMax {
+		if err := s.Subscribe(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Subscribe(-1); !errors.Is(err, grain.ErrOverloaded) {
+		t.Fatalf("subscriber %d: %v, want ErrOverloaded", grain.DefaultObserverSetMax+1, err)
+	}
+}
+
 func TestObserverSetNotifyManyFailures(t *testing.T) {
 	s := grain.NewObserverSet[int](0, 0)
 	for i := range 20 {
