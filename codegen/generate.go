@@ -134,23 +134,12 @@ func Generate(ctx context.Context, cfg *Config, patterns ...string) ([]File, err
 		}
 	}
 	// Observer references stand in for the generated files that declare
-	// them, so that grain interfaces can use them (observer.go). go/packages
-	// reads files itself, so they go in packages.Config.Overlay, and then
-	// so do the hidden generated files (as bare package clauses).
-	if stubs := observerStubs(listed); len(stubs) > 0 {
-		pcfg.Overlay = stubs
-		for _, p := range listed {
-			if p.Dir == "" {
-				continue
-			}
-			for _, name := range generatedFiles(p.Dir) {
-				if _, ok := stubs[name]; !ok {
-					pcfg.Overlay[name] = []byte("package " + p.Name + "\n")
-				}
-			}
-		}
-		hidden = nil
+	// them, so that grain interfaces can use them (observer.go).
+	removeStubs, err := writeObserverStubs(listed)
+	if err != nil {
+		return nil, err
 	}
+	defer removeStubs()
 	if len(hidden) > 0 {
 		// The go command's -overlay flag, not packages.Config.Overlay:
 		// with the latter, go/packages distrusts all export data and
@@ -166,6 +155,7 @@ func Generate(ctx context.Context, cfg *Config, patterns ...string) ([]File, err
 	pcfg.Mode = loadMode
 	pcfg.Fset = token.NewFileSet()
 	pkgs, err := packages.Load(pcfg, patterns...)
+	removeStubs()
 	if err != nil {
 		return nil, fmt.Errorf("codegen: load packages: %w", err)
 	}

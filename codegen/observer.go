@@ -5,8 +5,10 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/tools/go/packages"
 )
@@ -105,15 +107,26 @@ func (r *renderer) observerType() {
 	}
 }
 
-// observerStubs returns, for every Go file of the listed packages that
-// declares observer interfaces, a stand-in for its generated file that
-// declares only their references (type XRef struct{ grain.ObserverRef }),
-// by output path. Loaded in place of the generated file, it lets grain
-// interfaces of the package take and return XRef before XRef was ever
-// generated, and after the generated file is hidden. A file that does not
-// parse gets none: the load reports it.
-func observerStubs(listed []*packages.Package) map[string][]byte {
-	stubs := map[string][]byte{}
+// writeObserverStubs writes, next to every Go file of the listed packages
+// that declares observer interfaces, a stand-in for its generated file
+// that declares only their references (type XRef struct{
+// grain.ObserverRef }), and returns the function that removes them
+// (idempotent). Loaded in place of the generated file (hidden as always),
+// a stub lets the package's grain interfaces take and return XRef before
+// XRef was ever generated. The stubs are real files, not overlays:
+// go/packages reads files itself, and its own overlays make it
+// type-check every dependency from source. Their names end in
+// GeneratedSuffix, so a stub left behind by a generator that was killed
+// is hidden from the next load and removed as an orphan. A file that does
+// not parse gets no stub: the load reports it.
+func writeObserverStubs(listed []*packages.Package) (remove func(), err error) {
+	var written []string
+	remove = func() {
+		for _, name := range written {
+			os.Remove(name)
+		}
+		written = nil
+	}
 	fset := token.NewFileSet()
 	for _, p := range listed {
 		for _, path := range p.GoFiles {
@@ -144,20 +157,29 @@ func observerStubs(listed []*packages.Package) map[string][]byte {
 				continue
 			}
 			var b strings.Builder
-			fmt.Fprintf(&b, "package %s\n\nimport %s %q\n\n", f.Name.Name, stubGrainImport, GrainPath)
+			fmt.Fprintf(&b, "%s\n\n// A stand-in while granary-gen runs.\n\npackage %s\n\nimport %s %q\n\n", Header, f.Name.Name, stubGrainImport, GrainPath)
 			for _, ref := range refs {
 				fmt.Fprintf(&b, "type %s struct{ %s.ObserverRef }\n\n", ref, stubGrainImport)
 			}
-			stubs[outputPath(path)] = []byte(b.String())
+			// A name of its own: one a killed run left is hidden.
+			name := fmt.Sprintf("%s%s%d%s", strings.TrimSuffix(path, ".go"), stubInfix, time.Now().UnixNano(), GeneratedSuffix)
+			if err := os.WriteFile(name, []byte(b.String()), 0o666); err != nil {
+				remove()
+				return func() {}, fmt.Errorf("codegen: write the stand-in for %s's observer references: %w", path, err)
+			}
+			written = append(written, name)
 		}
 	}
-	return stubs
+	return remove, nil
 }
+
+// stubInfix marks the name of a stub: account.granarystub<n>_granary.go.
+const stubInfix = ".granarystub"
 
 // stubGrainImport is the name under which a stub imports package grain:
 // one no package declares.
 const stubGrainImport = "granary_grain_stub"
 
-// isStub reports whether path is that of a generated file, which while
-// generating is a stub of observerStubs.
+// isStub reports whether path is that of a generated file: while loading,
+// the declarations of one are a stub's (generated files are hidden).
 func isStub(path string) bool { return strings.HasSuffix(path, GeneratedSuffix) }
