@@ -194,20 +194,35 @@ type callerOnly struct{}
 func (callerOnly) Invoke(context.Context, *grain.Call) (any, error) { return nil, nil }
 
 // TestObserverOfAGrain: a grain makes an observer on its own silo; its
-// calls run there.
+// calls run there, from that grain and from a grain on another silo.
 func TestObserverOfAGrain(t *testing.T) {
-	f := start(t, 1, runtime.Config{})
+	f := start(t, 2, runtime.Config{})
+	c := f.Client()
 	ctx := ctxT(t)
-	room := testgrains.NewRoomRef(f.Client(), "grain-observer")
+	room := testgrains.NewRoomRef(c, roomOn(t, c, f.Silos[0].ID()))
 	key := fmt.Sprintf("log-%d", time.Now().UnixNano())
-	if err := room.ListenHere(ctx, key); err != nil {
+	ref, err := room.ListenHere(ctx, key)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if ref.Silo != f.Silos[0].ID() {
+		t.Fatalf("a grain's observer on silo %s, want its own silo %s", ref.Silo, f.Silos[0].ID())
 	}
 	if res := post(t, room, "local"); res.Delivered != 1 {
 		t.Fatalf("post: %+v", res)
 	}
 	runtimetest.Eventually(t, 5*time.Second, func() bool { return slices.Equal(testgrains.HeardLog(key), []string{"local"}) },
 		"the grain's own observer did not hear the post: %v", testgrains.HeardLog(key))
+
+	far := testgrains.NewRoomRef(c, roomOn(t, c, f.Silos[1].ID()))
+	if err := far.Join(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if res := post(t, far, "remote"); res.Delivered != 1 {
+		t.Fatalf("post from the other silo: %+v", res)
+	}
+	runtimetest.Eventually(t, 5*time.Second, func() bool { return slices.Equal(testgrains.HeardLog(key), []string{"local", "remote"}) },
+		"the observer did not hear the other silo's room: %v", testgrains.HeardLog(key))
 }
 
 // TestClientObserverBounds: a client holds at most

@@ -23,8 +23,9 @@ type Room interface {
 	// Where returns the id of the silo hosting the room.
 	Where(ctx context.Context) (string, error) //granary:readonly
 	// ListenHere makes a Listener on the room's own silo, whose calls
-	// record into the silo-wide Heard log under key, and subscribes it.
-	ListenHere(ctx context.Context, key string) error
+	// record into the process-wide HeardLog under key, subscribes it and
+	// returns its reference.
+	ListenHere(ctx context.Context, key string) (ListenerRef, error)
 }
 
 // PostResult is what a Post did.

@@ -64,7 +64,7 @@ var (
 	roomJoin       = grain.NewAction1("Join", Room.Join, grain.CopyFree)
 	roomPost       = grain.NewMethod1("Post", Room.Post, grain.CopyFree)
 	roomWhere      = grain.NewMethod0("Where", Room.Where, grain.ReadOnly|grain.CopyFree)
-	roomListenHere = grain.NewAction1("ListenHere", Room.ListenHere, grain.CopyFree)
+	roomListenHere = grain.NewMethod1("ListenHere", Room.ListenHere, grain.CopyFree)
 )
 
 // RoomRef is a typed reference to a Room grain. It implements Room by
@@ -99,7 +99,7 @@ func (r RoomRef) Where(ctx context.Context) (string, error) {
 }
 
 // ListenHere calls Room.ListenHere on the referenced grain.
-func (r RoomRef) ListenHere(ctx context.Context, key string) error {
+func (r RoomRef) ListenHere(ctx context.Context, key string) (ListenerRef, error) {
 	return roomListenHere.Call(ctx, r.ref, key)
 }
 

@@ -42,17 +42,17 @@ func (r *room) Post(ctx context.Context, text string) (PostResult, error) {
 
 func (r *room) Where(ctx context.Context) (string, error) { return r.c.SiloID(), nil }
 
-func (r *room) ListenHere(ctx context.Context, key string) error {
+func (r *room) ListenHere(ctx context.Context, key string) (ListenerRef, error) {
 	h, ok := r.c.(grain.ObserverHost)
 	if !ok {
-		return grain.ErrBadRequest
+		return ListenerRef{}, grain.ErrBadRequest
 	}
 	ref, handle, err := NewListenerRef(ctx, h, &LogListener{Key: key})
 	if err != nil {
-		return err
+		return ListenerRef{}, err
 	}
 	r.mine = append(r.mine, handle)
-	return r.subs.Subscribe(ref)
+	return ref, r.subs.Subscribe(ref)
 }
 
 // OnDeactivate deletes the room's own listeners.
