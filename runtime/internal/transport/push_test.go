@@ -127,3 +127,40 @@ func TestPushWithoutHandlerRejected(t *testing.T) {
 		t.Fatalf("call after a rejected push: %v, %v", resp, err)
 	}
 }
+
+// TestPushBounded: at most MaxPushQueued pushes wait on a stream; more
+// fail with ErrOverloaded at once, and they never take the places the
+// queue keeps for replies.
+func TestPushBounded(t *testing.T) {
+	cfg := ServerConfig{}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ss := &serverStream{srv: &Server{cfg: cfg}, ctx: t.Context(), failed: make(chan struct{})}
+	// A writer that is not running: nothing leaves the queue.
+	ss.w = newWriter(&cfg.Limits, streamQueueSize(&cfg), nil, &counters{})
+	st := &Stream{ss: ss}
+	push := func() error {
+		return st.Push(&Envelope{Target: grain.ID{Type: "$observer", Key: "k"}, Method: "Receive"})
+	}
+	for i := range MaxPushQueued {
+		if err := push(); err != nil {
+			t.Fatalf("push %d: %v", i, err)
+		}
+	}
+	if err := push(); !errors.Is(err, grain.ErrOverloaded) {
+		t.Fatalf("push %d: %v, want ErrOverloaded", MaxPushQueued+1, err)
+	}
+	for i := range cfg.MaxInflightPerStream + cfg.QueueSize {
+		if !ss.w.offer(NewResponse(nil)) {
+			t.Fatalf("reply %d found no room: pushes took the places of replies", i)
+		}
+	}
+	for range 10 { // the writer sends ten pushes
+		<-ss.w.ch
+	}
+	ss.sent(0, 10)
+	if err := push(); err != nil {
+		t.Fatalf("push after some were sent: %v", err)
+	}
+}

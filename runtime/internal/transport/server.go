@@ -212,7 +212,7 @@ func (s *Server) connect(st grpc.ServerStream) error {
 	// Room for every reply the stream may owe plus QueueSize more
 	// (answers to rejected requests), and MaxPushQueued for pushes: a
 	// reply that finds it full means the peer sends without reading.
-	ss.w = newWriter(&s.cfg.Limits, s.cfg.MaxInflightPerStream+s.cfg.QueueSize+MaxPushQueued, st.SendMsg, &s.stats)
+	ss.w = newWriter(&s.cfg.Limits, streamQueueSize(&s.cfg), st.SendMsg, &s.stats)
 	ss.w.sent = ss.sent
 	readDone := make(chan error, 1)
 	s.wg.Add(2)
@@ -258,6 +258,13 @@ func (s *Server) connect(st grpc.ServerStream) error {
 		return ss.abandon()
 	}
 	return result
+}
+
+// streamQueueSize is the capacity of a server stream's send queue: every
+// reply it may owe, QueueSize answers to requests refused at once, and
+// MaxPushQueued pushes.
+func streamQueueSize(cfg *ServerConfig) int {
+	return cfg.MaxInflightPerStream + cfg.QueueSize + MaxPushQueued
 }
 
 // abandon ends the stream of a peer that does not read its replies. The
