@@ -504,9 +504,10 @@ type clientObserver struct {
 
 // clientObservers is a client's observers, by key.
 type clientObservers struct {
-	mu    sync.Mutex
-	byKey map[string]*clientObserver
-	wg    sync.WaitGroup // runners and watchers
+	mu       sync.Mutex
+	byKey    map[string]*clientObserver
+	creating int            // CreateObserver calls under way
+	wg       sync.WaitGroup // runners and watchers
 	drops badRequestLog  // rate-limits the log of dropped pushes
 }
 
@@ -536,11 +537,17 @@ func (c *Client) CreateObserver(ctx context.Context, t *grain.TypeDesc, obj any)
 	}
 	tab := c.observers()
 	tab.mu.Lock()
-	n := len(tab.byKey)
-	tab.mu.Unlock()
-	if n >= MaxObserversPerConnection {
+	if len(tab.byKey)+tab.creating >= MaxObserversPerConnection {
+		tab.mu.Unlock()
 		return nil, fmt.Errorf("%w: the client holds its maximum of %d observers", grain.ErrOverloaded, MaxObserversPerConnection)
 	}
+	tab.creating++ // a place, until the observer is in byKey or failed
+	tab.mu.Unlock()
+	defer func() {
+		tab.mu.Lock()
+		tab.creating--
+		tab.mu.Unlock()
+	}()
 	if _, ok := ctx.Deadline(); !ok {
 		var release func()
 		ctx, release = transport.WithTimeout(ctx, c.cfg.ResponseTimeout)
