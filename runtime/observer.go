@@ -508,7 +508,7 @@ type clientObservers struct {
 	byKey    map[string]*clientObserver
 	creating int            // CreateObserver calls under way
 	wg       sync.WaitGroup // runners and watchers
-	drops badRequestLog  // rate-limits the log of dropped pushes
+	drops    badRequestLog  // rate-limits the log of dropped pushes
 }
 
 func (c *Client) observers() *clientObservers {
