@@ -35,14 +35,20 @@ const dirObserver = "observer"
 func (t *grainType) stubType() string { return t.lower + "Stub" }
 
 // observerMethod applies the rules of observer interfaces to m: one-way
-// (only an error result), no //granary:readonly.
+// (only an error result), no //granary:readonly or //granary:interleave.
 func (g *generator) observerMethod(t *grainType, m *method, ident *ast.Ident, resultPos []token.Pos, nresults int) {
 	where := t.name + "." + ident.Name
 	if nresults == 2 {
 		g.sink.invalid(resultPos[0], "%s: methods of a %s%s interface are one-way and must return only error", where, directivePrefix, dirObserver)
 	}
-	if m.readOnly {
-		g.sink.invalid(ident.Pos(), "%s: %s%s does not apply to methods of a %s%s interface", where, directivePrefix, dirReadOnly, directivePrefix, dirObserver)
+	for _, d := range []struct {
+		set  bool
+		name string
+	}{{m.readOnly, dirReadOnly}, {m.interleave, dirInterleave}} {
+		if d.set {
+			g.sink.invalid(ident.Pos(), "%s: %s%s does not apply to methods of a %s%s interface: observer calls run outside grain turns",
+				where, directivePrefix, d.name, directivePrefix, dirObserver)
+		}
 	}
 	m.oneWay = true
 }
