@@ -443,3 +443,63 @@ func TestGatewayObserverRequestsFromHostileClients(t *testing.T) {
 	err = (testgrains.ListenerRef{ObserverRef: ref}).Bind(s).Heard(ctx, 1, "x")
 	checkCode(t, "a call to a deleted observer", err, grain.ErrObserverGone, grain.OutcomeNotRun)
 }
+
+// TestObserverGatewayKilled: when the gateway silo holding a client's
+// observer is killed with SIGKILL, the client's handle is Done at once,
+// and the grain's notifications fail as gone once the membership says
+// the silo died (within its lease TTL), never before and never with a
+// wrong delivery; the grain keeps serving.
+func TestObserverGatewayKilled(t *testing.T) {
+	const ttl = 2 * time.Second
+	pc := startProcesses(t, 2, ttl)
+	gw, host := pc.silos[0], pc.silos[1]
+	ctx := ctxT(t)
+	room := testgrains.NewRoomRef(pc.client, roomOn(t, pc.client, host.ID))
+	c, err := runtime.Connect(ctx, runtime.ClientConfig{Cluster: pc.name, Gateways: []string{gw.Gateway}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	l := make(chanListener, 10)
+	ref, h, err := testgrains.NewListenerRef(ctx, c, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := room.Join(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if res := post(t, room, "before"); res.Delivered != 1 {
+		t.Fatalf("post: %+v", res)
+	}
+	receive(t, l, "before")
+
+	gw.Kill()
+	killed := time.Now()
+	select {
+	case <-h.Done():
+		t.Logf("handle Done %v after the gateway was killed", time.Since(killed))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handle is not Done 5 s after its gateway was killed")
+	}
+	var res testgrains.PostResult
+	for {
+		r, err := room.Post(ctxT(t), "anyone?")
+		if err == nil {
+			res = r
+			if res.Subscribers == 0 {
+				break
+			}
+			if res.Delivered != 0 {
+				t.Fatalf("a notification was delivered to an observer of a killed gateway: %+v", res)
+			}
+		}
+		if time.Since(killed) > 3*ttl+5*time.Second {
+			t.Fatalf("%v after the gateway was killed the room still has its subscriber: %+v (%v)", time.Since(killed), res, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the subscriber was dropped as gone %v after its gateway was killed (lease TTL %v)", time.Since(killed), ttl)
+	if where, err := room.Where(ctxT(t)); err != nil || where != host.ID {
+		t.Fatalf("Where after the kill: %q, %v", where, err)
+	}
+}
