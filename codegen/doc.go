@@ -43,6 +43,18 @@
 //     bytes without spaces, and do not start with '$' (reserved for the
 //     runtime's methods).
 //
+// An interface marked //granary:observer (name=... as for grains) is an
+// observer interface: objects outside the grain model that grains call
+// back (see grain.ObserverHost). Its methods follow the rules of grain
+// methods and are all one-way: a result besides the error, or
+// //granary:readonly, is an error. For an observer interface X the
+// generator writes XType, XRef (a plain struct embedding
+// grain.ObserverRef, which crosses the wire; XRef.Bind(c) returns the X
+// that calls it through a grain's Context) and NewXRef(ctx, host, obj).
+// While the generator loads a package, a stand-in declares XRef in place
+// of the generated file, so the package's grain interfaces may take and
+// return XRef before it was first generated.
+//
 // A directive anywhere else (on a function, a grouped type declaration or
 // a method of an unmarked interface) is an error, not silently ignored.
 //

@@ -87,6 +87,14 @@ func TestErrors(t *testing.T) {
 		{"bad/directives.go", "//granary:oneway\nfunc", "misplaced directive //granary:oneway"},
 		{"bad/directives.go", "error //granary:readonly\n}", "misplaced directive //granary:readonly"},
 
+		// Observers.
+		{"bad/observers.go", "WithResult(ctx", "BadObserver.WithResult: methods of a //granary:observer interface are one-way and must return only error"},
+		{"bad/observers.go", "Reads(ctx", "BadObserver.Reads: //granary:readonly does not apply to methods of a //granary:observer interface"},
+		{"bad/observers.go", "Mixes(ctx", "BadObserver.Mixes: //granary:interleave does not apply to methods of a //granary:observer interface"},
+		{"bad/observers.go", "NoContext(msg", "BadObserver.NoContext: first parameter must be context.Context, not string"},
+		{"bad/observers.go", "Leaks(ctx", "parameter ch: type chan int cannot cross the wire"},
+		{"bad/observers.go", "//granary:observer\ntype Both", "duplicate //granary:observer directive"},
+
 		// Declarations.
 		{"bad/declarations.go", "type NotAnInterface", "marks NotAnInterface, which is not an interface type"},
 		{"bad/declarations.go", "type Generic", "must not have type parameters"},

@@ -133,6 +133,13 @@ func Generate(ctx context.Context, cfg *Config, patterns ...string) ([]File, err
 			hidden = append(hidden, generatedFiles(p.Dir)...)
 		}
 	}
+	// Observer references stand in for the generated files that declare
+	// them, so that grain interfaces can use them (observer.go).
+	removeStubs, err := writeObserverStubs(listed)
+	if err != nil {
+		return nil, err
+	}
+	defer removeStubs()
 	if len(hidden) > 0 {
 		// The go command's -overlay flag, not packages.Config.Overlay:
 		// with the latter, go/packages distrusts all export data and
@@ -148,6 +155,7 @@ func Generate(ctx context.Context, cfg *Config, patterns ...string) ([]File, err
 	pcfg.Mode = loadMode
 	pcfg.Fset = token.NewFileSet()
 	pkgs, err := packages.Load(pcfg, patterns...)
+	removeStubs()
 	if err != nil {
 		return nil, fmt.Errorf("codegen: load packages: %w", err)
 	}

@@ -35,6 +35,9 @@ type grainType struct {
 	regName string // registered grain type name
 	lower   string // lowerCamel name, prefix of the helper types
 	methods []*method
+	// observer: marked //granary:observer rather than //granary:grain
+	// (observer.go).
+	observer bool
 }
 
 // method is one method of a grain interface, in source order.
@@ -66,6 +69,9 @@ func (t *grainType) registerFunc() string { return "Register" + t.name }
 // declared returns every package-level identifier generated for t.
 func (t *grainType) declared() []string {
 	names := []string{t.typeVar(), t.refType(), t.newRefFunc(), t.registerFunc()}
+	if t.observer {
+		names = []string{t.typeVar(), t.refType(), t.newRefFunc(), t.stubType()}
+	}
 	for _, m := range t.methods {
 		names = append(names, m.varName)
 	}
@@ -120,7 +126,7 @@ func (g *generator) findGrains(p *packages.Package, typeErrs []packages.Error) *
 					continue
 				}
 				for _, name := range t.declared() {
-					if obj := p.Types.Scope().Lookup(name); obj != nil {
+					if obj := p.Types.Scope().Lookup(name); obj != nil && !isStub(g.sink.fset.Position(obj.Pos()).Filename) {
 						g.sink.invalid(spec.Name.Pos(), "generated identifier %s conflicts with %s declared at %s",
 							name, name, g.sink.relPos(obj.Pos(), spec.Name.Pos()))
 					}
@@ -165,16 +171,19 @@ func (g *generator) misplaced(f *ast.File, consumed map[token.Pos]bool, marked [
 // marked //granary:grain.
 func (g *generator) grainType(p *packages.Package, f *ast.File, decl *ast.GenDecl, spec *ast.TypeSpec, typeErrs []packages.Error) (t *grainType, marked bool) {
 	var (
-		name  = p.Types.Name() + "." + spec.Name.Name
-		nerrs = len(g.sink.errs)
+		name     = p.Types.Name() + "." + spec.Name.Name
+		nerrs    = len(g.sink.errs)
+		observer bool
 	)
 	for _, d := range directives(typeDoc(decl, spec), spec.Comment) {
 		switch d.name {
-		case dirGrain:
+		case dirGrain, dirObserver:
 			if marked {
-				g.sink.invalid(d.pos, "duplicate %s%s directive", directivePrefix, dirGrain)
+				g.sink.invalid(d.pos, "duplicate %s%s directive: a type is marked %s%s or %s%s, once", directivePrefix, d.name,
+					directivePrefix, dirGrain, directivePrefix, dirObserver)
 			}
 			marked = true
+			observer = d.name == dirObserver
 			for _, arg := range d.args {
 				v, ok := strings.CutPrefix(arg, "name=")
 				if !ok {
@@ -223,7 +232,7 @@ func (g *generator) grainType(p *packages.Package, f *ast.File, decl *ast.GenDec
 	}
 	g.names[name] = spec.Name.Pos()
 
-	t = &grainType{name: spec.Name.Name, regName: name, lower: lowerCamel(spec.Name.Name)}
+	t = &grainType{name: spec.Name.Name, regName: name, lower: lowerCamel(spec.Name.Name), observer: observer}
 	for _, field := range iface.Methods.List {
 		if len(field.Names) == 0 {
 			g.sink.invalid(field.Pos(), "%s: embedded %s is not supported: declare its methods in the grain interface itself (their directives and wire names belong there)",
@@ -388,6 +397,9 @@ func (g *generator) method(p *packages.Package, t *grainType, field *ast.Field, 
 		if m.oneWay {
 			g.sink.invalid(ident.Pos(), "%s: a %s%s method must return only error", where, directivePrefix, dirOneWay)
 		}
+	}
+	if t.observer {
+		g.observerMethod(t, m, ident, resultPos, n) // observer.go
 	}
 
 	if len(g.sink.errs) > nerrs {

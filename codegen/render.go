@@ -18,6 +18,10 @@ func render(gp *grainPackage, src *sourceFile, out string) ([]byte, error) {
 	var body bytes.Buffer
 	for _, t := range src.grains {
 		r := &renderer{w: &body, im: im, t: t}
+		if t.observer {
+			r.observerType() // observer.go
+			continue
+		}
 		r.grain()
 	}
 

@@ -98,7 +98,7 @@ func codeOutcome(code string) Outcome {
 	switch code {
 	case ErrOverloaded.code, ErrUnknownGrainType.code, ErrUnknownMethod.code, ErrIncompatible.code, ErrSiloUnavailable.code,
 		ErrActivationFailed.code, ErrTooLarge.code, ErrBadRequest.code, ErrUnauthenticated.code, ErrPermissionDenied.code,
-		ErrDeadlock.code:
+		ErrDeadlock.code, ErrObserverGone.code:
 		return OutcomeNotRun
 	case ErrPanic.code, ErrConflict.code, ErrNotFound.code:
 		return OutcomeFailed

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,6 +124,9 @@ type Client struct {
 	router *router // without directory: calls go to gateways
 	picker *gatewayPicker
 	closed atomic.Bool
+	// Observers this client made (observer.go).
+	obs     *clientObservers
+	obsOnce sync.Once
 }
 
 var _ grain.Caller = (*Client)(nil)
@@ -144,7 +148,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tcfg := transport.ClientConfig{Logger: c.log, Credentials: creds}
+	tcfg := transport.ClientConfig{Logger: c.log, Credentials: creds, OnPush: c.onPush}
 	if cfg.TokenSource != nil {
 		tcfg.DialOptions = append(tcfg.DialOptions, grpc.WithPerRPCCredentials(tokenCredentials{src: cfg.TokenSource}))
 	}
@@ -233,6 +237,7 @@ func (c *Client) Close() error {
 	if c.tc != nil {
 		errs = append(errs, c.tc.Close())
 	}
+	c.closeObservers()
 	if c.view != nil {
 		errs = append(errs, c.view.Close())
 	}

@@ -132,6 +132,10 @@ func (s *Silo) refuseOnGateway(req *transport.Envelope) (*atomic.Uint64, error) 
 // or forwarded to the host, and the caller's identity is the one the
 // stream authenticated with, never one the request claims.
 func (s *Silo) handleGatewayRequest(ctx context.Context, req *transport.Envelope, reply transport.Replier) {
+	if req.Target.Type == observerService {
+		s.handleObserverControl(ctx, req, reply) // observer.go
+		return
+	}
 	if n, err := s.refuseOnGateway(req); err != nil {
 		n.Add(1)
 		p := peerOf(ctx)

@@ -406,6 +406,10 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 			return
 		}
 	}
+	if req.Target.Type == observerService && !gateway {
+		s.handleObserverCall(req, reply) // observer.go
+		return
+	}
 	if req.Target.Type == reminderServiceType && reply != nil && !gateway {
 		// A notice may read the reminder table: off the stream's reader,
 		// and within the routing bound.

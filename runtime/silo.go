@@ -58,6 +58,9 @@ type Silo struct {
 	lis    net.Listener
 	server *transport.Server
 	tc     *transport.Client
+	// Observers this silo delivers calls to (observer.go).
+	obs     *observerTable
+	obsOnce sync.Once
 	// The gateway listener, for clients (gateway.go).
 	gwAddr     string
 	gwLis      net.Listener

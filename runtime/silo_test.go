@@ -39,6 +39,7 @@ func registerTestGrains(obs *testgrains.Observer, opts ...grain.TypeOption) func
 		testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
 		testgrains.RegisterClock(s, testgrains.NewClock(obs), opts...)
 		testgrains.RegisterHops(s, obs, opts...)
+		testgrains.RegisterRoom(s, testgrains.NewRoom(), opts...)
 		registerWho(s)
 		registerPlacementGrains(s)
 	}

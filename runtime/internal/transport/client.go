@@ -264,6 +264,20 @@ func (c *Client) prepare(ctx context.Context, addr string, req *Envelope) (*clie
 	return s, expires, err
 }
 
+// StreamDone returns a channel closed when the stream to addr that is
+// live now ends (it broke, or the Client closed), dialing addr if there
+// is none. A call made while that channel is open, and that completed
+// before it closed, went over that stream: this is how a caller ties
+// what it registered with a server through a call (which pushes to it
+// there, see Stream.Push) to the stream's life.
+func (c *Client) StreamDone(ctx context.Context, addr string) (<-chan struct{}, error) {
+	s, err := c.stream(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return s.ctx.Done(), nil
+}
+
 // ctxError is the error of a call whose ctx ended.
 func (c *Client) ctxError(ctx context.Context, addr string, req *Envelope) error {
 	err := ctx.Err()
@@ -500,9 +514,13 @@ func (s *clientStream) read() error {
 			}
 		}
 		for _, e := range f.d.envs {
+			if e.Kind == KindOneWay && s.c.cfg.OnPush != nil {
+				s.c.cfg.OnPush(s.p.addr, e)
+				continue
+			}
 			if e.Kind != KindResponse {
 				stats.rejected.Add(1)
-				s.log.Warn("transport: unexpected envelope from server", zap.Stringer("kind", e.Kind), zap.Uint64("id", e.ID))
+				s.log.Warn(errNoPushHandler.Error(), zap.Stringer("kind", e.Kind), zap.Uint64("id", e.ID))
 				continue
 			}
 			s.complete(e.ID, e, nil)

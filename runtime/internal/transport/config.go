@@ -208,6 +208,12 @@ type ClientConfig struct {
 	// DialOptions are appended to the transport's own dial options, e.g.
 	// grpc.WithContextDialer.
 	DialOptions []grpc.DialOption
+	// OnPush, if set, receives the one-way envelopes servers push down
+	// the client's streams (see Stream.Push), with the address of the
+	// stream's server. It is called on the stream's reader goroutine, in
+	// arrival order: it must not block for long (queue and return) and
+	// must not panic. Nil: pushed envelopes are rejected and logged.
+	OnPush func(addr string, env *Envelope)
 }
 
 func (c *ClientConfig) validate() error {

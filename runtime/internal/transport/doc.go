@@ -31,7 +31,10 @@
 // needs to call a peer dials it, so two silos that call each other use two
 // streams, one per direction. Requests on a stream are multiplexed by a
 // request id that the client assigns (1, 2, 3, ...; never reused on a
-// stream); responses may come back in any order.
+// stream); responses may come back in any order. The one exception to the
+// direction: a server may push one-way envelopes down a stream a client
+// opened (Stream.Push, received by ClientConfig.OnPush), which is how a
+// gateway delivers calls to a client's observers; see push.go.
 //
 // # Frames and envelopes
 //

@@ -193,14 +193,19 @@ type serverStream struct {
 	failOnce sync.Once
 	// room gets a token whenever the writer sent a frame.
 	room chan struct{}
+	// pushed counts the envelopes Push queued that the writer has not
+	// sent: at most MaxPushQueued, in places of the queue of their own.
+	pushed atomic.Int64
 }
 
 // connect runs one stream; it is the gRPC handler of Connect. It owns the
 // stream's reader and writer goroutines and returns after the writer.
 func (s *Server) connect(st grpc.ServerStream) error {
-	ctx := st.Context()
-	ss := &serverStream{srv: s, st: st, ctx: ctx, idle: make(chan struct{}, 1),
+	ss := &serverStream{srv: s, st: st, idle: make(chan struct{}, 1),
 		failed: make(chan struct{}), room: make(chan struct{}, 1)}
+	// Handlers find the stream in their ctx (StreamOf), to push to it.
+	ctx := context.WithValue(st.Context(), streamKey{}, &Stream{ss: ss})
+	ss.ctx = ctx
 	if p, ok := peer.FromContext(ctx); ok {
 		ss.peer = p.Addr.String()
 		ss.conn = s.connOf(ss.peer)
@@ -212,9 +217,9 @@ func (s *Server) connect(st grpc.ServerStream) error {
 	}
 	ss.log = s.log.With(zap.String("peer", ss.peer))
 	// Room for every reply the stream may owe plus QueueSize more
-	// (answers to rejected requests): a reply that finds it full means the
-	// peer sends without reading.
-	ss.w = newWriter(&s.cfg.Limits, s.cfg.MaxInflightPerStream+s.cfg.QueueSize, st.SendMsg, &s.stats)
+	// (answers to rejected requests), and MaxPushQueued for pushes: a
+	// reply that finds it full means the peer sends without reading.
+	ss.w = newWriter(&s.cfg.Limits, streamQueueSize(&s.cfg), st.SendMsg, &s.stats)
 	ss.w.sent = ss.sent
 	readDone := make(chan error, 1)
 	s.wg.Add(2)
@@ -262,6 +267,13 @@ func (s *Server) connect(st grpc.ServerStream) error {
 	return result
 }
 
+// streamQueueSize is the capacity of a server stream's send queue: every
+// reply it may owe, QueueSize answers to requests refused at once, and
+// MaxPushQueued pushes.
+func streamQueueSize(cfg *ServerConfig) int {
+	return cfg.MaxInflightPerStream + cfg.QueueSize + MaxPushQueued
+}
+
 // abandon ends the stream of a peer that does not read its replies. The
 // writer may be stuck in SendMsg on flow control, and the stream cannot
 // end while its frames wait: close the connection, which unblocks the
@@ -295,8 +307,11 @@ func (ss *serverStream) awaitWriter() bool {
 	}
 }
 
-// sent is the writer's report that n replies went out.
-func (ss *serverStream) sent(n int) {
+// sent is the writer's report that n replies and pushes pushed went out.
+func (ss *serverStream) sent(n, pushed int) {
+	if pushed > 0 {
+		ss.pushed.Add(int64(-pushed))
+	}
 	ss.unsent.Add(int64(-n))
 	if ss.conn != nil {
 		ss.conn.unsent.Add(int64(-n))
@@ -457,7 +472,7 @@ func (ss *serverStream) queue(id uint64, resp *Envelope) {
 		resp.ErrMessage = truncate(resp.ErrMessage, lim.MaxHeaderSize/2)
 		if err := checkEnvelope(resp, lim); err != nil {
 			ss.log.Error("transport: cannot send response", zap.Uint64("id", id), zap.Error(err))
-			ss.sent(1) // it never will be
+			ss.sent(1, 0) // it never will be
 			return
 		}
 	}

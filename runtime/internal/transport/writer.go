@@ -27,7 +27,7 @@ type writer struct {
 	lim   *Limits
 	send  func(any) error // the stream's SendMsg
 	stats *counters
-	sent  func(n int) // if set, told how many envelopes each frame carried
+	sent  func(n, pushed int) // if set, told how many envelopes each frame carried: responses, and others (pushes)
 
 	carry *Envelope // taken from ch but did not fit the last frame
 	batch []*Envelope
@@ -147,6 +147,14 @@ fill:
 	b := appendFrame((*buf)[:0], batch)
 	*buf = b
 	envs := len(batch)
+	pushed := 0
+	if w.sent != nil {
+		for _, e := range batch {
+			if e.Kind != KindResponse {
+				pushed++
+			}
+		}
+	}
 	clear(batch)
 	w.batch = batch[:0]
 	if len(b) != n {
@@ -160,7 +168,7 @@ fill:
 	w.stats.framesSent.Add(1)
 	w.stats.envelopesSent.Add(uint64(envs - cancels)) // a cancellation is no envelope on the wire
 	if w.sent != nil {
-		w.sent(envs)
+		w.sent(envs-pushed, pushed)
 	}
 	return nil
 }
