@@ -15,14 +15,15 @@ import (
 )
 
 // startFanOut starts n silos hosting the test grains and the Fanner.
-func startFanOut(t *testing.T, n int) *fixture {
+func startFanOut(t *testing.T, n int, cfg runtime.Config, opts ...grain.TypeOption) *fixture {
 	t.Helper()
 	obs := testgrains.NewObserver()
-	reg := registerTestGrains(obs)
-	c := runtimetest.NewCluster(t, n, runtimetest.Options{Config: runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}},
+	reg := registerTestGrains(obs, opts...)
+	cfg.Etcd.Endpoints = endpoints
+	c := runtimetest.NewCluster(t, n, runtimetest.Options{Config: cfg,
 		Register: func(s *runtime.Silo) {
 			reg(s)
-			testgrains.RegisterFanner(s, testgrains.NewFanner())
+			testgrains.RegisterFanner(s, testgrains.NewFanner(), opts...)
 		}})
 	return &fixture{Cluster: c, obs: obs}
 }
@@ -58,7 +59,7 @@ func fanOutKeys() (keys, ok, failed, blocked []string) {
 // and blocked past the deadline; in flight never exceeded 8; FanOut
 // returned with no call running.
 func TestFanOutOverRuntime(t *testing.T) {
-	f := startFanOut(t, 2)
+	f := startFanOut(t, 2, runtime.Config{})
 	keys, wantOK, wantFailed, wantBlocked := fanOutKeys()
 	const bound, deadline = 8, 1500 * time.Millisecond
 	check := func(t *testing.T, rep testgrains.GatherReport) {
@@ -138,7 +139,7 @@ func TestFanOutOverRuntime(t *testing.T) {
 // deadline (every slot held by a blocked call) are reported as not
 // started, and their grains were never called (never activated).
 func TestFanOutNotStartedOverRuntime(t *testing.T) {
-	f := startFanOut(t, 2)
+	f := startFanOut(t, 2, runtime.Config{})
 	var keys []string
 	for i := range 12 {
 		keys = append(keys, fmt.Sprintf("block-ns-%02d", i))

@@ -6,7 +6,7 @@ import (
 )
 
 // Fanner is a grain that fans calls out to Probe grains from its turn
-// with grain.FanOut.
+// with grain.FanOut (and returns large replies).
 //
 //granary:grain name=test.Fanner
 type Fanner interface {
@@ -14,6 +14,9 @@ type Fanner interface {
 	// within req.Timeout: a key "fail-..." calls Probe.Fail, "block-..."
 	// Probe.Wait on a barrier that never opens, any other Probe.Ping.
 	Gather(ctx context.Context, req GatherRequest) (GatherReport, error)
+	// Big returns a string of n bytes: a large reply of a copy-free
+	// method.
+	Big(ctx context.Context, n int) (string, error)
 }
 
 // GatherRequest is Fanner.Gather's argument.

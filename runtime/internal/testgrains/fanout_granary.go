@@ -14,11 +14,12 @@ const _ = grain.SupportPackageIsVersion2
 // FannerType describes the Fanner grain type: its registered name and
 // methods. Calls address a method by its wire name and the fingerprint of
 // its parameter and result types, never by its position.
-var FannerType = grain.NewType("test.Fanner", fannerGather)
+var FannerType = grain.NewType("test.Fanner", fannerGather, fannerBig)
 
 // The methods of Fanner: wire name, method expression, flags.
 var (
 	fannerGather = grain.NewMethod1("Gather", Fanner.Gather, 0)
+	fannerBig    = grain.NewMethod1("Big", Fanner.Big, grain.CopyFree)
 )
 
 // FannerRef is a typed reference to a Fanner grain. It implements Fanner by
@@ -40,6 +41,11 @@ func (r FannerRef) ID() grain.ID { return r.ref.ID() }
 // Gather calls Fanner.Gather on the referenced grain.
 func (r FannerRef) Gather(ctx context.Context, req GatherRequest) (GatherReport, error) {
 	return fannerGather.Call(ctx, r.ref, req)
+}
+
+// Big calls Fanner.Big on the referenced grain.
+func (r FannerRef) Big(ctx context.Context, n int) (string, error) {
+	return fannerBig.Call(ctx, r.ref, n)
 }
 
 // RegisterFanner registers the Fanner grain type with r; f builds the

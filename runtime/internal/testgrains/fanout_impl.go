@@ -49,3 +49,5 @@ func (g *fanner) Gather(ctx context.Context, req GatherRequest) (GatherReport, e
 	slices.Sort(rep.NotStarted)
 	return rep, nil
 }
+
+func (g *fanner) Big(ctx context.Context, n int) (string, error) { return strings.Repeat("b", n), nil }
