@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -124,7 +125,7 @@ func copyReply(target grain.ID, md *grain.MethodDesc, reply any, limit int) (any
 // encodes to more than limit bytes, and if so how many. It does not encode
 // v unless a bound on its encoded size, computed from its type and the
 // lengths of its strings, is over limit: for nearly every call it costs a
-// walk over v's strings.
+// type lookup and reading the length of each string.
 func checkSize(v any, limit int) (n int, over bool) {
 	if v == nil {
 		return 0, false
@@ -132,10 +133,19 @@ func checkSize(v any, limit int) (n int, over bool) {
 	rv := reflect.ValueOf(v)
 	p := planFor(rv.Type())
 	bound := p.fixed
-	if p.walk {
+	switch {
+	case p.walk:
 		var ok bool
 		if bound, ok = sizeBound(rv); !ok {
 			bound = limit + 1 // a type the bound does not know: encode it
+		}
+	case len(p.strs) > 0:
+		if rv.IsNil() {
+			return 0, false
+		}
+		base := rv.UnsafePointer()
+		for _, off := range p.strs {
+			bound += len(*(*string)(unsafe.Add(base, off)))
 		}
 	}
 	if bound <= limit {
@@ -148,13 +158,19 @@ func checkSize(v any, limit int) (n int, over bool) {
 	return len(b), true
 }
 
-// sizePlan is what checkSize knows of a type: the bound of the encoded
-// size of all its values, if it has one (no strings), or that each value
-// must be walked.
+// sizePlan is what checkSize knows of a type: for a pointer to a value
+// of copy-free kinds, the bound of its encoded size without the bytes of
+// its strings, and the offsets of those strings from the pointer;
+// otherwise, that each value must be walked.
 type sizePlan struct {
 	fixed int
+	strs  []uintptr
 	walk  bool
 }
+
+// maxPlanStrings bounds the strings a plan lists (arrays of strings
+// count each element); a type with more is walked.
+const maxPlanStrings = 64
 
 var sizePlans sync.Map // reflect.Type -> sizePlan
 
@@ -163,41 +179,66 @@ func planFor(t reflect.Type) sizePlan {
 		return p.(sizePlan)
 	}
 	p := sizePlan{walk: true}
-	if !hasStrings(t, 0) {
-		if n, ok := sizeBound(reflect.Zero(t)); ok {
-			p = sizePlan{fixed: n}
+	if t.Kind() == reflect.Pointer {
+		var q sizePlan
+		if n, ok := q.add(t.Elem(), 0, 0); ok {
+			q.fixed = n
+			p = q
 		}
 	}
 	sizePlans.Store(t, p)
 	return p
 }
 
-// hasStrings reports whether values of t may differ in encoded size (they
-// hold strings), or t is one sizeBound does not know.
-func hasStrings(t reflect.Type, depth int) bool {
+// add adds the strings of a value of type t at offset off to p, and
+// returns the bound of its encoding without their bytes (see sizeBound);
+// false if t has kinds a plan does not handle.
+func (p *sizePlan) add(t reflect.Type, off uintptr, depth int) (int, bool) {
 	if depth > 32 {
-		return true
+		return 0, false
 	}
 	switch t.Kind() {
-	case reflect.String:
-		return true
-	case reflect.Pointer:
-		return hasStrings(t.Elem(), depth+1)
-	case reflect.Array:
-		return hasStrings(t.Elem(), depth+1)
-	case reflect.Struct:
-		for i := range t.NumField() {
-			if f := t.Field(i); f.IsExported() && hasStrings(f.Type, depth+1) {
-				return true
-			}
-		}
-		return false
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+	case reflect.Bool:
+		return 1, true
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
 		reflect.Float32, reflect.Float64:
-		return false
+		return 9, true
+	case reflect.String:
+		if len(p.strs) == maxPlanStrings {
+			return 0, false
+		}
+		p.strs = append(p.strs, off)
+		return 5, true
+	case reflect.Array:
+		n := 5
+		for i := range t.Len() {
+			m, ok := p.add(t.Elem(), off+uintptr(i)*t.Elem().Size(), depth+1)
+			if !ok {
+				return 0, false
+			}
+			n += m
+		}
+		return n, true
+	case reflect.Struct:
+		if t == timeType {
+			return 15, true
+		}
+		n := 5
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			m, ok := p.add(f.Type, off+f.Offset, depth+1)
+			if !ok {
+				return 0, false
+			}
+			n += 5 + len(f.Name) + len(f.Tag) + m
+		}
+		return n, true
 	}
-	return true
+	return 0, false
 }
 
 var timeType = reflect.TypeFor[time.Time]()
