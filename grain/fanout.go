@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // DefaultMaxInFlight is how many calls FanOut runs at once unless
@@ -139,11 +140,12 @@ func FanOut[K comparable, T any](ctx context.Context, keys []K, call func(ctx co
 		wg       sync.WaitGroup
 	)
 	// claim returns the index of the next key to call, or -1 when there
-	// is none or ctx ended (the keys left are not started).
+	// is none or ctx ended or its deadline passed (the keys left are not
+	// started).
 	claim := func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		if next == len(keys) || ctx.Err() != nil || panicked != nil {
+		if next == len(keys) || over(ctx) || panicked != nil {
 			return -1
 		}
 		next++
@@ -166,7 +168,7 @@ func FanOut[K comparable, T any](ctx context.Context, keys []K, call func(ctx co
 		switch {
 		case err == nil:
 			slots[i].state, slots[i].val = fanOutAnswered, v
-		case ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
+		case ended(ctx, err):
 			slots[i].state = fanOutUnanswered
 		default:
 			slots[i].state, slots[i].err = fanOutFailed, err
@@ -202,6 +204,29 @@ func FanOut[K comparable, T any](ctx context.Context, keys []K, call func(ctx co
 		res.ctxErr = context.Cause(ctx)
 	}
 	return res
+}
+
+// ended reports whether err, a call's error, is ctx's end: its
+// cancellation, or its deadline, once passed. (A call may see the deadline
+// pass, on its own clock or from a remote silo, a moment before ctx's
+// timer fires.)
+func ended(ctx context.Context, err error) bool {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return over(ctx)
+	case errors.Is(err, context.Canceled):
+		return ctx.Err() != nil
+	}
+	return false
+}
+
+// over reports whether ctx ended or its deadline passed.
+func over(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 type fanOutState uint8
