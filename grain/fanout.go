@@ -201,7 +201,9 @@ func FanOut[K comparable, T any](ctx context.Context, keys []K, call func(ctx co
 		}
 	}
 	if !res.Complete() {
-		res.ctxErr = context.Cause(ctx)
+		if res.ctxErr = context.Cause(ctx); res.ctxErr == nil {
+			res.ctxErr = context.DeadlineExceeded // passed, its timer not fired yet
+		}
 	}
 	return res
 }
