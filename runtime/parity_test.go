@@ -147,3 +147,23 @@ func TestReplyOverCallersLimit(t *testing.T) {
 		t.Fatalf("got %v, want ErrTooLarge, did not run", err)
 	}
 }
+
+// TestLargerMessageSize: a limit above the 4 MiB default applies to every
+// hop: a 5 MiB argument reaches a grain silo to silo and from a client
+// (the silo's own transport client once kept the default).
+func TestLargerMessageSize(t *testing.T) {
+	const limit = 6 << 20
+	f := startFanOut(t, 2, runtime.Config{MaxMessageSize: limit}, grain.WithPlacement(grain.PlacePreferLocal))
+	client := connect(t, f, runtime.ClientConfig{MaxMessageSize: limit})
+	ctx := ctxT(t)
+	if err := testgrains.NewProbeRef(f.Silos[0].Client(), "large").Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	arg := []string{strings.Repeat("y", 5<<20)}
+	for name, c := range map[string]grain.Caller{"in-process": f.Silos[0].Client(), "silo-to-silo": f.Silos[1].Client(), "client": client} {
+		out, err := testgrains.NewProbeRef(c, "large").Echo(ctx, arg)
+		if err != nil || len(out) != 1 || len(out[0]) != len("changed by grain") {
+			t.Errorf("%s: Echo of 5 MiB with a 6 MiB limit: %d strings, %v", name, len(out), err)
+		}
+	}
+}
