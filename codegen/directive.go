@@ -14,10 +14,11 @@ const directivePrefix = "//granary:"
 
 // Directive names.
 const (
-	dirGrain    = "grain"
-	dirReadOnly = "readonly"
-	dirOneWay   = "oneway"
-	dirMethod   = "method"
+	dirGrain      = "grain"
+	dirReadOnly   = "readonly"
+	dirOneWay     = "oneway"
+	dirInterleave = "interleave"
+	dirMethod     = "method"
 )
 
 // directive is one //granary:name arg... comment line.

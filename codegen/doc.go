@@ -28,7 +28,12 @@
 // A method carries directives in its doc comment or as a trailing comment:
 //
 //   - //granary:readonly: the method does not change the grain's state;
-//     read-only calls may interleave (grain.ReadOnly).
+//     while a read-only call waits on a call it made, other read-only
+//     calls of the same activation may run (grain.ReadOnly).
+//   - //granary:interleave: the call may run while any call of the same
+//     activation waits on a call it made, whatever the grain type's
+//     reentrancy (grain.AlwaysInterleave). Meant for methods that do not
+//     depend on the grain's state staying put, such as a status query.
 //   - //granary:oneway: the caller does not wait for the call to run and
 //     gets no reply; the method must return only error (grain.OneWay).
 //   - //granary:method name=<wire name>: the name calls address the method

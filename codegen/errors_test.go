@@ -77,11 +77,12 @@ func TestErrors(t *testing.T) {
 		// Directives.
 		{"bad/directives.go", "//granary:fast", "unknown directive //granary:fast"},
 		{"bad/directives.go", "//granary:readonly please", "//granary:readonly takes no arguments"},
+		{"bad/directives.go", "//granary:interleave always", "//granary:interleave takes no arguments"},
 		{"bad/directives.go", "\t//granary:grain", "//granary:grain applies to interface types, not to methods"},
 		{"bad/directives.go", "name=has/slash", `invalid name "has/slash": contains a slash`},
 		{"bad/directives.go", "color=blue", `unknown option "color=blue"`},
 		{"bad/directives.go", "//granary:readonly\n", "applies to methods of a grain interface, not to types"},
-		{"bad/directives.go", "type DupB", `grain type name "bad.Dup" is also used by the grain interface at directives.go:30`},
+		{"bad/directives.go", "type DupB", `grain type name "bad.Dup" is also used by the grain interface at directives.go:31`},
 		{"bad/directives.go", "//granary:grain\ntype (", "misplaced directive //granary:grain"},
 		{"bad/directives.go", "//granary:oneway\nfunc", "misplaced directive //granary:oneway"},
 		{"bad/directives.go", "error //granary:readonly\n}", "misplaced directive //granary:readonly"},

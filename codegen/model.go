@@ -39,15 +39,16 @@ type grainType struct {
 
 // method is one method of a grain interface, in source order.
 type method struct {
-	name     string // Go name
-	wireName string // name on the wire: name, or //granary:method name=...
-	readOnly bool
-	oneWay   bool
-	copyFree bool
-	ctxName  string   // name of the context parameter ("" or "_" if unnamed)
-	params   []*param // parameters after the context
-	result   types.Type
-	varName  string // package-level variable holding the method's descriptor
+	name       string // Go name
+	wireName   string // name on the wire: name, or //granary:method name=...
+	readOnly   bool
+	oneWay     bool
+	interleave bool // //granary:interleave
+	copyFree   bool
+	ctxName    string   // name of the context parameter ("" or "_" if unnamed)
+	params     []*param // parameters after the context
+	result     types.Type
+	varName    string // package-level variable holding the method's descriptor
 }
 
 // param is a parameter after the context.
@@ -186,7 +187,7 @@ func (g *generator) grainType(p *packages.Package, f *ast.File, decl *ast.GenDec
 				}
 				name = v
 			}
-		case dirReadOnly, dirOneWay, dirMethod:
+		case dirReadOnly, dirOneWay, dirInterleave, dirMethod:
 			g.sink.invalid(d.pos, "%s%s applies to methods of a grain interface, not to types", directivePrefix, d.name)
 		default:
 			g.sink.invalid(d.pos, "unknown directive %s%s", directivePrefix, d.name)
@@ -294,6 +295,8 @@ func (g *generator) method(p *packages.Package, t *grainType, field *ast.Field, 
 			m.readOnly = true
 		case dirOneWay:
 			m.oneWay = true
+		case dirInterleave:
+			m.interleave = true
 		case dirMethod:
 			g.methodDirective(d, m)
 		case dirGrain:
@@ -301,7 +304,7 @@ func (g *generator) method(p *packages.Package, t *grainType, field *ast.Field, 
 		default:
 			g.sink.invalid(d.pos, "unknown directive %s%s", directivePrefix, d.name)
 		}
-		if len(d.args) > 0 && (d.name == dirReadOnly || d.name == dirOneWay) {
+		if len(d.args) > 0 && (d.name == dirReadOnly || d.name == dirOneWay || d.name == dirInterleave) {
 			g.sink.invalid(d.pos, "%s%s takes no arguments", directivePrefix, d.name)
 		}
 	}

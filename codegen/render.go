@@ -200,6 +200,9 @@ func flags(m *method, gr string) string {
 	if m.oneWay {
 		fs = append(fs, gr+".OneWay")
 	}
+	if m.interleave {
+		fs = append(fs, gr+".AlwaysInterleave")
+	}
 	if m.copyFree {
 		fs = append(fs, gr+".CopyFree")
 	}

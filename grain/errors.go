@@ -75,6 +75,13 @@ var (
 	// may return it when CallerIdentity is not allowed to call a method.
 	// From a gateway: did not run.
 	ErrPermissionDenied = NewError("permission_denied", "grain: permission denied")
+	// ErrDeadlock: the call would have waited on an activation that waits
+	// for the call itself: an activation already in the call's own chain
+	// (A calls B, which calls A back), whose type admits no such call (see
+	// Reentrant, WithCallChainReentrancy and //granary:interleave). The
+	// message names the chain, grains and methods. It fails at once,
+	// instead of at the deadline. Did not run.
+	ErrDeadlock = NewError("deadlock", "grain: deadlock")
 )
 
 // canceledCode is the code context.Canceled travels with.

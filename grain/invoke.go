@@ -9,8 +9,10 @@ import (
 type MethodFlags uint8
 
 const (
-	// ReadOnly methods do not change state and may interleave with other
-	// read-only calls of the same activation (//granary:readonly).
+	// ReadOnly methods do not change state (//granary:readonly): the
+	// runtime writes no state after them, and while a read-only call waits
+	// on a call it made, other read-only calls of the same activation may
+	// start (one goroutine runs the grain's code at a time all the same).
 	ReadOnly MethodFlags = 1 << iota
 	// OneWay methods send no reply; the caller does not wait for the turn
 	// (//granary:oneway).
@@ -21,6 +23,11 @@ const (
 	// methods without it have their arguments and results deep-copied on
 	// in-process calls, so caller and grain never share memory.
 	CopyFree
+	// AlwaysInterleave methods may start while any turn of the activation
+	// waits on a call it made, whatever the type's reentrancy
+	// (//granary:interleave); they still never run at the same instant as
+	// another turn's code.
+	AlwaysInterleave
 )
 
 // Has reports whether all of the bits in g are set in f.

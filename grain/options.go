@@ -1,6 +1,9 @@
 package grain
 
-import "time"
+import (
+	goruntime "runtime"
+	"time"
+)
 
 // TypeConfig is the per-type configuration assembled from TypeOptions. Zero
 // fields mean "use the silo's default".
@@ -11,26 +14,65 @@ type TypeConfig struct {
 	// MailboxLimit is how many calls may wait for one activation; beyond it
 	// calls fail at once with ErrOverloaded. Silo default: 1000.
 	MailboxLimit int
-	// Placement picks the silo for a new activation. Default: random.
+	// Placement picks the silo for a new activation (see Placement).
+	// Default: random.
 	Placement Placement
+	// Reentrant lets any call of the type start while another call of
+	// the same activation waits on a call it made (see Reentrant).
+	Reentrant bool
+	// CallChainReentrancy lets a call start while a call of the same
+	// activation waits on it, through its call chain (see
+	// WithCallChainReentrancy).
+	CallChainReentrancy bool
+	// IncomingFilters see every call to the type (see
+	// WithIncomingFilters).
+	IncomingFilters []Filter
+	// StatelessWorkers, when positive, makes the type a stateless worker
+	// (see StatelessWorker) with at most this many activations per grain
+	// id on one silo. 0: an ordinary grain type.
+	StatelessWorkers int
 }
 
+// MaxStatelessWorkers is the most activations per grain id and silo a
+// stateless worker type may ask for; a silo refuses to start with a type
+// registered with more.
+const MaxStatelessWorkers = 1024
+
 // Placement is a strategy that picks the silo of a new activation among the
-// live silos hosting the grain type.
+// active silos hosting the grain type, in the membership view of the silo
+// placing it.
+//
+// The strategy is an option of the type's registration, so only a silo
+// that hosts the type places its grains: the silo that receives a call for
+// a grain active nowhere — the caller's own silo for a call from a grain
+// or from Silo.Client(), the gateway for a call from a runtime.Client — if
+// it hosts the type; otherwise a hosting silo chosen at random, to which
+// the call is passed. The silo chosen hosts the grain without placing it
+// again, and an activation stays where it was placed until it is
+// deactivated: placement does not move grains when the membership changes.
 type Placement uint8
 
 const (
 	// PlaceRandom picks a silo uniformly at random (the default).
 	PlaceRandom Placement = iota
-	// PlacePreferLocal activates on the silo that received the call when it
-	// hosts the type, else at random.
+	// PlacePreferLocal activates on the placing silo: the silo of the
+	// calling grain or of Silo.Client(), or the gateway that received a
+	// client's call. If that silo does not host the type (or is shutting
+	// down), on a silo chosen at random.
 	PlacePreferLocal
-	// PlaceHash picks the silo by rendezvous hashing of the grain id over
-	// the membership view, so the same id lands on the same silo while the
-	// view does not change.
+	// PlaceHash picks the silo by rendezvous hashing: the silo with the
+	// highest hash of (silo id, grain type, key). The same grain lands on
+	// the same silo wherever its first call enters the cluster, as long as
+	// the silos' membership views agree; while a silo joins or leaves, a
+	// grain goes to its owner in the placing silo's view.
 	PlaceHash
-	// PlaceLeastActivations picks the silo with the fewest activations, as
-	// last reported through membership.
+	// PlaceLeastActivations picks the silo with the fewest activations by
+	// the placing silo's reckoning: its own current count, and for each
+	// other silo the count that silo last published through membership
+	// (it publishes a changed count at most every few seconds) plus the
+	// activations the placing silo placed there since, over a few seconds
+	// at most. Ties are broken at random. Two silos placing at once see each other's placements only
+	// at the next announcement.
 	PlaceLeastActivations
 )
 
@@ -73,6 +115,65 @@ func WithMailboxLimit(n int) TypeOption {
 // WithPlacement sets the placement strategy of new activations of this type.
 func WithPlacement(p Placement) TypeOption {
 	return typeOptionFunc(func(c *TypeConfig) { c.Placement = p })
+}
+
+// Reentrant makes the grain type reentrant: while a turn of an activation
+// waits on a call it made to another grain, any other call of the same
+// activation may start; the waiting turn continues once its call returned
+// and the turn that runs then waits on a call of its own or ends. One
+// goroutine runs the activation's code at any instant all the same, so the
+// grain needs no locks; but its state may change across an outgoing call,
+// so code after a call must not rely on what it read before. Without it
+// (the default) a turn that waits holds the activation: only calls whose
+// method is marked //granary:interleave, read-only calls while only
+// read-only turns wait, and (with WithCallChainReentrancy) calls on the
+// waiting turn's own call chain may start.
+func Reentrant() TypeOption {
+	return typeOptionFunc(func(c *TypeConfig) { c.Reentrant = true })
+}
+
+// WithCallChainReentrancy admits a call into an activation that waits on
+// it: when grain A's turn calls B and B (directly, or through other
+// grains) calls A back, the call back runs while A's turn waits, instead
+// of failing with ErrDeadlock. Other calls still wait for the turn to end.
+// Calls that arrive during the activation's OnActivate or OnDeactivate
+// fail with ErrDeadlock whatever the options.
+func WithCallChainReentrancy() TypeOption {
+	return typeOptionFunc(func(c *TypeConfig) { c.CallChainReentrancy = true })
+}
+
+// StatelessWorker makes the type a stateless worker, for grains whose
+// activations hold no state bound to their identity (a parser, a fan-out
+// helper, a cache of something shared): a silo runs several activations of
+// one grain id, each a normal activation that runs one call at a time.
+//
+//   - A call runs on the caller's silo: a grain's call on the silo of the
+//     calling grain, a client's call on the silo whose gateway receives
+//     it, Silo.Client's on that silo. A silo that does not host the type
+//     sends the call to one that does, chosen at random.
+//   - The activations are never registered in the grain directory, and
+//     calls to them make no etcd request at all.
+//   - A silo starts with one activation per grain id, and adds one when a
+//     call arrives while every activation it has is busy (running a turn
+//     or holding queued calls), up to max. Each activation has its own
+//     mailbox of the type's mailbox limit, so one silo queues at most max
+//     times that many calls per grain id.
+//   - Every activation is collected once idle for the type's collection
+//     age, the last one too; calls go to the first idle activation in
+//     creation order, so under lighter load the later ones fall idle and
+//     the pool shrinks.
+//   - A stateless worker has no persistent state and no reminders: an
+//     activation that declares a state fails to activate, and
+//     RegisterReminder fails with ErrBadRequest. Timers work, per
+//     activation. WithPlacement has no effect on it.
+//
+// max <= 0 means runtime.GOMAXPROCS(0) at the time the option is made;
+// more than MaxStatelessWorkers is refused when the silo starts.
+func StatelessWorker(max int) TypeOption {
+	if max <= 0 {
+		max = goruntime.GOMAXPROCS(0)
+	}
+	return typeOptionFunc(func(c *TypeConfig) { c.StatelessWorkers = max })
 }
 
 // NewTypeConfig applies opts to a zero TypeConfig.

@@ -97,7 +97,8 @@ func OutcomeOf(err error) Outcome {
 func codeOutcome(code string) Outcome {
 	switch code {
 	case ErrOverloaded.code, ErrUnknownGrainType.code, ErrUnknownMethod.code, ErrIncompatible.code, ErrSiloUnavailable.code,
-		ErrActivationFailed.code, ErrTooLarge.code, ErrBadRequest.code, ErrUnauthenticated.code, ErrPermissionDenied.code:
+		ErrActivationFailed.code, ErrTooLarge.code, ErrBadRequest.code, ErrUnauthenticated.code, ErrPermissionDenied.code,
+		ErrDeadlock.code:
 		return OutcomeNotRun
 	case ErrPanic.code, ErrConflict.code, ErrNotFound.code:
 		return OutcomeFailed

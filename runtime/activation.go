@@ -42,11 +42,27 @@ type activation struct {
 	// inc is the silo incarnation the activation belongs to: its lease
 	// fences it, its directory holds its entry.
 	inc *incarnation
+	// pool is the pool of a stateless worker (stateless.go), nil for a
+	// grain's single activation.
+	pool *workerPool
 
-	mu      sync.Mutex
-	status  status
-	running bool  // a goroutine owns the turn loop (or the (de)activation)
+	mu     sync.Mutex
+	status status
+	// running: a goroutine holds the turn token: it runs a turn, the turn
+	// loop, or the (de)activation (see turn.go).
+	running bool
 	queue   queue // mailbox, FIFO
+	// ready holds calls admitted to start while turns wait on calls they
+	// made (interleaving, call-chain reentrancy); they start before the
+	// mailbox.
+	ready queue
+	// waiting are the turns that gave the token up while they wait on
+	// calls they made; resumers, those whose calls returned and that wait
+	// for the token, in order.
+	waiting  []*turn
+	resumers []*turn
+	// turnSeq numbers the activation's turns; owned by the token holder.
+	turnSeq uint64
 	// lastActive is when the mailbox last became empty, in nanoseconds on
 	// the silo's monotonic clock.
 	lastActive int64
@@ -188,12 +204,28 @@ func (a *activation) enqueue(m *message) error {
 	case a.status == statusDead:
 		a.mu.Unlock()
 		return errRetry
-	case a.queue.len() >= a.typ.mailboxLimit:
+	case a.queue.len()+a.ready.len() >= a.typ.mailboxLimit:
 		a.mu.Unlock()
 		return fmt.Errorf("%w: %s has %d calls waiting", grain.ErrOverloaded, a.id, a.typ.mailboxLimit)
 	}
-	a.queue.push(m)
-	start := !a.running && a.status == statusValid
+	switch {
+	case len(m.chain) > 0 && a.onChainLocked(m.chain):
+		// The call waits for a turn that waits for it: admit it now, or
+		// fail it instead of letting both wait for the deadline.
+		if a.status != statusValid || !a.typ.callChainReentrant && !a.mayStartLocked(m) {
+			err := a.deadlockError(m)
+			a.mu.Unlock()
+			return err
+		}
+		a.ready.push(m)
+	case len(a.waiting) > 0 && !a.typ.reentrant && a.status == statusValid && a.mayStartLocked(m):
+		// It may interleave with the waiting turns: it need not wait
+		// behind calls that may not.
+		a.ready.push(m)
+	default:
+		a.queue.push(m)
+	}
+	start := !a.running && a.status == statusValid && a.runnableLocked()
 	if start {
 		a.running = true
 	}
@@ -214,8 +246,9 @@ func (a *activation) activate() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DeactivationTimeout)
 	defer cancel()
 
+	ctx = a.newTurn(ctx, "$activate", false, nil)
 	entry := a.entry()
-	dir := a.inc.dir
+	dir := a.directory() // none for a stateless worker
 	winner, err := dir.Register(ctx, a.id, entry)
 	if err != nil {
 		a.fail(fmt.Errorf("%w: %s: register in directory: %w", grain.ErrActivationFailed, a.id, err), false)
@@ -313,11 +346,10 @@ func (a *activation) kill() []*message {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.status = statusDead
-	a.running = false
 	a.stopTimersLocked()
 	// impl and states stay: a turn may still be running (the silo fenced
-	// itself), and they belong to that goroutine.
-	return a.queue.drain()
+	// itself), and they belong to that goroutine, which keeps the token.
+	return append(a.ready.drain(), a.queue.drain()...)
 }
 
 // run serves the mailbox one turn at a time until it is empty. The caller
@@ -325,26 +357,37 @@ func (a *activation) kill() []*message {
 func (a *activation) run() {
 	for {
 		a.mu.Lock()
-		if a.status == statusDead {
-			// Dropped while this goroutine ran a turn.
+		if a.status == statusDead || len(a.resumers) > 0 {
+			// Dropped while this goroutine ran a turn (waiting turns
+			// still finish theirs), or a waiting turn's call returned:
+			// it continues first.
+			wake, start := a.handOffLocked()
 			a.mu.Unlock()
+			a.afterHandOff(wake, start)
 			return
 		}
-		m := a.queue.pop()
+		m := a.ready.pop()
+		if m == nil && a.queue.head != nil && a.mayStartLocked(a.queue.head) {
+			m = a.queue.pop()
+		}
 		if m != nil && !m.idle {
 			a.counted = true
 		}
 		if m == nil {
-			if a.counted {
-				a.lastActive = a.silo.nanotime()
-				a.counted = false
+			if len(a.waiting) == 0 {
+				if a.counted {
+					a.lastActive = a.silo.nanotime()
+					a.counted = false
+				}
+				if reason := a.deactivate; reason != 0 && a.status == statusValid {
+					a.status = statusDeactivating
+					a.mu.Unlock()
+					a.deactivateNow(a.silo.deactivationContext(reason), reason)
+					return
+				}
 			}
-			if reason := a.deactivate; reason != 0 && a.status == statusValid {
-				a.status = statusDeactivating
-				a.mu.Unlock()
-				a.deactivateNow(a.silo.deactivationContext(reason), reason)
-				return
-			}
+			// Nothing may start: the waiting turns, if any, take the
+			// token back when their calls return.
 			a.running = false
 			a.mu.Unlock()
 			return
@@ -394,10 +437,19 @@ func (a *activation) turn(m *message) (failed bool) {
 			grain.ErrUnknownMethod, a.id, a.typ.desc.Name))
 		return false
 	}
-	reply, err, panicked := a.invoke(m)
+	t := a.newTurn(m.ctx, m.method.Name, m.method.Flags.Has(grain.ReadOnly), m.chain)
+	reply, err, ran, panicked := a.invoke(t, m)
 	if panicked {
 		m.complete(nil, err)
 		return true
+	}
+	if !ran {
+		// An incoming filter answered the call without running it.
+		if err == nil && reply != nil {
+			reply, err = replyFor(m, reply, a.silo.cfg.MaxMessageSize)
+		}
+		m.complete(reply, err)
+		return false
 	}
 	// The method ran: whatever it returns, even a runtime error of its own
 	// call to another grain, says "ran and failed", unless a write it made
@@ -453,7 +505,7 @@ func (a *activation) failedWrite() bool {
 	return true
 }
 
-func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
+func (a *activation) invoke(t *turn, m *message) (reply any, err error, ran, panicked bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			a.silo.log.Error("grain method panicked; deactivating without writing state",
@@ -463,7 +515,7 @@ func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
 			err = fmt.Errorf("%w: %s.%s: %v", grain.ErrPanic, a.id, m.method.Name, r)
 		}
 	}()
-	ctx := m.ctx
+	var ctx context.Context = t
 	if m.done == nil && m.replyFn == nil {
 		// One-way: the caller did not wait, so nothing bounds the turn but
 		// the response timeout.
@@ -471,8 +523,16 @@ func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
 		ctx, release = transport.WithTimeout(ctx, a.silo.cfg.ResponseTimeout)
 		defer release()
 	}
-	reply, err = m.method.Invoke(ctx, a.impl, m.args)
-	return reply, err, false
+	if len(a.typ.incoming) == 0 {
+		reply, err = m.method.Invoke(ctx, a.impl, m.args)
+		return reply, err, true, false
+	}
+	reply, err = grain.RunFilters(ctx, a.typ.incoming, &grain.CallInfo{Target: a.id, Method: m.method, Args: m.args},
+		func(ctx context.Context) (any, error) {
+			ran = true
+			return m.method.Invoke(ctx, a.impl, m.args)
+		})
+	return reply, err, ran, false
 }
 
 // tryDeactivate starts deactivating an idle valid activation, if it is still
@@ -482,7 +542,8 @@ func (a *activation) invoke(m *message) (reply any, err error, panicked bool) {
 func (a *activation) tryDeactivate(now, minIdle int64) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.status != statusValid || a.running || a.queue.len() > 0 || now-a.lastActive < minIdle {
+	if a.status != statusValid || a.running || a.queue.len() > 0 || a.ready.len() > 0 || len(a.waiting) > 0 ||
+		len(a.resumers) > 0 || now-a.lastActive < minIdle {
 		return false
 	}
 	a.status = statusDeactivating
@@ -544,6 +605,9 @@ func (a *activation) deactivateNow(parent context.Context, reason grain.Deactiva
 	s.unregisterWithin(parent, a)
 	s.table.remove(a)
 	pending := a.kill()
+	// Turns that still wait (a failed turn tore the activation down while
+	// they waited on calls) take the token to finish theirs.
+	a.releaseToken()
 	s.log.Debug("deactivated", zap.Stringer("grain", a.id), zap.Stringer("reason", reason))
 	for _, m := range pending {
 		s.redispatch(m)
@@ -617,6 +681,7 @@ func (a *activation) persist(ctx context.Context, reason grain.DeactivationReaso
 			err = fmt.Errorf("%w: during deactivation: %v", grain.ErrPanic, r)
 		}
 	}()
+	ctx = a.newTurn(ctx, "$deactivate", false, nil)
 	if h, ok := a.impl.(grain.Deactivator); ok {
 		if err := h.OnDeactivate(ctx, reason); err != nil {
 			a.silo.log.Warn("OnDeactivate failed", zap.Stringer("grain", a.id), zap.Error(err))

@@ -2,6 +2,7 @@ package runtime_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	goruntime "runtime"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime"
 	"github.com/granary-rt/granary/runtime/internal/testgrains"
 	"github.com/granary-rt/granary/runtime/runtimetest"
@@ -40,33 +42,39 @@ func BenchmarkCall(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		var mu sync.Mutex
-		var lat []time.Duration
-		var next atomic.Int64
-		b.SetParallelism(max(1, callers/goruntime.GOMAXPROCS(0)))
-		b.ReportAllocs()
-		b.ResetTimer()
-		begin := time.Now()
-		b.RunParallel(func(pb *testing.PB) {
-			i := int(next.Add(7919)) % grains
-			local := make([]time.Duration, 0, 1<<16)
-			for pb.Next() {
-				t0 := time.Now()
-				if err := refs[i].Ping(ctx); err != nil {
-					b.Error(err)
-					return
-				}
-				local = append(local, time.Since(t0))
-				i = (i + 1) % grains
-			}
-			mu.Lock()
-			lat = append(lat, local...)
-			mu.Unlock()
-		})
-		elapsed := time.Since(begin)
-		b.StopTimer()
-		reportLatency(b, lat, elapsed)
+		benchParallel(b, callers, grains, func(i int) error { return refs[i].Ping(ctx) })
 	})
+}
+
+// benchParallel runs call from callers goroutines, each walking 0..n-1
+// from its own offset, and reports calls/s and latency percentiles.
+func benchParallel(b *testing.B, callers, n int, call func(i int) error) {
+	var mu sync.Mutex
+	var lat []time.Duration
+	var next atomic.Int64
+	b.SetParallelism(max(1, callers/goruntime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	begin := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(7919)) % n
+		local := make([]time.Duration, 0, 1<<16)
+		for pb.Next() {
+			t0 := time.Now()
+			if err := call(i); err != nil {
+				b.Error(err)
+				return
+			}
+			local = append(local, time.Since(t0))
+			i = (i + 1) % n
+		}
+		mu.Lock()
+		lat = append(lat, local...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(begin)
+	b.StopTimer()
+	reportLatency(b, lat, elapsed)
 }
 
 func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
@@ -146,4 +154,76 @@ func heapInUse() int64 {
 	}
 	goruntime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
+}
+
+// BenchmarkGrainToGrain measures calls between grains, 64 concurrent
+// callers over 1,000 grain pairs already active, each op one call from
+// the benchmark into a Hop grain:
+//   - hops=0: the grain calls nobody (the baseline);
+//   - hops=1/in-process: it calls a grain on its silo;
+//   - hops=1/remote: it calls a grain on another silo (two silos in this
+//     process: the call crosses gRPC over loopback); the caller's type is
+//     hosted only by the first silo, the callee's only by the second;
+//   - callback/reentrant: A calls B, which calls A back, an interleaved
+//     turn of the waiting A (test.HopReentrant).
+//
+// An op's cost minus the baseline's is the cost of the outgoing call.
+func BenchmarkGrainToGrain(b *testing.B) {
+	const pairs = 1_000
+	for _, bc := range []struct {
+		name  string
+		silos int
+		path  func(i int) (first string, rest []string)
+	}{
+		{"hops=0", 1, func(i int) (string, []string) { return fmt.Sprint("test.Hop/a", i), nil }},
+		{"hops=1/in-process", 1, func(i int) (string, []string) {
+			return fmt.Sprint("test.Hop/a", i), []string{fmt.Sprint("test.HopChain/b", i)}
+		}},
+		{"hops=1/remote", 2, func(i int) (string, []string) {
+			return fmt.Sprint("test.Hop/a", i), []string{fmt.Sprint("test.HopChain/b", i)}
+		}},
+		{"callback/reentrant", 1, func(i int) (string, []string) {
+			a := fmt.Sprint("test.HopReentrant/a", i)
+			return a, []string{fmt.Sprint("test.HopChain/b", i), a}
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			n := 0
+			c := runtimetest.NewCluster(b, bc.silos, runtimetest.Options{
+				Config: runtime.Config{Etcd: runtime.EtcdConfig{Endpoints: endpoints}},
+				Register: func(s *runtime.Silo) {
+					// With two silos, the first hosts the callers' types
+					// and the second the callees'.
+					if n == 0 || bc.silos == 1 {
+						testgrains.RegisterHop(s, func(c grain.Context) testgrains.Hop { return testgrains.NewHopImpl(c, nil) })
+						testgrains.RegisterHopReentrant(s, func(c grain.Context) testgrains.HopReentrant { return testgrains.NewHopImpl(c, nil) }, grain.Reentrant())
+					}
+					if n == 1 || bc.silos == 1 {
+						testgrains.RegisterHopChain(s, func(c grain.Context) testgrains.HopChain { return testgrains.NewHopImpl(c, nil) }, grain.WithCallChainReentrancy())
+					}
+					n++
+				},
+			})
+			ctx := context.Background()
+			caller := c.Silos[0].Client()
+			for i := range pairs {
+				first, rest := bc.path(i)
+				// The first silo may not see the second yet.
+				deadline := time.Now().Add(10 * time.Second)
+				_, err := callHop(ctx, caller, first, "Call", rest...)
+				for errors.Is(err, grain.ErrUnknownGrainType) && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+					_, err = callHop(ctx, caller, first, "Call", rest...)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			benchParallel(b, 64, pairs, func(i int) error {
+				first, rest := bc.path(i)
+				_, err := callHop(ctx, caller, first, "Call", rest...)
+				return err
+			})
+		})
+	}
 }

@@ -71,6 +71,9 @@ type ClientConfig struct {
 	// wrapping grain.ErrTooLarge. The gateway enforces its silo's limit
 	// too. Default DefaultMaxMessageSize (4 MiB).
 	MaxMessageSize int
+	// OutgoingFilters see every call the client makes, in order, before
+	// it is routed; see grain.Filter.
+	OutgoingFilters []grain.Filter
 	// Logger receives the client's logs. Default: no logs.
 	Logger *zap.Logger
 }
@@ -198,8 +201,17 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 // View returns the client's membership view (nil with static gateways).
 func (c *Client) View() *cluster.View { return c.view }
 
-// Invoke implements grain.Caller.
+// Invoke implements grain.Caller. The call passes through
+// ClientConfig.OutgoingFilters first.
 func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
+	if len(c.cfg.OutgoingFilters) == 0 || call.Method == nil {
+		return c.invoke(ctx, call)
+	}
+	return grain.RunFilters(ctx, c.cfg.OutgoingFilters, &grain.CallInfo{Target: call.Target, Method: call.Method, Args: call.Args},
+		func(ctx context.Context) (any, error) { return c.invoke(ctx, call) })
+}
+
+func (c *Client) invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if c.closed.Load() {
 		return nil, fmt.Errorf("%w: client is closed", grain.ErrSiloUnavailable)
 	}
@@ -209,6 +221,9 @@ func (c *Client) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	md := call.Method
 	if md == nil {
 		return nil, fmt.Errorf("%w: call to %s names no method", grain.ErrUnknownMethod, call.Target)
+	}
+	if err := checkRequestValues(ctx, call, md); err != nil {
+		return nil, err
 	}
 	if _, ok := ctx.Deadline(); !ok && !md.Flags.Has(grain.OneWay) {
 		// No timer per call: the transport enforces the deadline.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/granary-rt/granary/directory"
+	"github.com/granary-rt/granary/grain"
 	"github.com/granary-rt/granary/runtime/reminder"
 	"github.com/granary-rt/granary/runtime/storage"
 )
@@ -82,8 +83,10 @@ type Config struct {
 	// GatewayForward makes the gateway forward a client's call for a grain
 	// active on another silo to that silo, instead of answering with that
 	// silo's gateway address for the client to call next: for clients
-	// that can reach only some gateways (behind a load balancer). It costs
-	// a hop on every such call. Default false.
+	// that can reach only some gateways (behind a load balancer). A
+	// gateway that does not host a grain's type, whose call a hosting silo
+	// placed elsewhere, forwards it there too. It costs a hop on every
+	// such call. Default false.
 	GatewayForward bool
 	// Storage maps provider names to providers. States use the provider
 	// named DefaultStorage unless they select another. Default: an etcd
@@ -156,6 +159,15 @@ type Config struct {
 	// (directory registration, state load, OnActivate) and one-way calls
 	// being re-routed. Default 1024.
 	MaxRouting int
+	// IncomingFilters see every call to a grain hosted by this silo, in
+	// order, before the type's own (grain.WithIncomingFilters), inside the
+	// call's turn; see grain.Filter. Reminder ticks pass through them
+	// (method grain.ReminderMethod); timer callbacks do not.
+	IncomingFilters []grain.Filter
+	// OutgoingFilters see every call made through this silo (by its
+	// grains, or through Silo.Client), in order, before it is routed; see
+	// grain.Filter.
+	OutgoingFilters []grain.Filter
 	// Logger receives the silo's logs. Default: no logs.
 	Logger *zap.Logger
 

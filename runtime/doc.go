@@ -28,7 +28,9 @@
 // etcd with a lease (package cluster) and watches the membership. A call
 // goes to the grain's activation wherever it is: the directory (cached)
 // names the host, validated against the membership view; a grain with no
-// activation is placed on a live silo hosting its type; a silo that does
+// activation is placed on a live silo hosting its type, as the type's
+// grain.Placement says, by a silo that hosts the type (see
+// grain.Placement for which one); a silo that does
 // not host a grain answers "not here" with a redirect and the caller routes
 // again. A silo that cannot renew its lease in time fences itself (drops
 // its activations unwritten) and rejoins as a new incarnation.
@@ -39,6 +41,12 @@
 // an Authenticator (Config.Authenticator) may require clients to present
 // a bearer token or a TLS client certificate, and grain code reads the
 // authenticated caller with grain.CallerIdentity.
+//
+// Request context: the request values a caller sets with
+// grain.WithRequestValue travel with its calls, through gateways and
+// between silos, to every grain of the call's chain; a caller's
+// cancellation reaches a callee in another process as a cancel message,
+// and the callee's context is done.
 //
 // Frontend code in another process calls grains through Connect, which
 // sends every call to a gateway:

@@ -45,7 +45,7 @@ import (
 
 // reservedContextPrefix starts the request-context keys only silos may
 // set.
-const reservedContextPrefix = "granary."
+const reservedContextPrefix = grain.ReservedRequestKeyPrefix
 
 // The request-context keys the caller's identity travels under from one
 // silo to another.
@@ -189,7 +189,8 @@ func (s *Silo) gatewayOf(siloID string) string {
 // (rt.hops > 0: only a silo may tell another to host a grain), a host
 // whose record has no usable gateway address, a one-way call (nobody
 // reads its answer) and every call under Config.GatewayForward are
-// forwarded over the silo-to-silo path, with the caller's identity.
+// forwarded over the silo-to-silo path, with the caller's identity and
+// request values.
 func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, reply transport.Replier, rt route) {
 	if reply != nil && rt.hops == 0 && !s.cfg.GatewayForward {
 		if gw := s.gatewayOf(rt.silo.SiloID); gw != "" {
@@ -200,7 +201,7 @@ func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, re
 	}
 	s.gwStats.forwarded.Add(1)
 	env := &transport.Envelope{Target: req.Target, Method: req.Method, Fingerprint: req.Fingerprint, Flags: req.Flags, Hops: rt.hops,
-		Context: identityContext(ctx), Body: req.Body}
+		Context: requestContext(ctx, true), Body: req.Body}
 	if reply == nil {
 		env.Timeout = req.Timeout
 		if err := s.tc.Send(ctx, rt.silo.Address, env); err != nil {
@@ -210,6 +211,13 @@ func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, re
 		return
 	}
 	resp, err := s.tc.Call(ctx, rt.silo.Address, env)
+	if to, ok := s.followOnGateway(rt, err); ok {
+		// Where the silo that placed the grain put it, or where it is
+		// active: told to the client, it would send it to a gateway it
+		// may not reach. (Still one forwarded call.)
+		env.Hops = 1
+		resp, err = s.tc.Call(ctx, to.Address, env)
+	}
 	switch {
 	case err == nil:
 		reply.Reply(resp)
@@ -220,6 +228,26 @@ func (s *Silo) routeFromGateway(ctx context.Context, req *transport.Envelope, re
 	default:
 		reply.Reply(encodeResponse(nil, err))
 	}
+}
+
+// followOnGateway says whether the gateway sends a call it forwarded on
+// rt (hops 0) to the silo the not-here answer err names, itself, with hops 1,
+// instead of passing the answer to the client: under
+// Config.GatewayForward, or when that silo has no usable gateway
+// address. The silo forwarded to hosts the type (a gateway that does not
+// host it forwards only to one that does), so its answer is its placement
+// or the grain's host.
+func (s *Silo) followOnGateway(rt route, err error) (cluster.SiloInfo, bool) {
+	var nh *transport.NotHereError
+	if rt.hops > 0 || !errors.As(err, &nh) {
+		return cluster.SiloInfo{}, false
+	}
+	rd := nh.Redirect
+	if rd.SiloID == "" || rd.SiloID == s.id || !validAddress(rd.Address) ||
+		!s.cfg.GatewayForward && s.gatewayOf(rd.SiloID) != "" {
+		return cluster.SiloInfo{}, false
+	}
+	return cluster.SiloInfo{SiloID: rd.SiloID, Address: rd.Address}, true
 }
 
 // identityContext returns the request context that carries ctx's caller

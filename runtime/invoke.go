@@ -23,8 +23,17 @@ var _ grain.Caller = (*Silo)(nil)
 // Invoke implements grain.Caller: it delivers call to the grain's single
 // activation, on this silo or another, activating it where placement says
 // if it has none, and waits for the reply until ctx's deadline (or the
-// silo's response timeout).
+// silo's response timeout). The call passes through
+// Config.OutgoingFilters first.
 func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
+	if len(s.cfg.OutgoingFilters) == 0 || call.Method == nil {
+		return s.invoke(ctx, call)
+	}
+	return grain.RunFilters(ctx, s.cfg.OutgoingFilters, &grain.CallInfo{Target: call.Target, Method: call.Method, Args: call.Args},
+		func(ctx context.Context) (any, error) { return s.invoke(ctx, call) })
+}
+
+func (s *Silo) invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if !s.serving.Load() {
 		return nil, fmt.Errorf("%w: silo is not serving (not started, or stopped)", grain.ErrSiloUnavailable)
 	}
@@ -40,6 +49,15 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	if md == nil {
 		return nil, fmt.Errorf("%w: call to %s names no method", grain.ErrUnknownMethod, call.Target)
 	}
+	if err := checkRequestValues(ctx, call, md); err != nil {
+		return nil, err
+	}
+	if t := turnOf(ctx); t != nil && !md.Flags.Has(grain.OneWay) {
+		// A turn calls another grain: it gives up its activation's turn
+		// token while it waits (see turn.go).
+		t.a.beginWait(t)
+		defer t.a.endWait(t)
+	}
 	if t != nil && (call.Type != t.desc || t.desc.Lookup(md.Name) != md) {
 		// The caller knows this type from another descriptor than the one
 		// this silo hosts (another version of the interface linked into
@@ -50,9 +68,10 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 	}
 	_, hasDeadline := ctx.Deadline()
 	needDeadline := !hasDeadline && !md.Flags.Has(grain.OneWay)
-	// The common case: the grain is active here, and the caller waits on
-	// the context's Done, so a plain timer context is the cheapest.
-	if t != nil && s.table.get(call.Target) != nil {
+	// The common case: the grain is active here (or is a stateless worker
+	// of a type hosted here), and the caller waits on the context's Done,
+	// so a plain timer context is the cheapest.
+	if t != nil && (t.workers > 0 || s.table.get(call.Target) != nil) {
 		lctx := ctx
 		if needDeadline {
 			var cancel context.CancelFunc
@@ -71,14 +90,19 @@ func (s *Silo) Invoke(ctx context.Context, call *grain.Call) (any, error) {
 		ctx, release = transport.WithTimeout(ctx, s.cfg.ResponseTimeout)
 		defer release()
 	}
-	placement := grain.PlaceRandom
+	placement := s.unhostedPlacement(call.Target.Type)
 	if t != nil {
 		placement = t.placement
 	}
 	inc := s.inc.Load()
 	hosted := t != nil && !s.stopping.Load()
-	return inc.router.invoke(ctx, call, md,
-		func() (route, error) { return inc.router.resolve(ctx, call.Target, placement, hosted) },
+	pick := func() (route, error) { return inc.router.resolve(ctx, call.Target, placement, hosted) }
+	if t == nil && placement != placeWorker {
+		// This silo does not know the type's placement: a silo that
+		// hosts the type places a new grain (placement.go).
+		pick = func() (route, error) { return inc.router.resolveUnhosted(ctx, call.Target) }
+	}
+	return inc.router.invoke(ctx, call, md, pick,
 		func() (any, error) {
 			if t == nil {
 				return nil, fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, call.Target.Type, s.id)
@@ -105,7 +129,7 @@ func (s *Silo) invokeForeign(ctx context.Context, call *grain.Call, t *grainType
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s.%s: arguments: %w", grain.ErrBadRequest, call.Target, md.Name, err)
 	}
-	reply, err := s.Invoke(ctx, &grain.Call{Target: call.Target, Type: t.desc, Method: md, Args: args})
+	reply, err := s.invoke(ctx, &grain.Call{Target: call.Target, Type: t.desc, Method: md, Args: args})
 	if err != nil || reply == nil || cm.NewReply == nil {
 		return nil, err
 	}
@@ -141,7 +165,12 @@ func (s *Silo) invokeLocal(ctx context.Context, call *grain.Call, t *grainType, 
 			args: args, oneWayFailed: s.rerouteOneWay}
 		return nil, s.dispatch(m)
 	}
+	chain, err := outChain(ctx)
+	if err != nil {
+		return nil, err
+	}
 	m := newMessage(ctx, call.Target, t, md, args)
+	m.chain = chain
 	if err := s.dispatch(m); err != nil {
 		m.release()
 		return nil, err
@@ -182,6 +211,9 @@ func (s *Silo) dispatch(m *message) error { return s.dispatchTo(m, nil) }
 // dispatchTo is dispatch with the activation the caller just looked up,
 // if any, to spare a second lookup.
 func (s *Silo) dispatchTo(m *message, a *activation) error {
+	if m.typ.workers > 0 {
+		return s.dispatchWorker(m)
+	}
 	for range maxForwards {
 		if s.isFenced() {
 			return &notHereError{id: m.target, why: "silo " + s.id + " is fenced"}
@@ -395,6 +427,12 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 		}()
 		return
 	}
+	ctx, err := withRequestContext(ctx, req)
+	if err != nil {
+		s.logBadRequest(ctx, req, err)
+		fail(err)
+		return
+	}
 	t := s.types[req.Target.Type]
 	if t == nil && gateway {
 		s.routeUnhosted(ctx, req, reply, fail)
@@ -418,8 +456,14 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 	m := &message{ctx: ctx, target: req.Target, typ: t, method: md, args: args, replyFn: reply, hops: req.Hops}
 	if reply == nil {
 		m.ctx, m.oneWayFailed = context.WithoutCancel(ctx), s.rerouteOneWay
+	} else if m.chain, err = decodeChain(req.Chain); err != nil {
+		s.logBadRequest(ctx, req, err)
+		fail(err)
+		return
 	}
-	if a := s.table.get(req.Target); a != nil {
+	if a := s.table.get(req.Target); a != nil || t.workers > 0 {
+		// Active here, or a stateless worker: it runs here, whatever
+		// the hops (a gateway never sends one on).
 		if err := s.dispatchTo(m, a); err != nil {
 			m.complete(nil, err)
 		}
@@ -436,7 +480,8 @@ func (s *Silo) serveRequest(ctx context.Context, req *transport.Envelope, reply 
 		return
 	}
 	if req.Hops > 0 {
-		// This silo was chosen to host the grain. A call is answered once
+		// This silo was chosen to host the grain: it hosts it without
+		// placing it again (placement.go). A call is answered once
 		// its grain's activation finished (or failed): it keeps its token
 		// until then. (A one-way call gives it back when it is queued.)
 		if reply != nil {
@@ -507,18 +552,22 @@ func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply
 		defer s.wg.Done()
 		defer func() { <-s.routing }()
 		defer s.recoverRequest(ctx, req, reply)
-		rt, err := s.inc.Load().router.resolve(ctx, req.Target, grain.PlaceRandom, false)
+		r := s.inc.Load().router
+		var rt route
+		var err error
+		if s.unhostedPlacement(req.Target.Type) == placeWorker {
+			rt, err = r.resolve(ctx, req.Target, placeWorker, false)
+		} else {
+			rt, err = r.resolveUnhosted(ctx, req.Target)
+		}
 		switch {
 		case err != nil:
 			fail(err)
 		case rt.local:
 			fail(fmt.Errorf("%w: %q is not hosted by silo %s", grain.ErrUnknownGrainType, req.Target.Type, s.id))
 		default:
-			// A placement (hops 1) chose the host at random: this silo
-			// does not know the type's placement. Let a silo that hosts
-			// the type route the call (hops 0), so that the grain is placed
-			// as its type says.
-			rt.hops = 0
+			// A grain not active anywhere goes to a silo that hosts the
+			// type (hops 0), which places it as its type says.
 			s.routeFromGateway(ctx, req, reply, rt)
 		}
 	}()

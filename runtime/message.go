@@ -24,6 +24,10 @@ type message struct {
 	// replyFn answers a call that came from another process; nil for
 	// local calls and remote one-way calls.
 	replyFn transport.Replier
+	// chain is the call chain: the turns that wait for this call, the
+	// innermost last (see turn.go). Nil for calls from clients and one-way
+	// calls.
+	chain []link
 	// hops is how often the call was forwarded between processes; 0 for
 	// a call from a client that did not know the host.
 	hops uint8

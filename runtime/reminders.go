@@ -910,6 +910,10 @@ func (r *reminderService) handleNotice(ctx context.Context, req *transport.Envel
 func (c *grainContext) RegisterReminder(ctx context.Context, name string, due, period time.Duration) error {
 	a := c.act()
 	r := a.silo.reminders
+	if a.pool != nil {
+		return fmt.Errorf("%w: reminder %q of %s: grain type %s is a stateless worker (grain.StatelessWorker), which has no single activation for a reminder to tick",
+			grain.ErrBadRequest, name, a.id, a.typ.desc.Name)
+	}
 	switch a.remindable.Load() {
 	case remindableUnknown:
 		return fmt.Errorf("%w: reminder %q of %s: RegisterReminder called before the factory of grain type %s returned; call it from OnActivate or a grain method",

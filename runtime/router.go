@@ -36,6 +36,10 @@ type router struct {
 	// maxMessage is the largest encoded arguments a call may send
 	// (Config.MaxMessageSize, ClientConfig.MaxMessageSize).
 	maxMessage int
+	// localLoad counts this silo's activations, and loads estimates the
+	// others', for least-activations placement (placement.go).
+	localLoad func() int
+	loads     loadEstimate
 }
 
 // route is where a call goes: this silo, or another silo. hops is the hop
@@ -122,6 +126,9 @@ func redirectOf(err error) (transport.Redirect, bool) {
 // resolve finds where a call to id goes. hosted says whether this silo
 // hosts the type (always false for a client).
 func (r *router) resolve(ctx context.Context, id grain.ID, placement grain.Placement, hosted bool) (route, error) {
+	if placement == placeWorker {
+		return r.workerRoute(id.Type, hosted) // never in the directory
+	}
 	snap := r.view.Current()
 	e, ok, err := r.dir.Lookup(ctx, id)
 	if err != nil {
@@ -160,7 +167,7 @@ func (r *router) resolve(ctx context.Context, id grain.ID, placement grain.Place
 		}
 		return route{}, fmt.Errorf("%w: no active silo hosts %q", grain.ErrUnknownGrainType, id.Type)
 	}
-	chosen := place(placement, id, r.self, candidates)
+	chosen := r.place(placement, id, candidates)
 	if chosen.SiloID == r.self {
 		return route{local: true}, nil
 	}
@@ -250,8 +257,9 @@ func (r *router) placed(id grain.ID, rt route, md *grain.MethodDesc) {
 }
 
 // callRemote sends call to the silo of rt and decodes the reply.
-// A silo sends the caller's identity along (see grain.CallerIdentity); a
-// client never does: its gateway sets it.
+// The request values of ctx go along (see requestContext), and a silo also
+// sends the caller's identity (see grain.CallerIdentity); a client never
+// does: its gateway sets it.
 func (r *router) callRemote(ctx context.Context, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
 	return callRemote(ctx, r.tc, rt, call, md, r.self != "", r.maxMessage)
 }
@@ -265,8 +273,14 @@ func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain
 		return nil, tooLarge(call.Target, md, "arguments", len(body), maxMessage)
 	}
 	env := &transport.Envelope{Target: call.Target, Method: md.Name, Fingerprint: md.Fingerprint, Flags: md.Flags, Hops: rt.hops, Body: body}
-	if withIdentity {
-		env.Context = identityContext(ctx)
+	env.Context = requestContext(ctx, withIdentity)
+	if withIdentity && !md.Flags.Has(grain.OneWay) {
+		// A silo's call: the turns that wait for it.
+		chain, err := outChain(ctx)
+		if err != nil {
+			return nil, err
+		}
+		env.Chain = encodeChain(chain)
 	}
 	if md.Flags.Has(grain.OneWay) {
 		return nil, tc.Send(ctx, rt.silo.Address, env)

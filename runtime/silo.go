@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,14 +104,16 @@ type Silo struct {
 	// routing holds a token per request from another process that waits
 	// for a directory lookup or for its grain's activation, and per one-way
 	// call being re-routed: Config.MaxRouting of them at most.
-	routing     chan struct{}
-	dropLogAt   atomic.Int64 // nanotime of the last "dropped" warning
-	idleWorkers atomic.Int32
-	leaseDone   chan struct{} // closed when the lease watcher may exit
-	stopCtx     context.Context
-	stopErr     error
-	stopped     bool
-	wg          sync.WaitGroup
+	routing   chan struct{}
+	dropLogAt atomic.Int64 // nanotime of the last "dropped" warning
+	// deadlockLogAt is the nanotime of the last ErrDeadlock warning.
+	deadlockLogAt atomic.Int64
+	idleWorkers   atomic.Int32
+	leaseDone     chan struct{} // closed when the lease watcher may exit
+	stopCtx       context.Context
+	stopErr       error
+	stopped       bool
+	wg            sync.WaitGroup
 }
 
 type grainType struct {
@@ -119,6 +122,13 @@ type grainType struct {
 	collectionAge time.Duration
 	mailboxLimit  int
 	placement     grain.Placement
+	// reentrant, callChainReentrant: see grain.Reentrant and
+	// grain.WithCallChainReentrancy.
+	reentrant          bool
+	callChainReentrant bool
+	// incoming are the silo's incoming filters followed by the type's.
+	incoming []grain.Filter
+	workers  int // a stateless worker's most activations per grain id; 0: not one
 }
 
 // NewSilo validates cfg and returns a silo that is not started yet.
@@ -159,12 +169,17 @@ func (s *Silo) RegisterGrainType(t *grain.TypeDesc, f grain.Factory, opts ...gra
 	}
 	tc := grain.NewTypeConfig(opts...)
 	gt := &grainType{desc: t, factory: f, collectionAge: tc.CollectionAge, mailboxLimit: tc.MailboxLimit,
-		placement: tc.Placement}
+		placement: tc.Placement, reentrant: tc.Reentrant, callChainReentrant: tc.CallChainReentrancy,
+		incoming: slices.Concat(s.cfg.IncomingFilters, tc.IncomingFilters)}
 	if gt.collectionAge <= 0 {
 		gt.collectionAge = s.cfg.CollectionAge
 	}
 	if gt.mailboxLimit <= 0 {
 		gt.mailboxLimit = s.cfg.MailboxLimit
+	}
+	if err := configureStateless(gt, tc); err != nil {
+		s.regErr = append(s.regErr, err)
+		return
 	}
 	s.types[t.Name] = gt
 }
@@ -230,8 +245,12 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		s.gwAddr = gwLis.Addr().String()
 	}
 	names := make([]string, 0, len(s.types))
-	for n := range s.types {
+	var stateless []string
+	for n, t := range s.types {
 		names = append(names, n)
+		if t.workers > 0 {
+			stateless = append(stateless, n)
+		}
 	}
 	member, err := cluster.Join(ctx, s.etcd, cluster.Config{
 		Prefix:         s.cfg.prefix(),
@@ -239,6 +258,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		Address:        s.addr,
 		GatewayAddress: s.gwAddr,
 		GrainTypes:     names,
+		StatelessTypes: stateless,
 		TTL:            s.cfg.LeaseTTL,
 		Logger:         s.cfg.Logger,
 	})
@@ -275,7 +295,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("runtime: transport client: %w", err)
 	}
-	inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, maxMessage: s.cfg.MaxMessageSize}
+	inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, localLoad: s.table.len, maxMessage: s.cfg.MaxMessageSize}
 	table := s.cfg.Reminders
 	if table == nil {
 		if table, err = reminder.NewEtcd(s.etcd, reminder.EtcdConfig{Prefix: s.cfg.prefix(), Logger: s.log}); err != nil {
@@ -595,7 +615,7 @@ func (s *Silo) newIncarnation(member *cluster.Member) (*incarnation, error) {
 		inc.dir = d
 	}
 	if s.tc != nil {
-		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, maxMessage: s.cfg.MaxMessageSize}
+		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, localLoad: s.table.len, maxMessage: s.cfg.MaxMessageSize}
 	}
 	inc.ctx, inc.cancel = context.WithCancel(context.Background())
 	return inc, nil
@@ -882,7 +902,7 @@ func (s *Silo) unregister(a *activation) { s.unregisterWithin(context.Background
 func (s *Silo) unregisterWithin(parent context.Context, a *activation) {
 	ctx, cancel := context.WithTimeout(parent, s.cfg.DeactivationTimeout)
 	defer cancel()
-	if err := a.inc.dir.Unregister(ctx, a.id, a.entry()); err != nil {
+	if err := a.directory().Unregister(ctx, a.id, a.entry()); err != nil {
 		s.log.Warn("directory unregister failed; the entry goes when the lease does",
 			zap.Stringer("grain", a.id), zap.Error(err))
 	}

@@ -34,10 +34,13 @@ func TestMain(m *testing.M) {
 // registerTestGrains registers the test grain types, reporting to obs.
 func registerTestGrains(obs *testgrains.Observer, opts ...grain.TypeOption) func(*runtime.Silo) {
 	return func(s *runtime.Silo) {
+		testgrains.RegisterReqCtx(s, testgrains.NewReqCtx(), opts...)
 		testgrains.RegisterCounter(s, testgrains.NewCounter(obs), opts...)
 		testgrains.RegisterProbe(s, testgrains.NewProbe(obs), opts...)
 		testgrains.RegisterClock(s, testgrains.NewClock(obs), opts...)
+		testgrains.RegisterHops(s, obs, opts...)
 		registerWho(s)
+		registerPlacementGrains(s)
 	}
 }
 

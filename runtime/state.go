@@ -28,6 +28,12 @@ func (s *Silo) stateStore(a *activation, name string, cfg grain.StateConfig) *st
 		pname = DefaultStorage
 	}
 	st := &stateStore{a: a, key: storage.Key{GrainType: a.id.Type, GrainKey: a.id.Key, State: name}}
+	if a.pool != nil {
+		// Reading it fails, and with it the activation.
+		st.err = fmt.Errorf("runtime: state %q of %s: grain type %s is a stateless worker (grain.StatelessWorker), whose activations hold no identity-bound state",
+			name, a.id, a.typ.desc.Name)
+		return st
+	}
 	if st.p = s.storage[pname]; st.p == nil {
 		st.err = fmt.Errorf("runtime: state %q of %s uses storage provider %q, which is not configured", name, a.id, pname)
 	}

@@ -3,6 +3,7 @@ package runtime
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 
 	"github.com/granary-rt/granary/grain"
 )
@@ -10,16 +11,21 @@ import (
 const tableShards = 64
 
 // table maps grain ids to this silo's activations. It is sharded so that
-// lookups from many callers do not contend on one lock.
+// lookups from many callers do not contend on one lock. The pools of
+// stateless worker types (stateless.go) live beside the single
+// activations: get never returns a worker, but snapshot, each, len and
+// remove cover workers too.
 type table struct {
-	seed   maphash.Seed
-	shards [tableShards]tableShard
+	seed    maphash.Seed
+	shards  [tableShards]tableShard
+	workers atomic.Int64 // workers in all pools
 }
 
 type tableShard struct {
-	mu sync.RWMutex
-	m  map[grain.ID]*activation
-	_  [40]byte // keep shards on separate cache lines
+	mu    sync.RWMutex
+	m     map[grain.ID]*activation
+	pools map[grain.ID]*workerPool // nil until a stateless worker is created
+	_     [32]byte                 // keep shards on separate cache lines
 }
 
 func newTable() *table {
@@ -61,6 +67,10 @@ func (t *table) getOrCreate(id grain.ID, newFn func() *activation) (a *activatio
 
 // remove deletes a from the table if it is still the activation for its id.
 func (t *table) remove(a *activation) {
+	if a.pool != nil {
+		t.removeWorker(a)
+		return
+	}
 	sh := t.shard(a.id)
 	sh.mu.Lock()
 	if sh.m[a.id] == a {
@@ -78,6 +88,7 @@ func (t *table) snapshot() []*activation {
 		for _, a := range sh.m {
 			out = append(out, a)
 		}
+		sh.eachWorker(func(a *activation) { out = append(out, a) })
 		sh.mu.RUnlock()
 	}
 	return out
@@ -92,12 +103,13 @@ func (t *table) each(fn func(*activation)) {
 		for _, a := range sh.m {
 			fn(a)
 		}
+		sh.eachWorker(fn)
 		sh.mu.RUnlock()
 	}
 }
 
 func (t *table) len() int {
-	n := 0
+	n := int(t.workers.Load())
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.RLock()

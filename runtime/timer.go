@@ -40,7 +40,7 @@ func (a *activation) sysTurn(m *message) (failed bool) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), a.silo.cfg.ResponseTimeout)
 	defer cancel()
-	m.sys(ctx)
+	m.sys(a.newTurn(ctx, "$timer", false, nil))
 	return a.failedWrite() || a.conflict.Load()
 }
 

@@ -38,6 +38,8 @@ type Config struct {
 	GatewayAddress string
 	// GrainTypes are the grain types the silo hosts.
 	GrainTypes []string
+	// StatelessTypes are those of GrainTypes that are stateless workers.
+	StatelessTypes []string
 	// TTL is the lease TTL: how long after its last renewal a silo's
 	// registration and its directory entries outlive it. Default 10 s,
 	// minimum 1 s, rounded up to whole seconds. The lease is renewed every
@@ -92,6 +94,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("cluster: Config.FenceMargin %v must be less than TTL/2 (%v): a silo must stay unfenced between two keepalives", c.FenceMargin, c.TTL/2)
 	}
 	c.GrainTypes = append([]string(nil), c.GrainTypes...)
+	c.StatelessTypes = append([]string(nil), c.StatelessTypes...)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}

@@ -47,7 +47,7 @@ func TestDecodeSiloRejectsHostileRecords(t *testing.T) {
 
 func FuzzMembershipRecord(f *testing.F) {
 	b, _ := msgpack.Marshal(&SiloInfo{SiloID: "s1", Address: "127.0.0.1:1", GatewayAddress: "127.0.0.1:2", Status: StatusActive,
-		GrainTypes: []string{"a.B", "c.D"}, StartedAt: time.Unix(100, 5).UTC(), Activations: 7})
+		GrainTypes: []string{"a.B", "c.D"}, StatelessTypes: []string{"c.D"}, StartedAt: time.Unix(100, 5).UTC(), Activations: 7})
 	f.Add(b)
 	for _, b := range hostileSiloRecords {
 		f.Add(b)

@@ -188,6 +188,7 @@ func join(ctx context.Context, cli *clientv3.Client, cfg Config) (*Member, error
 		GatewayAddress: cfg.GatewayAddress,
 		Status:         StatusJoining,
 		GrainTypes:     cfg.GrainTypes,
+		StatelessTypes: cfg.StatelessTypes,
 		StartedAt:      time.Now().Round(0),
 	})
 	if err := m.register(ctx, k); err != nil {
@@ -468,6 +469,7 @@ func (m *Member) Info() SiloInfo {
 	defer m.mu.Unlock()
 	info := m.info
 	info.GrainTypes = append([]string(nil), info.GrainTypes...)
+	info.StatelessTypes = append([]string(nil), info.StatelessTypes...)
 	info.lease = m.lease
 	return info
 }

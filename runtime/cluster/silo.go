@@ -54,10 +54,16 @@ type SiloInfo struct {
 	// with the same SiloID: it is the etcd revision at which the silo key
 	// was created by Join. It is unique in the cluster, grows with every
 	// join, and depends on no clock.
-	Incarnation int64     `msgpack:"inc"`
-	Status      Status    `msgpack:"status"`
-	GrainTypes  []string  `msgpack:"types"`
-	StartedAt   time.Time `msgpack:"started"`
+	Incarnation int64    `msgpack:"inc"`
+	Status      Status   `msgpack:"status"`
+	GrainTypes  []string `msgpack:"types"`
+	// StatelessTypes are those of GrainTypes the silo hosts as stateless
+	// workers (grain.StatelessWorker): a silo that does not host such a
+	// type sends its calls to a silo that does without reading the grain
+	// directory (Snapshot.StatelessWorker). Absent in records of silos
+	// from before it.
+	StatelessTypes []string  `msgpack:"stateless,omitempty"`
+	StartedAt      time.Time `msgpack:"started"`
 	// Activations is the silo's activation count as it last published it
 	// (Member.SetLoad), for least-activations placement.
 	Activations int64 `msgpack:"acts"`

@@ -113,7 +113,10 @@ type Snapshot struct {
 	active   []SiloInfo
 	gateways []SiloInfo
 	hosting  map[string][]SiloInfo
-	changed  chan struct{}
+	// stateless holds the grain types an active silo hosts as
+	// stateless workers.
+	stateless map[string]bool
+	changed   chan struct{}
 }
 
 // Active returns the silos with status Active, sorted by silo id. The
@@ -128,6 +131,10 @@ func (s *Snapshot) Gateways() []SiloInfo { return s.gateways }
 // sorted by silo id; nil if there are none. The slice is shared: do not
 // modify it.
 func (s *Snapshot) Hosting(grainType string) []SiloInfo { return s.hosting[grainType] }
+
+// StatelessWorker reports whether an active silo hosting grainType says
+// it hosts it as a stateless worker (SiloInfo.StatelessTypes).
+func (s *Snapshot) StatelessWorker(grainType string) bool { return s.stateless[grainType] }
 
 // Get returns the entry for siloID: its newest incarnation, registered or
 // (for a while) dead.
@@ -562,6 +569,12 @@ func (v *View) publish(version int64, now time.Time) {
 			if h := s.hosting[t]; len(h) == 0 || h[len(h)-1].SiloID != info.SiloID { // GrainTypes may repeat a type
 				s.hosting[t] = append(h, info)
 			}
+		}
+		for _, t := range info.StatelessTypes {
+			if s.stateless == nil {
+				s.stateless = make(map[string]bool)
+			}
+			s.stateless[t] = true
 		}
 	}
 	// Full slice expressions: a caller's append copies instead of

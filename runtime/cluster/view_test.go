@@ -128,7 +128,7 @@ func TestViewLifecycle(t *testing.T) {
 	// Joined out of id order; the view sorts.
 	b := join(t, cli, cluster.Config{Prefix: prefix, SiloID: "b", Address: "10.0.0.2:7000", GrainTypes: []string{"bank.Ledger"}})
 	a := join(t, cli, cluster.Config{Prefix: prefix, SiloID: "a", Address: "10.0.0.1:7000", GatewayAddress: "10.0.0.1:7001",
-		GrainTypes: []string{"bank.Account", "bank.Ledger"}})
+		GrainTypes: []string{"bank.Account", "bank.Ledger", "bank.Rates"}, StatelessTypes: []string{"bank.Rates"}})
 	s := waitView(t, v, 5*time.Second, "2 active silos", func(s *cluster.Snapshot) bool { return len(s.Active()) == 2 })
 	if got := ids(s.Active()); !slices.Equal(got, []string{"a", "b"}) {
 		t.Errorf("Active = %v, want [a b]", got)
@@ -142,12 +142,16 @@ func TestViewLifecycle(t *testing.T) {
 	if got := s.Hosting("bank.Nothing"); len(got) != 0 {
 		t.Errorf("Hosting(unknown type) = %v", got)
 	}
+	if !s.StatelessWorker("bank.Rates") || s.StatelessWorker("bank.Ledger") || s.StatelessWorker("bank.Nothing") {
+		t.Errorf("StatelessWorker: bank.Rates %v, bank.Ledger %v, unknown %v; want true, false, false",
+			s.StatelessWorker("bank.Rates"), s.StatelessWorker("bank.Ledger"), s.StatelessWorker("bank.Nothing"))
+	}
 	if got := s.Gateways(); len(got) != 1 || got[0].SiloID != "a" || got[0].GatewayAddress != "10.0.0.1:7001" {
 		t.Errorf("Gateways = %+v", got)
 	}
 	ai, ok := s.Get("a")
 	if want := a.Info(); !ok || ai.Incarnation != want.Incarnation || ai.Lease() != a.LeaseID() || ai.Address != want.Address ||
-		!slices.Equal(ai.GrainTypes, want.GrainTypes) || !ai.StartedAt.Equal(want.StartedAt) {
+		!slices.Equal(ai.GrainTypes, want.GrainTypes) || !slices.Equal(ai.StatelessTypes, want.StatelessTypes) || !ai.StartedAt.Equal(want.StartedAt) {
 		t.Errorf("Get(a) = %+v, %v; member says %+v", ai, ok, want)
 	}
 	if _, ok := s.Get("nobody"); ok {

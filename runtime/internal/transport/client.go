@@ -134,7 +134,11 @@ func (c *Client) Stats() Stats { return c.stats.snapshot() }
 //     grain.ErrBadRequest if malformed, before anything is sent;
 //   - ctx's deadline passed: an error matching grain.ErrTimeout and
 //     context.DeadlineExceeded; ctx cancelled: one matching
-//     context.Canceled. The request may still run.
+//     context.Canceled. The request may still run. When ctx is cancelled
+//     (not past its deadline, which the server knows) after the request
+//     was queued, Call also queues a cancellation of it, if the stream's
+//     queue has room: the server cancels the request's context if it is
+//     still in flight.
 //   - the peer cannot be dialed, or its stream had already broken: an
 //     error wrapping grain.ErrSiloUnavailable; the request was not sent.
 //   - the stream broke after the request was queued and before the
@@ -172,7 +176,7 @@ func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelop
 	// waited on for its parent's cancellation only, so that it never needs
 	// a timer.
 	done := ctx.Done
-	if rc, ok := ctx.(*requestCtx); ok {
+	if rc, ok := ctx.(*requestCtx); ok && !rc.server {
 		done = rc.Context.Done
 	}
 	select {
@@ -180,7 +184,11 @@ func (c *Client) Call(ctx context.Context, addr string, req *Envelope) (*Envelop
 	case <-done():
 		if s.forget(id) {
 			pendingPool.Put(p)
-			return nil, c.ctxError(ctx, addr, req)
+			err := c.ctxError(ctx, addr, req)
+			if errors.Is(err, context.Canceled) {
+				s.sendCancel(id)
+			}
+			return nil, err
 		}
 		<-p.done
 	}
@@ -535,6 +543,17 @@ func (s *clientStream) expire(now int64) {
 		p.err = errExpired
 		p.done <- struct{}{}
 	}
+}
+
+// sendCancel queues the cancellation of request id, if the queue has
+// room: without it the request runs on until its deadline, which is all
+// the server would have known before cancellations existed.
+func (s *clientStream) sendCancel(id uint64) {
+	if s.w.offer(newCancel(id)) {
+		s.c.stats.cancelsSent.Add(1)
+		return
+	}
+	s.log.Debug("transport: cancellation not sent: the stream's queue is full", zap.Uint64("id", id))
 }
 
 // forget removes a pending call whose caller gives up. It reports false if

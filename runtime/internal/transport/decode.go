@@ -266,10 +266,12 @@ type badEnvelope struct {
 // ones and tables of interned grain type and method names between calls; it is owned
 // by one stream's reader goroutine.
 type frameDecoder struct {
-	lim    Limits
-	envs   []*Envelope
-	bad    []badEnvelope
-	intern map[string]string
+	lim  Limits
+	envs []*Envelope
+	bad  []badEnvelope
+	// cancels are the ids of the requests the frame cancels.
+	cancels []uint64
+	intern  map[string]string
 	// methods interns method names, once checked.
 	methods map[string]string
 }
@@ -284,7 +286,7 @@ func newFrameDecoder(lim Limits) *frameDecoder {
 func (d *frameDecoder) decode(b []byte) error {
 	clear(d.envs)
 	clear(d.bad)
-	d.envs, d.bad = d.envs[:0], d.bad[:0]
+	d.envs, d.bad, d.cancels = d.envs[:0], d.bad[:0], d.cancels[:0]
 	r := &reader{b: b}
 	n, err := r.length(false)
 	switch {
@@ -316,11 +318,41 @@ func (d *frameDecoder) decode(b []byte) error {
 			return err
 		}
 	}
-	if err := r.skipN(n - 2); err != nil {
+	skip := n - 2
+	if n >= 3 {
+		if err := d.cancellations(r); err != nil {
+			return err
+		}
+		skip--
+	}
+	if err := r.skipN(skip); err != nil {
 		return err
 	}
 	if r.off != len(b) {
 		return fmt.Errorf("%d trailing bytes after frame", len(b)-r.off)
+	}
+	return nil
+}
+
+// cancellations decodes the third field of a frame, nil or the ids of the
+// requests it cancels, into d.cancels: at most MaxEnvelopesPerFrame ids.
+// Anything else is a malformed frame.
+func (d *frameDecoder) cancellations(r *reader) error {
+	m, err := r.length(false)
+	switch {
+	case err != nil && !isFieldError(err):
+		return err
+	case err != nil:
+		return fmt.Errorf("cancellations: %w", err)
+	case m > d.lim.MaxEnvelopesPerFrame:
+		return fmt.Errorf("frame has %d cancellations, limit %d", m, d.lim.MaxEnvelopesPerFrame)
+	}
+	for range m {
+		id, err := r.uint()
+		if err != nil {
+			return fmt.Errorf("cancellations: %w", err)
+		}
+		d.cancels = append(d.cancels, id)
 	}
 	return nil
 }
@@ -496,8 +528,16 @@ func (d *frameDecoder) request(r *reader, e *Envelope) (int, error) {
 	}
 	if n > 0 {
 		e.Context = make(map[string]string, n)
+		bytes := 0
 		for i := range 2 * n {
 			s, err := r.str()
+			if err == nil {
+				// Checked as it is read: the header limit would refuse
+				// the envelope anyway, after copying every entry.
+				if bytes += len(s); bytes > d.lim.MaxHeaderSize {
+					err = tooLarge("request context over %d bytes, the header limit", d.lim.MaxHeaderSize)
+				}
+			}
 			if err != nil {
 				if isFieldError(err) {
 					if err2 := r.skipN(2*n - i - 1); err2 != nil {

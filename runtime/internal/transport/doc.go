@@ -58,6 +58,13 @@
 // family and skip trailing fields they do not know, so fields can be
 // appended in later versions.
 //
+// A client's frame may carry a third field, the ids of requests its
+// callers gave up on (see Cancellation below):
+//
+//	[version, [envelope, ...], [cancelled_id, ...]]
+//
+// Receivers from before cancellation skip it as a trailing field.
+//
 // Each stream has one writer goroutine that sends frames from a bounded
 // queue. When it is idle, the first envelope queued goes out at once (the
 // writer only yields the processor once, so that goroutines already
@@ -75,6 +82,18 @@
 // gets the stream's context and its Timeout as a plain field.) When the
 // caller's ctx expires, Call returns an error matching grain.ErrTimeout and
 // context.DeadlineExceeded.
+//
+// # Cancellation
+//
+// When a caller's ctx is cancelled (not past its deadline, which the
+// server already knows) while Call waits, Call returns an error matching
+// context.Canceled and queues a cancellation of the request on the same
+// stream, if the queue has room. The server cancels the Handler's context
+// of that request if it is still in flight; the Handler still replies.
+// A cancellation of a request already answered, or of an id the stream
+// never admitted, is ignored: the server keeps no state for it. One-way
+// requests are never cancelled. Stats counts cancellations sent, received
+// and applied.
 //
 // An error response carries grain.CodeOf(err) and err.Error(); the caller
 // gets a *grain.RemoteError with that code and message, so errors.Is

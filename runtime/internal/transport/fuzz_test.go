@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -59,6 +60,10 @@ func fuzzSeeds() map[string][]byte {
 		"bad-field-types":    frameOf([]byte{0x9c, 0x01, 0x0e, 0x07, 0x07, 0xa1, 'x', 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0}),
 		"bad-deep":           frameOf(append(append([]byte{0x93, 0x01, 0x01}, bytes.Repeat([]byte{0x91}, 40)...), 0x00)),
 		"bad-huge-length":    {0x92, frameVersion, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x90},
+		"valid-cancels":      enc(req, newCancel(7), newCancel(1<<40)),
+		"valid-extra-field":  {0x94, frameVersion, 0x90, 0xc0, 0x01},
+		"bad-cancel-type":    {0x93, frameVersion, 0x90, 0x91, 0xa1, 'x'},
+		"bad-cancel-count":   append([]byte{0x93, frameVersion, 0x90, 0xdc, 0x00, 17}, bytes.Repeat([]byte{0x01}, 17)...),
 		"bad-ext-and-floats": frameOf([]byte{0x94, 0x03, 0x01, 0xd4, 0x01, 0x02, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0}),
 	}
 }
@@ -133,9 +138,27 @@ func FuzzDecodeFrame(f *testing.F) {
 		if len(envs) > lim.MaxEnvelopesPerFrame {
 			t.Fatalf("accepted %d envelopes, limit %d", len(envs), lim.MaxEnvelopesPerFrame)
 		}
+		if len(d.cancels) > lim.MaxEnvelopesPerFrame {
+			t.Fatalf("accepted %d cancellations, limit %d", len(d.cancels), lim.MaxEnvelopesPerFrame)
+		}
+		out := append([]*Envelope(nil), envs...)
+		for _, id := range d.cancels {
+			out = append(out, newCancel(id))
+		}
+		total := 0
+		for _, e := range out {
+			total += e.size
+		}
+		frame := appendFrame(nil, out)
+		if n, c := frameSize(out, total); len(frame) != n || c != len(d.cancels) {
+			t.Fatalf("re-encoded frame is %d bytes with %d cancellations; frameSize says %d, %d", len(frame), len(d.cancels), n, c)
+		}
 		again := newFrameDecoder(lim)
-		if err := again.decode(appendFrame(nil, envs)); err != nil {
+		if err := again.decode(frame); err != nil {
 			t.Fatalf("re-encoded frame does not decode: %v", err)
+		}
+		if !slices.Equal(again.cancels, d.cancels) {
+			t.Fatalf("cancellations changed in a round trip: %v, then %v", d.cancels, again.cancels)
 		}
 		if len(again.envs) != len(envs) || len(again.bad) != 0 {
 			t.Fatalf("re-encoded frame: %d envelopes and %d rejected, want %d and 0", len(again.envs), len(again.bad), len(envs))

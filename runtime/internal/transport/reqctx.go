@@ -8,7 +8,8 @@ import (
 
 // requestCtx is the context a handler gets for one request: the stream's
 // context (values, cancellation when the stream dies) bounded by the
-// request's deadline.
+// request's deadline, if it has one, and cancelled when the client sends a
+// cancellation for the request.
 //
 // context.WithTimeout would arm a timer for every request, and most
 // requests finish long before their deadline without anyone waiting on
@@ -16,8 +17,11 @@ import (
 // Err compares the clock with the deadline. finish, called when the reply
 // is queued, cancels it.
 type requestCtx struct {
-	context.Context // the stream's context
-	deadline        time.Time
+	context.Context           // the stream's context
+	deadline        time.Time // zero: none
+	// server: a server's request context, which the peer can cancel
+	// (Client.Call must wait on its Done, not only on its parent's).
+	server bool
 
 	mu       sync.Mutex
 	done     chan struct{} // made by the first Done
@@ -48,7 +52,7 @@ func newRequestCtx(parent context.Context, timeout time.Duration) *requestCtx {
 	return &requestCtx{Context: parent, deadline: time.Now().Add(timeout)}
 }
 
-func (c *requestCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *requestCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
 
 // Err reports why the context ended, if it did: cancelled (the request was
 // answered or the stream died) or its deadline passed.
@@ -58,7 +62,7 @@ func (c *requestCtx) Err() error {
 	if c.err == nil {
 		if err := c.Context.Err(); err != nil {
 			c.endLocked(err)
-		} else if !time.Now().Before(c.deadline) {
+		} else if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
 			c.endLocked(context.DeadlineExceeded)
 		}
 	}
@@ -81,12 +85,14 @@ func (c *requestCtx) Done() <-chan struct{} {
 		c.endLocked(err)
 		return c.done
 	}
-	left := time.Until(c.deadline)
-	if left <= 0 {
-		c.endLocked(context.DeadlineExceeded)
-		return c.done
+	if !c.deadline.IsZero() {
+		left := time.Until(c.deadline)
+		if left <= 0 {
+			c.endLocked(context.DeadlineExceeded)
+			return c.done
+		}
+		c.timer = time.AfterFunc(left, func() { c.end(context.DeadlineExceeded) })
 	}
-	c.timer = time.AfterFunc(left, func() { c.end(context.DeadlineExceeded) })
 	if c.Context.Done() != nil { // a parent that can be cancelled
 		c.stopPar = context.AfterFunc(c.Context, func() { c.end(c.Context.Err()) })
 	}
@@ -123,6 +129,9 @@ func (c *requestCtx) AfterFunc(f func()) (stop func() bool) {
 
 // finish cancels the context once the request is answered.
 func (c *requestCtx) finish() { c.end(context.Canceled) }
+
+// cancel cancels the context: the client gave up on the request.
+func (c *requestCtx) cancel() { c.end(context.Canceled) }
 
 func (c *requestCtx) end(err error) {
 	c.mu.Lock()

@@ -26,8 +26,10 @@ type Handler interface {
 	// and return) and must not panic.
 	//
 	// For a KindRequest, ctx has the request's timeout as its deadline
-	// (none if req.Timeout is 0); it is cancelled when the stream dies or
-	// the server stops hard, and is not to be used after reply. reply is
+	// (none if req.Timeout is 0); it is cancelled when the stream dies, the
+	// server stops hard or the client cancels the request (its caller's
+	// context was cancelled: see Client.Call), and is not to be used after
+	// reply. A cancelled request must still be replied to. reply is
 	// non-nil and reply.Reply must be called exactly once, from any
 	// goroutine, with the response (see NewResponse, NewErrorResponse,
 	// NewNotHereResponse); the transport sets its Kind and ID and ignores
@@ -178,6 +180,11 @@ type serverStream struct {
 	// bad is the malformed-request budget of the stream's connection (or
 	// of the stream alone).
 	bad *badBudget
+
+	// reqs are the requests in flight (admitted, not yet replied to) by
+	// id, for the client's cancellations; made on first use.
+	reqMu sync.Mutex
+	reqs  map[uint64]*replier
 
 	// failed is closed, once, when the peer is found not to read its
 	// replies: a reply could not be queued, or the writer made no progress
@@ -392,6 +399,9 @@ func (ss *serverStream) read() error {
 		for _, e := range f.d.envs {
 			ss.dispatch(e)
 		}
+		for _, id := range f.d.cancels {
+			ss.cancel(id)
+		}
 		ss.slowDown()
 	}
 }
@@ -492,13 +502,12 @@ func (ss *serverStream) dispatch(e *Envelope) {
 			return
 		}
 		r := &replier{ss: ss, id: e.ID}
-		r.rctx = requestCtx{Context: ss.ctx}
-		var ctx context.Context = ss.ctx
+		r.rctx = requestCtx{Context: ss.ctx, server: true}
 		if e.Timeout > 0 {
 			r.rctx.deadline = time.Now().Add(e.Timeout)
-			ctx = &r.rctx
 		}
-		ss.srv.h.HandleRequest(ctx, e, r)
+		ss.track(r)
+		ss.srv.h.HandleRequest(&r.rctx, e, r)
 	default:
 		ss.srv.stats.rejected.Add(1)
 		ss.bad.charge(1)
@@ -508,10 +517,46 @@ func (ss *serverStream) dispatch(e *Envelope) {
 	}
 }
 
+// track records r's request as in flight, for cancel. A client that
+// reuses the id of a request in flight (a broken or hostile client) makes
+// the older one uncancellable; nothing else.
+func (ss *serverStream) track(r *replier) {
+	ss.reqMu.Lock()
+	if ss.reqs == nil {
+		ss.reqs = make(map[uint64]*replier)
+	}
+	ss.reqs[r.id] = r
+	ss.reqMu.Unlock()
+}
+
+// untrack forgets r's request once it is replied to.
+func (ss *serverStream) untrack(r *replier) {
+	ss.reqMu.Lock()
+	if ss.reqs[r.id] == r {
+		delete(ss.reqs, r.id)
+	}
+	ss.reqMu.Unlock()
+}
+
+// cancel cancels the context of request id if it is in flight; a
+// cancellation of a request already answered (it crossed its reply), or
+// of one this stream never admitted, is ignored. It keeps no state, so a
+// flood of them costs a map lookup each.
+func (ss *serverStream) cancel(id uint64) {
+	ss.srv.stats.cancelsReceived.Add(1)
+	ss.reqMu.Lock()
+	r := ss.reqs[id]
+	ss.reqMu.Unlock()
+	if r != nil {
+		ss.srv.stats.cancelled.Add(1)
+		r.rctx.cancel()
+	}
+}
+
 // replier sends the response to one request.
 type replier struct {
 	ss      *serverStream
-	rctx    requestCtx // the handler's context, if the request has a deadline
+	rctx    requestCtx // the handler's context
 	id      uint64
 	replied atomic.Bool
 }
@@ -525,6 +570,7 @@ func (r *replier) Reply(resp *Envelope) {
 	if resp == nil {
 		resp = NewErrorResponse(errors.New("transport: handler replied with a nil envelope"))
 	}
+	r.ss.untrack(r)
 	r.ss.queue(r.id, resp)
 	r.rctx.finish()
 	r.ss.done()

@@ -29,6 +29,17 @@ import (
 // err_outcome (a grain.Outcome; 0 = not said) was appended later: a response
 // of 8 fields is still read, with no outcome.
 //
+// A frame from a client may carry a third field, the ids of the requests
+// its callers gave up on (their context was cancelled):
+//
+//	[version, [envelope, ...], [cancelled_id, ...]]
+//
+// The server cancels the context of those requests that are still in
+// flight on the stream and ignores the other ids. A receiver from before
+// cancellation skips the field, as it skips every trailing field of a
+// frame: nothing breaks, its handlers just run on. The field is absent
+// from frames without cancellations.
+//
 // chain is nil or an array of str, context nil or a map of str to str, body
 // nil or bin. A decoder accepts any msgpack encoding of a value of the right
 // family (a small uint in its uint64 form, a body as str, ...) and
@@ -262,18 +273,64 @@ func appendEnvelope(b []byte, e *Envelope) []byte {
 	return appendBin(b, e.Body)
 }
 
-// frameHeaderSize returns the size of the bytes appendFrameHeader writes.
-func frameHeaderSize(n int) int { return 2 + headerSize(n) }
+// kindCancel marks a cancellation queued on a client's stream: it asks the
+// server to cancel the context of request ID. It is never an envelope on
+// the wire: the writer sends the ids of the cancellations of a frame in the
+// frame's third field.
+const kindCancel Kind = 0xff
 
-func appendFrameHeader(b []byte, n int) []byte {
-	return appendArrayHeader(append(b, 0x92, frameVersion), n)
+// newCancel returns the cancellation of request id, ready to be queued.
+func newCancel(id uint64) *Envelope {
+	return &Envelope{Kind: kindCancel, ID: id, size: uintSize(id)}
 }
 
-// appendFrame appends a frame holding envs, whose sizes must be set.
-func appendFrame(b []byte, envs []*Envelope) []byte {
-	b = appendFrameHeader(b, len(envs))
+// frameHeaderSize returns the size of a frame of n envelopes and no
+// cancellations, less the envelopes.
+func frameHeaderSize(n int) int { return 2 + headerSize(n) }
+
+// frameSize returns the size appendFrame produces for envs, whose sizes
+// add up to total, and how many of envs are cancellations.
+func frameSize(envs []*Envelope, total int) (size, cancels int) {
+	c := 0
 	for _, e := range envs {
-		b = appendEnvelope(b, e)
+		if e.Kind == kindCancel {
+			c++
+		}
+	}
+	if c == 0 {
+		return frameHeaderSize(len(envs)) + total, 0
+	}
+	return 2 + headerSize(len(envs)-c) + headerSize(c) + total, c
+}
+
+// appendFrame appends a frame holding envs, whose sizes must be set:
+// the envelopes in order, and the ids of the cancellations among them in
+// the frame's third field.
+func appendFrame(b []byte, envs []*Envelope) []byte {
+	c := 0
+	for _, e := range envs {
+		if e.Kind == kindCancel {
+			c++
+		}
+	}
+	if c == 0 {
+		b = appendArrayHeader(append(b, 0x92, frameVersion), len(envs))
+		for _, e := range envs {
+			b = appendEnvelope(b, e)
+		}
+		return b
+	}
+	b = appendArrayHeader(append(b, 0x93, frameVersion), len(envs)-c)
+	for _, e := range envs {
+		if e.Kind != kindCancel {
+			b = appendEnvelope(b, e)
+		}
+	}
+	b = appendArrayHeader(b, c)
+	for _, e := range envs {
+		if e.Kind == kindCancel {
+			b = appendUint(b, e.ID)
+		}
 	}
 	return b
 }

@@ -142,7 +142,7 @@ fill:
 			break fill
 		}
 	}
-	n := frameHeaderSize(len(batch)) + total
+	n, cancels := frameSize(batch, total)
 	buf := mem.DefaultBufferPool().Get(n)
 	b := appendFrame((*buf)[:0], batch)
 	*buf = b
@@ -158,7 +158,7 @@ fill:
 		return err
 	}
 	w.stats.framesSent.Add(1)
-	w.stats.envelopesSent.Add(uint64(envs))
+	w.stats.envelopesSent.Add(uint64(envs - cancels)) // a cancellation is no envelope on the wire
 	if w.sent != nil {
 		w.sent(envs)
 	}
@@ -173,6 +173,9 @@ type counters struct {
 	envelopesReceived atomic.Uint64
 	rejected          atomic.Uint64
 	overloaded        atomic.Uint64
+	cancelsSent       atomic.Uint64
+	cancelsReceived   atomic.Uint64
+	cancelled         atomic.Uint64
 }
 
 // Stats are cumulative counts of a Server's or Client's traffic, over all
@@ -189,6 +192,12 @@ type Stats struct {
 	// grain.ErrOverloaded because their stream or connection had too many
 	// requests in flight.
 	RequestsOverloaded uint64
+	// CancelsSent counts the cancellations a Client sent (a caller's
+	// context was cancelled while its call waited); CancelsReceived those
+	// a Server received, and RequestsCancelled those of them that found
+	// their request in flight and cancelled its context. The others were
+	// for requests already answered, or unknown: they are ignored.
+	CancelsSent, CancelsReceived, RequestsCancelled uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -199,5 +208,8 @@ func (c *counters) snapshot() Stats {
 		EnvelopesReceived:  c.envelopesReceived.Load(),
 		EnvelopesRejected:  c.rejected.Load(),
 		RequestsOverloaded: c.overloaded.Load(),
+		CancelsSent:        c.cancelsSent.Load(),
+		CancelsReceived:    c.cancelsReceived.Load(),
+		RequestsCancelled:  c.cancelled.Load(),
 	}
 }

@@ -4,8 +4,9 @@ import "context"
 
 //granary:grain
 type Directives interface {
-	Fast(ctx context.Context) error //granary:fast
-	Args(ctx context.Context) error //granary:readonly please
+	Fast(ctx context.Context) error           //granary:fast
+	Args(ctx context.Context) error           //granary:readonly please
+	InterleaveArgs(ctx context.Context) error //granary:interleave always
 	// Doc comment with a misplaced directive.
 	//granary:grain
 	Misplaced(ctx context.Context) error
