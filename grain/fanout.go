@@ -105,11 +105,13 @@ func (r FanOutResult[K, T]) firstFailure() (K, error) {
 //	}, grain.MaxInFlight(16))
 //
 // It is safe to use in a grain method, with the grain's Context as the
-// Caller: the turn waits in FanOut until every call returned, so grain
-// code never runs alongside the calls; but call itself runs concurrently
-// with the other calls, on other goroutines, so it must not touch the
-// grain's state (read what it needs before FanOut, use the results
-// after). A panic in call is re-raised by FanOut, in its caller's
+// Caller and the method's ctx: the calls, made with the context FanOut
+// passes to call, belong to the turn, which waits in FanOut as on one
+// call it made (the runtime's execution rule), and the turn's code
+// continues only after every call returned. But call itself runs
+// concurrently with the other calls, on other goroutines, so it must not
+// touch the grain's state (read what it needs before FanOut, use the
+// results after). A panic in call is re-raised by FanOut, in its caller's
 // goroutine, after every call returned (a grain method's panic is
 // recovered by the runtime).
 func FanOut[K comparable, T any](ctx context.Context, keys []K, call func(ctx context.Context, key K) (T, error), opts ...FanOutOption) FanOutResult[K, T] {
