@@ -44,6 +44,13 @@
 // msgpack maps (an added field is zero on the other side, an unknown one
 // ignored).
 //
+// # Calling many grains
+//
+// FanOut calls many grains at once, at most MaxInFlight at a time, from a
+// client or from a grain method, and gathers which answered, which failed
+// and which did not answer before the context ended; it never returns
+// while a call it started still runs.
+//
 // # Generated code
 //
 // Generated code uses the invocation surface of invoke.go (Caller, Ref,

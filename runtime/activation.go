@@ -445,8 +445,8 @@ func (a *activation) turn(m *message) (failed bool) {
 	}
 	if !ran {
 		// An incoming filter answered the call without running it.
-		if err == nil && reply != nil && m.done != nil && !m.method.Flags.Has(grain.CopyFree) {
-			reply, err = deepCopy(reply, m.method.NewReply)
+		if err == nil && reply != nil {
+			reply, err = replyFor(m, reply, a.silo.cfg.MaxMessageSize)
 		}
 		m.complete(reply, err)
 		return false
@@ -468,9 +468,10 @@ func (a *activation) turn(m *message) (failed bool) {
 			reply, err = nil, werr // marked with its outcome
 		}
 	}
-	if err == nil && reply != nil && m.done != nil && !m.method.Flags.Has(grain.CopyFree) {
-		// A local caller: give it a copy. A remote reply is encoded.
-		reply, err = deepCopy(reply, m.method.NewReply)
+	if err == nil && reply != nil {
+		// A local caller gets a copy, a remote one the encoding, both
+		// within the message size limit.
+		reply, err = replyFor(m, reply, s.cfg.MaxMessageSize)
 	}
 	if a.fenced() {
 		// The silo passed its fence deadline while the turn ran: another

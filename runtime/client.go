@@ -65,6 +65,13 @@ type ClientConfig struct {
 	// ResponseTimeout is the deadline of calls whose context has none.
 	// Default 30s.
 	ResponseTimeout time.Duration
+	// MaxMessageSize is the largest msgpack encoding of the arguments, or
+	// of the reply, of one call (see Config.MaxMessageSize): a call whose
+	// arguments are larger fails before it is sent, one whose reply is
+	// larger fails once it ran (ran and failed), both with an error
+	// wrapping grain.ErrTooLarge. The gateway enforces its silo's limit
+	// too. Default DefaultMaxMessageSize (4 MiB).
+	MaxMessageSize int
 	// OutgoingFilters see every call the client makes, in order, before
 	// it is routed; see grain.Filter.
 	OutgoingFilters []grain.Filter
@@ -89,6 +96,12 @@ func (c *ClientConfig) validate() error {
 	}
 	if c.ResponseTimeout <= 0 {
 		c.ResponseTimeout = DefaultResponseTimeout
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.MaxMessageSize < 0 {
+		return fmt.Errorf("runtime: client config: max message size %d is negative", c.MaxMessageSize)
 	}
 	if c.Etcd.DialTimeout <= 0 {
 		c.Etcd.DialTimeout = DefaultDialTimeout
@@ -148,7 +161,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 	if err != nil {
 		return nil, err
 	}
-	tcfg := transport.ClientConfig{Logger: c.log, Credentials: creds, OnPush: c.onPush}
+	tcfg := transport.ClientConfig{Logger: c.log, Credentials: creds, OnPush: c.onPush, Limits: TransportConfig{}.limits(cfg.MaxMessageSize)}
 	if cfg.TokenSource != nil {
 		tcfg.DialOptions = append(tcfg.DialOptions, grpc.WithPerRPCCredentials(tokenCredentials{src: cfg.TokenSource}))
 	}
@@ -156,7 +169,7 @@ func Connect(ctx context.Context, cfg ClientConfig) (_ *Client, err error) {
 		return nil, fmt.Errorf("runtime: client transport: %w", err)
 	}
 	c.picker = &gatewayPicker{static: cfg.Gateways}
-	c.router = &router{tc: c.tc, routes: directory.NewCache(cfg.RouteCacheSize)}
+	c.router = &router{tc: c.tc, routes: directory.NewCache(cfg.RouteCacheSize), maxMessage: cfg.MaxMessageSize}
 	if len(cfg.Gateways) > 0 {
 		return c, nil
 	}

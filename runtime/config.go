@@ -24,6 +24,9 @@ const (
 	DefaultLeaseTTL        = 10 * time.Second
 	DefaultDialTimeout     = 5 * time.Second
 	DefaultMaxRouting      = 1024
+	// DefaultMaxMessageSize is the message size limit (Config and
+	// ClientConfig.MaxMessageSize) when none is set: 4 MiB.
+	DefaultMaxMessageSize = 4 << 20
 	// DefaultRouteCacheSize is how many grains a client remembers the
 	// gateway of when ClientConfig.RouteCacheSize is 0.
 	DefaultRouteCacheSize = 100_000
@@ -125,12 +128,24 @@ type Config struct {
 	// ResponseTimeout is the deadline of calls whose context has none.
 	// Default 30s.
 	ResponseTimeout time.Duration
+	// MaxMessageSize is the largest msgpack encoding of the arguments, or
+	// of the reply, of one call, in-process and remote alike: a call whose
+	// arguments are larger fails before it runs, one whose reply is larger
+	// fails after it ran (ran and failed), both with an error wrapping
+	// grain.ErrTooLarge that names the grain and method. The silo checks
+	// it on the calls it makes (from its in-process client and its grains)
+	// and on the requests and replies it receives; a peer with a larger
+	// limit may be refused by one with a smaller one. In-process calls of
+	// grain.CopyFree methods are not encoded: their size is bounded from
+	// their type and the lengths of their strings, and encoded only when
+	// that bound is over the limit. Default DefaultMaxMessageSize (4 MiB).
+	MaxMessageSize int
 	// DeactivationTimeout bounds one deactivation (OnDeactivate plus state
 	// writes), and all of them together when the silo stops: Stop returns
 	// within DeactivationTimeout + LeaseTTL whatever etcd and storage do,
 	// dropping (and logging) what it could not write. Default 30s.
 	DeactivationTimeout time.Duration
-	// Transport tunes the silo's listeners: frame, body and header limits,
+	// Transport tunes the silo's listeners: frame and header limits,
 	// requests in flight per stream (default 4096) and per connection
 	// (8192), streams per connection (16), the spare reply queue of a
 	// stream (1024). Zero fields take the defaults. Its
@@ -243,6 +258,9 @@ func (c *Config) validate() error {
 	if c.MaxRouting == 0 {
 		c.MaxRouting = DefaultMaxRouting
 	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
 	if c.ListenAddress == "" {
 		c.ListenAddress = "127.0.0.1:0"
 	}
@@ -273,6 +291,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxRouting < 0 {
 		errs = append(errs, fmt.Errorf("max routing %d is negative", c.MaxRouting))
+	}
+	if c.MaxMessageSize < 0 {
+		errs = append(errs, fmt.Errorf("max message size %d is negative", c.MaxMessageSize))
 	}
 	if c.GatewayAdvertiseAddress != "" && !validAddress(c.GatewayAdvertiseAddress) {
 		errs = append(errs, fmt.Errorf("gateway advertise address %q is not host:port", c.GatewayAdvertiseAddress))

@@ -87,9 +87,9 @@ func TestReplyDecodingRejectsHostileBytes(t *testing.T) {
 			call := &grain.Call{Target: grain.ID{Type: testgrains.ProbeType.Name, Key: tc2.key}, Type: testgrains.ProbeType,
 				Method: md, Args: md.NewArgs()}
 			// Round trip once, so that the stream exists before measuring.
-			_, _ = callRemote(ctx, tc, rt, call, md, false)
+			_, _ = callRemote(ctx, tc, rt, call, md, false, 0)
 			var reply any
-			alloc := allocatedBy(1<<20, func() { reply, err = callRemote(ctx, tc, rt, call, md, false) })
+			alloc := allocatedBy(1<<20, func() { reply, err = callRemote(ctx, tc, rt, call, md, false, 0) })
 			if !errors.Is(err, grain.ErrBadRequest) {
 				t.Fatalf("callRemote = %v, %v; want an error wrapping grain.ErrBadRequest", reply, err)
 			}

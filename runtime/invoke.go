@@ -121,7 +121,11 @@ func (s *Silo) invokeForeign(ctx context.Context, call *grain.Call, t *grainType
 	if err != nil {
 		return nil, callerSignature(call.Target, cm, fmt.Errorf("%w (silo %s)", err, s.id))
 	}
-	args, err := deepCopy(call.Args, md.NewArgs)
+	limit := s.cfg.MaxMessageSize
+	args, err := deepCopy(call.Args, md.NewArgs, limit)
+	if se, ok := err.(*sizeError); ok {
+		return nil, tooLarge(call.Target, md, "arguments", se.n, limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s.%s: arguments: %w", grain.ErrBadRequest, call.Target, md.Name, err)
 	}
@@ -129,7 +133,10 @@ func (s *Silo) invokeForeign(ctx context.Context, call *grain.Call, t *grainType
 	if err != nil || reply == nil || cm.NewReply == nil {
 		return nil, err
 	}
-	out, err := deepCopy(reply, cm.NewReply)
+	out, err := deepCopy(reply, cm.NewReply, limit)
+	if se, ok := err.(*sizeError); ok {
+		return nil, tooLarge(call.Target, md, "reply", se.n, limit)
+	}
 	if err != nil {
 		return nil, grain.WithOutcome(fmt.Errorf("%w: %s.%s: reply: %w", grain.ErrBadRequest, call.Target, md.Name, err), grain.OutcomeUnknown)
 	}
@@ -147,12 +154,9 @@ func callerSignature(target grain.ID, m *grain.MethodDesc, err error) error {
 
 // invokeLocal runs call on this silo's activation of its grain.
 func (s *Silo) invokeLocal(ctx context.Context, call *grain.Call, t *grainType, md *grain.MethodDesc) (any, error) {
-	args := call.Args
-	if !md.Flags.Has(grain.CopyFree) {
-		var err error
-		if args, err = deepCopy(args, md.NewArgs); err != nil {
-			return nil, fmt.Errorf("%w: %s.%s: %w", grain.ErrBadRequest, call.Target, md.Name, err)
-		}
+	args, err := copyArgs(call, md, s.cfg.MaxMessageSize)
+	if err != nil {
+		return nil, err
 	}
 	if md.Flags.Has(grain.OneWay) {
 		// The caller does not wait: the turn keeps the caller's values but
@@ -537,7 +541,7 @@ func (s *Silo) routeUnhosted(ctx context.Context, req *transport.Envelope, reply
 	if len(s.view.Current().Hosting(req.Target.Type)) == 0 {
 		// No directory read for a type no silo hosts: a client must
 		// not be able to make etcd work for names it makes up.
-		fail(fmt.Errorf("%w: %q: no active silo hosts it (gateway of silo %s)", grain.ErrUnknownGrainType, req.Target.Type, s.id))
+		fail(fmt.Errorf("runtime: call %s.%s: %w: no active silo hosts %q", req.Target, req.Method, grain.ErrUnknownGrainType, req.Target.Type))
 		return
 	}
 	select {

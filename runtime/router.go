@@ -33,6 +33,9 @@ type router struct {
 	// client with a negative RouteCacheSize. A client's calls always go to
 	// gateways, with no hops.
 	routes *directory.Cache
+	// maxMessage is the largest encoded arguments a call may send
+	// (Config.MaxMessageSize, ClientConfig.MaxMessageSize).
+	maxMessage int
 	// localLoad counts this silo's activations, and loads estimates the
 	// others', for least-activations placement (placement.go).
 	localLoad func() int
@@ -184,7 +187,7 @@ func (r *router) invoke(ctx context.Context, call *grain.Call, md *grain.MethodD
 		if redirect != nil {
 			rt = r.redirected(*redirect)
 		} else if rt, err = pick(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("runtime: call %s.%s: %w", call.Target, md.Name, err)
 		}
 		var reply any
 		if rt.local {
@@ -258,13 +261,16 @@ func (r *router) placed(id grain.ID, rt route, md *grain.MethodDesc) {
 // sends the caller's identity (see grain.CallerIdentity); a client never
 // does: its gateway sets it.
 func (r *router) callRemote(ctx context.Context, rt route, call *grain.Call, md *grain.MethodDesc) (any, error) {
-	return callRemote(ctx, r.tc, rt, call, md, r.self != "")
+	return callRemote(ctx, r.tc, rt, call, md, r.self != "", r.maxMessage)
 }
 
-func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain.Call, md *grain.MethodDesc, withIdentity bool) (any, error) {
+func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain.Call, md *grain.MethodDesc, withIdentity bool, maxMessage int) (any, error) {
 	body, err := msgpack.Marshal(call.Args)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode arguments of %s.%s: %w", grain.ErrBadRequest, call.Target, md.Name, err)
+	}
+	if maxMessage > 0 && len(body) > maxMessage {
+		return nil, tooLarge(call.Target, md, "arguments", len(body), maxMessage)
 	}
 	env := &transport.Envelope{Target: call.Target, Method: md.Name, Fingerprint: md.Fingerprint, Flags: md.Flags, Hops: rt.hops, Body: body}
 	env.Context = requestContext(ctx, withIdentity)
@@ -281,12 +287,32 @@ func callRemote(ctx context.Context, tc *transport.Client, rt route, call *grain
 	}
 	resp, err := tc.Call(ctx, rt.silo.Address, env)
 	if err != nil {
-		return nil, callerSignature(call.Target, md, err)
+		return nil, remoteCallError(call, md, err)
 	}
 	if md.NewReply == nil {
 		return nil, nil
 	}
 	return decodeReply(call.Target.Type, md, rt.silo.SiloID, resp.Body)
+}
+
+// remoteCallError is the error of a call to another process that failed
+// with err: the transport's own timeout and cancellation read as those of
+// an in-process call (a remote silo's answer, a *grain.RemoteError, keeps
+// its text), so that a call fails alike wherever its grain is.
+func remoteCallError(call *grain.Call, md *grain.MethodDesc, err error) error {
+	var re *grain.RemoteError
+	if !errors.As(err, &re) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return callErrorFor(call, md, context.DeadlineExceeded)
+		case errors.Is(err, context.Canceled):
+			return callErrorFor(call, md, context.Canceled)
+		case errors.Is(err, grain.ErrTooLarge) && grain.OutcomeOf(err) == grain.OutcomeFailed:
+			// A reply over this process's limit (the callee's is larger).
+			return grain.WithOutcome(fmt.Errorf("runtime: call %s.%s: the reply is over the message size limit: %w", call.Target, md.Name, err), grain.OutcomeFailed)
+		}
+	}
+	return callerSignature(call.Target, md, err)
 }
 
 // encodeResponse turns the outcome of a call that came from another process
@@ -300,6 +326,9 @@ func encodeResponse(reply any, err error) *transport.Envelope {
 	}
 	if reply == nil {
 		return transport.NewResponse(nil)
+	}
+	if b, ok := reply.(encodedReply); ok {
+		return transport.NewResponse(b)
 	}
 	body, err := msgpack.Marshal(reply)
 	if err != nil {

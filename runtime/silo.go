@@ -293,11 +293,12 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("runtime: membership view: %w", err)
 	}
-	s.tc, err = transport.NewClient(transport.ClientConfig{Logger: s.log, Credentials: creds.dial})
+	s.tc, err = transport.NewClient(transport.ClientConfig{Logger: s.log, Credentials: creds.dial,
+		Limits: s.cfg.Transport.limits(s.cfg.MaxMessageSize)})
 	if err != nil {
 		return fmt.Errorf("runtime: transport client: %w", err)
 	}
-	inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, localLoad: s.table.len}
+	inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, localLoad: s.table.len, maxMessage: s.cfg.MaxMessageSize}
 	table := s.cfg.Reminders
 	if table == nil {
 		if table, err = reminder.NewEtcd(s.etcd, reminder.EtcdConfig{Prefix: s.cfg.prefix(), Logger: s.log}); err != nil {
@@ -305,7 +306,7 @@ func (s *Silo) Start(ctx context.Context) (err error) {
 		}
 	}
 	s.reminders = newReminderService(s, table)
-	tcfg := s.cfg.Transport.serverConfig()
+	tcfg := s.cfg.Transport.serverConfig(s.cfg.MaxMessageSize)
 	tcfg.Logger = s.log
 	tcfg.GRPCOptions = s.cfg.grpcOptions
 	// The silo listener takes silos only: their certificates are always
@@ -617,7 +618,7 @@ func (s *Silo) newIncarnation(member *cluster.Member) (*incarnation, error) {
 		inc.dir = d
 	}
 	if s.tc != nil {
-		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, localLoad: s.table.len}
+		inc.router = &router{self: s.id, dir: inc.dir, view: s.view, tc: s.tc, localLoad: s.table.len, maxMessage: s.cfg.MaxMessageSize}
 	}
 	inc.ctx, inc.cancel = context.WithCancel(context.Background())
 	return inc, nil

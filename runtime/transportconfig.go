@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/granary-rt/granary/runtime/internal/transport"
@@ -12,11 +13,11 @@ import (
 // bounds" for what happens at each bound.
 type TransportConfig struct {
 	// MaxFrameSize is the largest gRPC message a peer may send. A frame
-	// over it ends the stream (ResourceExhausted). Default 16 MiB.
+	// over it ends the stream (ResourceExhausted). Default 16 MiB, or
+	// enough for one message of Config.MaxMessageSize and its header if
+	// that is more. (The largest argument or result of a call is
+	// Config.MaxMessageSize.)
 	MaxFrameSize int
-	// MaxBodySize is the largest encoded argument or result of one call:
-	// a request over it is answered with grain.ErrTooLarge. Default 4 MiB.
-	MaxBodySize int
 	// MaxHeaderSize is the largest encoded call without its body (target,
 	// call chain, request context, error message). Default 64 KiB.
 	MaxHeaderSize int
@@ -54,11 +55,24 @@ type TransportConfig struct {
 	KeepaliveTime, KeepaliveTimeout time.Duration
 }
 
-// serverConfig is the transport server configuration of c.
-func (c TransportConfig) serverConfig() transport.ServerConfig {
+// limits are the transport limits of c for messages (bodies) of up to
+// maxMessage bytes: unless c sets MaxFrameSize, a frame holds at least one
+// message of that size with its header.
+func (c TransportConfig) limits(maxMessage int) transport.Limits {
+	l := transport.Limits{MaxFrameSize: c.MaxFrameSize, MaxBodySize: maxMessage,
+		MaxHeaderSize: c.MaxHeaderSize, MaxEnvelopesPerFrame: c.MaxEnvelopesPerFrame}
+	if l.MaxFrameSize == 0 {
+		l.MaxFrameSize = max(transport.DefaultMaxFrameSize,
+			maxMessage+cmp.Or(l.MaxHeaderSize, transport.DefaultMaxHeaderSize)+transport.FrameOverhead)
+	}
+	return l
+}
+
+// serverConfig is the transport server configuration of c, for messages
+// of up to maxMessage bytes.
+func (c TransportConfig) serverConfig(maxMessage int) transport.ServerConfig {
 	return transport.ServerConfig{
-		Limits: transport.Limits{MaxFrameSize: c.MaxFrameSize, MaxBodySize: c.MaxBodySize,
-			MaxHeaderSize: c.MaxHeaderSize, MaxEnvelopesPerFrame: c.MaxEnvelopesPerFrame},
+		Limits:                   c.limits(maxMessage),
 		MaxInflightPerStream:     c.MaxInflightPerStream,
 		MaxInflightPerConnection: c.MaxInflightPerConnection,
 		MaxStreamsPerConnection:  c.MaxStreamsPerConnection,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,6 +43,10 @@ type turn struct {
 	// first call the turn makes, is chain plus the turn itself.
 	chain []link
 	out   []link
+	// outOnce makes out once: several calls of the turn (a fan-out) may
+	// ask for it at once.
+	outOnce sync.Once
+	outErr  error
 
 	// Guarded by a.mu.
 	outstanding int           // calls the turn waits on
@@ -97,21 +102,18 @@ func outChain(ctx context.Context) ([]link, error) {
 	if t == nil {
 		return nil, nil
 	}
-	if len(t.chain) >= maxChainDepth {
-		return nil, fmt.Errorf("%w: call chain would pass through more than %d grains: %s",
-			grain.ErrTooLarge, maxChainDepth, chainString(t.chain, t.a.id, t.method))
-	}
-	// Under the activation's lock: a turn's concurrent calls (a fan-out)
-	// may ask at once.
-	a := t.a
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if t.out == nil {
+	t.outOnce.Do(func() {
+		if len(t.chain) >= maxChainDepth {
+			t.outErr = fmt.Errorf("%w: call chain would pass through more than %d grains: %s",
+				grain.ErrTooLarge, maxChainDepth, chainString(t.chain, t.a.id, t.method))
+			return
+		}
+		a := t.a
 		out := make([]link, len(t.chain), len(t.chain)+1)
 		copy(out, t.chain)
 		t.out = append(out, link{grain: a.id, method: t.method, silo: a.silo.id, inc: a.inc.id, seq: a.seq, turn: t.seq})
-	}
-	return t.out, nil
+	})
+	return t.out, t.outErr
 }
 
 // encodeChain is the wire form of a chain: per link its grain id, its

@@ -510,7 +510,12 @@ func (s *clientStream) read() error {
 			stats.rejected.Add(1)
 			s.log.Warn("transport: rejected malformed envelope", zap.Uint64("id", b.id), zap.Error(b.err))
 			if b.known && b.kind == KindResponse {
-				s.complete(b.id, nil, b.err)
+				err := fmt.Errorf("transport: response rejected: %w", b.err)
+				if errors.Is(b.err, grain.ErrTooLarge) {
+					// The server answered with a result: the call ran.
+					err = grain.WithOutcome(err, grain.OutcomeFailed)
+				}
+				s.complete(b.id, nil, err)
 			}
 		}
 		for _, e := range f.d.envs {

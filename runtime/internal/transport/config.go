@@ -27,6 +27,11 @@ const (
 	DefaultKeepaliveTimeout     = 5 * time.Second
 )
 
+// FrameOverhead is the most bytes a frame holding one envelope takes
+// beyond the envelope's body and header: MaxFrameSize must be at least
+// MaxBodySize + MaxHeaderSize + FrameOverhead.
+const FrameOverhead = frameOverhead
+
 // Limits bound what a peer may send. Both ends of a connection should use
 // the same limits: a sender checks its own, a receiver enforces its own.
 // Zero fields take the defaults.
