@@ -349,8 +349,10 @@ func (v *View) run() {
 			resp, err := v.get(v.ctx)
 			if err == nil {
 				before := v.version
-				v.merge(resp)
+				// Healthy before the new snapshot is published: whoever
+				// sees it sees Err nil.
 				v.setErr(nil)
+				v.merge(resp)
 				v.log.Info("cluster: membership view reloaded; watching again",
 					zap.Int64("from_version", before), zap.Int64("version", v.version),
 					zap.Int("silos", len(v.Current().Silos)), zap.Int("attempts", fails))
