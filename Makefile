@@ -92,6 +92,7 @@ bench:
 		else if ($$1 ~ /^BenchmarkPostgresWrites/) label = "W4-pg-writes"; \
 		else if ($$1 ~ /^BenchmarkReminders/) label = "W5-reminders"; \
 		else if ($$1 ~ /^BenchmarkMalformedFlood\/malformed-budget=default/) label = "W6-malformed-flood"; \
+		else if ($$1 ~ /^BenchmarkGrainToGrain\//) label = "W7-grain-to-grain " substr($$1, 23); \
 		if (label == "") next; \
 		split("", m); for (i = 3; i < NF; i += 2) m[$$(i + 1)] = $$i; \
 		line = label ":"; \

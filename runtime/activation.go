@@ -437,7 +437,16 @@ func (a *activation) turn(m *message) (failed bool) {
 			grain.ErrUnknownMethod, a.id, a.typ.desc.Name))
 		return false
 	}
-	t := a.newTurn(m.ctx, m.method.Name, m.method.Flags.Has(grain.ReadOnly), m.chain)
+	var t *turn
+	if m.done == nil {
+		// A message of its own (from another process, or one-way), never
+		// reused: its turn lives in it, sparing an allocation. A pooled
+		// message (a local call's) is reused once its caller has the
+		// reply, while grain code might still hold the turn's context.
+		t = a.initTurn(&m.tn, m.ctx, m.method.Name, m.method.Flags.Has(grain.ReadOnly), m.chain)
+	} else {
+		t = a.newTurn(m.ctx, m.method.Name, m.method.Flags.Has(grain.ReadOnly), m.chain)
+	}
 	reply, err, ran, panicked := a.invoke(t, m)
 	if panicked {
 		m.complete(nil, err)
@@ -527,12 +536,20 @@ func (a *activation) invoke(t *turn, m *message) (reply any, err error, ran, pan
 		reply, err = m.method.Invoke(ctx, a.impl, m.args)
 		return reply, err, true, false
 	}
+	return a.invokeFiltered(ctx, m)
+}
+
+// invokeFiltered runs m's method through the incoming filters. (Apart from
+// invoke, so that the flag the filters' last step sets does not move to
+// the heap on every call.)
+func (a *activation) invokeFiltered(ctx context.Context, m *message) (reply any, err error, ran, panicked bool) {
+	called := false
 	reply, err = grain.RunFilters(ctx, a.typ.incoming, &grain.CallInfo{Target: a.id, Method: m.method, Args: m.args},
 		func(ctx context.Context) (any, error) {
-			ran = true
+			called = true
 			return m.method.Invoke(ctx, a.impl, m.args)
 		})
-	return reply, err, ran, false
+	return reply, err, called, false
 }
 
 // tryDeactivate starts deactivating an idle valid activation, if it is still

@@ -49,6 +49,10 @@ type message struct {
 	sys func(ctx context.Context)
 	// idle says the turn does not count as activity for idle collection.
 	idle bool
+
+	// tn is the message's turn, when it is not pooled (see
+	// activation.turn).
+	tn turn
 }
 
 var messagePool = sync.Pool{New: func() any {

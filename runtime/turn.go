@@ -72,8 +72,14 @@ func turnOf(ctx context.Context) *turn {
 // newTurn starts numbering a turn of a. It holds no lock: a.turnSeq is
 // owned by the token holder.
 func (a *activation) newTurn(ctx context.Context, method string, readOnly bool, chain []link) *turn {
+	return a.initTurn(new(turn), ctx, method, readOnly, chain)
+}
+
+// initTurn is newTurn in place, for a zero t.
+func (a *activation) initTurn(t *turn, ctx context.Context, method string, readOnly bool, chain []link) *turn {
 	a.turnSeq++
-	return &turn{Context: ctx, a: a, seq: a.turnSeq, method: method, readOnly: readOnly, chain: chain}
+	t.Context, t.a, t.seq, t.method, t.readOnly, t.chain = ctx, a, a.turnSeq, method, readOnly, chain
+	return t
 }
 
 // link is one grain in a call chain: the turn of an activation that waits
