@@ -60,9 +60,13 @@ type activation struct {
 	// calls they made; resumers, those whose calls returned and that wait
 	// for the token, in order.
 	waiting  []*turn
-	resumers []*turn
+	resumers []*resumer
 	// turnSeq numbers the activation's turns; owned by the token holder.
 	turnSeq uint64
+	// failing: a turn failed (panic, conflict, failed write) while others
+	// waited on calls they made; they finish, writing nothing, and the
+	// last one tears the activation down.
+	failing bool
 	// lastActive is when the mailbox last became empty, in nanoseconds on
 	// the silo's monotonic clock.
 	lastActive int64
@@ -246,7 +250,8 @@ func (a *activation) activate() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DeactivationTimeout)
 	defer cancel()
 
-	ctx = a.newTurn(ctx, "$activate", false, nil)
+	at := a.newTurn(ctx, "$activate", false, nil)
+	ctx = at
 	entry := a.entry()
 	dir := a.directory() // none for a stateless worker
 	winner, err := dir.Register(ctx, a.id, entry)
@@ -273,6 +278,7 @@ func (a *activation) activate() {
 		return
 	}
 	err = a.build(ctx)
+	a.endTurn(at)
 	if err == nil && a.writeFailed != nil {
 		// OnActivate wrote a state, the write failed and OnActivate went
 		// on: serving would show a value storage may not hold.
@@ -357,13 +363,19 @@ func (a *activation) kill() []*message {
 func (a *activation) run() {
 	for {
 		a.mu.Lock()
-		if a.status == statusDead || len(a.resumers) > 0 {
-			// Dropped while this goroutine ran a turn (waiting turns
-			// still finish theirs), or a waiting turn's call returned:
-			// it continues first.
+		if a.status == statusDead || len(a.resumers) > 0 || a.failing && len(a.waiting) > 0 {
+			// Dropped while this goroutine ran a turn, or failing: the
+			// waiting turns still finish theirs; or a waiting turn's call
+			// returned: it continues first.
 			wake, start := a.handOffLocked()
 			a.mu.Unlock()
 			a.afterHandOff(wake, start)
+			return
+		}
+		if a.failing {
+			// The last waiting turn of a failed activation ended.
+			a.mu.Unlock()
+			a.deactivateNow(context.Background(), grain.DeactivateFailed)
 			return
 		}
 		m := a.ready.pop()
@@ -396,10 +408,22 @@ func (a *activation) run() {
 		if failed := a.turn(m); failed {
 			a.mu.Lock()
 			if a.status == statusDead {
+				wake, start := a.handOffLocked()
 				a.mu.Unlock()
+				a.afterHandOff(wake, start)
 				return
 			}
 			a.status = statusDeactivating
+			if len(a.waiting) > 0 || len(a.resumers) > 0 {
+				// Other turns wait on calls they made: the activation
+				// stays registered (no other may start) until they
+				// finish, writing nothing, then it goes (see above).
+				a.failing = true
+				wake, start := a.handOffLocked()
+				a.mu.Unlock()
+				a.afterHandOff(wake, start)
+				return
+			}
 			a.mu.Unlock()
 			a.deactivateNow(context.Background(), grain.DeactivateFailed)
 			return
@@ -448,6 +472,7 @@ func (a *activation) turn(m *message) (failed bool) {
 		t = a.newTurn(m.ctx, m.method.Name, m.method.Flags.Has(grain.ReadOnly), m.chain)
 	}
 	reply, err, ran, panicked := a.invoke(t, m)
+	a.endTurn(t)
 	if panicked {
 		m.complete(nil, err)
 		return true
@@ -472,7 +497,13 @@ func (a *activation) turn(m *message) (failed bool) {
 	if err != nil && a.writeFailed != nil && writeOutcome(a.writeFailed) == grain.OutcomeUnknown {
 		err = grain.WithOutcome(err, grain.OutcomeUnknown)
 	}
-	if !m.method.Flags.Has(grain.ReadOnly) {
+	if a.isFailing() {
+		// Another call of the activation failed while this one waited on
+		// a call it made: the state it ran on is suspect, and nothing of
+		// it is written.
+		reply, err = nil, grain.WithOutcome(fmt.Errorf("runtime: %s.%s ran, but the activation was torn down while it waited on a call it made (another call of it failed); what it changed is not written",
+			a.id, m.method.Name), grain.OutcomeFailed)
+	} else if !m.method.Flags.Has(grain.ReadOnly) {
 		if werr := a.afterTurn(); werr != nil {
 			reply, err = nil, werr // marked with its outcome
 		}
@@ -489,6 +520,12 @@ func (a *activation) turn(m *message) (failed bool) {
 	}
 	m.complete(reply, err)
 	return a.failedWrite() || a.conflict.Load()
+}
+
+func (a *activation) isFailing() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.failing
 }
 
 // failedWrite reports, at the end of a turn, whether a state write or
@@ -698,9 +735,12 @@ func (a *activation) persist(ctx context.Context, reason grain.DeactivationReaso
 			err = fmt.Errorf("%w: during deactivation: %v", grain.ErrPanic, r)
 		}
 	}()
-	ctx = a.newTurn(ctx, "$deactivate", false, nil)
+	dt := a.newTurn(ctx, "$deactivate", false, nil)
+	ctx = dt
 	if h, ok := a.impl.(grain.Deactivator); ok {
-		if err := h.OnDeactivate(ctx, reason); err != nil {
+		err := h.OnDeactivate(ctx, reason)
+		a.endTurn(dt)
+		if err != nil {
 			a.silo.log.Warn("OnDeactivate failed", zap.Stringer("grain", a.id), zap.Error(err))
 		}
 	}

@@ -263,3 +263,54 @@ func TestMalformedCallChainsFromAPeerAreBadRequests(t *testing.T) {
 		t.Fatalf("the silo stopped serving: %v", err)
 	}
 }
+
+// TestAFailedTurnWaitsForTheTurnsThatWait: on a reentrant type, a call
+// panics while another waits on a call it made. The activation stays the
+// grain's only one until the waiting turn ends (a call meanwhile waits and
+// then runs on a new activation); the waiting turn's call fails, ran and
+// failed, its changes unwritten.
+func TestAFailedTurnWaitsForTheTurnsThatWait(t *testing.T) {
+	f := start(t, 1, runtime.Config{})
+	ctx := ctxT(t)
+	c := f.Client()
+	const g = "test.HopReentrant/fail"
+	id := grain.ID{Type: "test.HopReentrant", Key: "fail"}
+	base := f.obs.Waiting.Load()
+	waited := make(chan error, 1)
+	go func() {
+		_, err := callHop(ctx, c, g, "Call", "wait:tear")
+		waited <- err
+	}()
+	waitFor(t, func() bool { return f.obs.Waiting.Load() == base+1 }, "the first call never waited")
+	if _, err := callHop(ctx, c, g, "Call", "panic"); !errors.Is(err, grain.ErrPanic) {
+		t.Fatalf("the panicking call: %v, want ErrPanic", err)
+	}
+	later := make(chan error, 1)
+	go func() {
+		_, err := callHop(ctx, c, g, "Call")
+		later <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if n := f.obs.Activations(id); n != 1 {
+		t.Fatalf("%d activations while the first call still waits: want the failed one only", n)
+	}
+	select {
+	case err := <-later:
+		t.Fatalf("a call ran while the failed activation still had a waiting turn: %v", err)
+	default:
+	}
+	f.obs.Open("tear")
+	err := <-waited
+	if err == nil || grain.OutcomeOf(err) != grain.OutcomeFailed || !strings.Contains(err.Error(), "torn down") {
+		t.Fatalf("the waiting call: %v (outcome %v); want ran and failed, torn down", err, grain.OutcomeOf(err))
+	}
+	if err := <-later; err != nil {
+		t.Fatalf("the call after: %v", err)
+	}
+	if n := f.obs.Activations(id); n != 2 {
+		t.Fatalf("%d activations, want 2 (the failed one, then a new one)", n)
+	}
+	if v := f.obs.Violations.Load(); v != 0 {
+		t.Fatalf("%d overlaps", v)
+	}
+}

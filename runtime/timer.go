@@ -40,7 +40,9 @@ func (a *activation) sysTurn(m *message) (failed bool) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), a.silo.cfg.ResponseTimeout)
 	defer cancel()
-	m.sys(a.newTurn(ctx, "$timer", false, nil))
+	tt := a.newTurn(ctx, "$timer", false, nil)
+	defer a.endTurn(tt) // before the recover above, on a panic too
+	m.sys(tt)
 	return a.failedWrite() || a.conflict.Load()
 }
 

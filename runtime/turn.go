@@ -48,9 +48,10 @@ type turn struct {
 	outOnce sync.Once
 	outErr  error
 
-	// Guarded by a.mu.
-	outstanding int           // calls the turn waits on
-	wake        chan struct{} // signalled when a waiting turn gets the token back
+	// Guarded by a.mu (see beginWait).
+	outstanding int  // calls the turn waits on
+	holds       bool // the turn has the activation's token
+	ended       bool // the turn's code returned
 }
 
 type turnKey struct{}
@@ -79,6 +80,7 @@ func (a *activation) newTurn(ctx context.Context, method string, readOnly bool, 
 func (a *activation) initTurn(t *turn, ctx context.Context, method string, readOnly bool, chain []link) *turn {
 	a.turnSeq++
 	t.Context, t.a, t.seq, t.method, t.readOnly, t.chain = ctx, a, a.turnSeq, method, readOnly, chain
+	t.holds = true // made by the token's holder, for the turn it starts
 	return t
 }
 
@@ -184,17 +186,43 @@ func chainString(chain []link, target grain.ID, method string) string {
 	return b.String()
 }
 
+// A turn's token state, guarded by a.mu: holds (it has the token), its
+// outstanding calls, and ended (its code returned). Calls of one turn may
+// be made from several goroutines at once (a fan-out): the count can fall
+// to 0 and rise again while the goroutine whose call returned last still
+// waits for the token; and a goroutine the turn did not wait for may call
+// after the turn ended. Neither may make the token go to two holders.
+
 // beginWait gives up t's token while t waits on a call it made. Several
 // calls of one turn may be outstanding at once (a fan-out): the token goes
 // with the first and comes back after the last.
 func (a *activation) beginWait(t *turn) {
 	a.mu.Lock()
+	if t.ended {
+		// A call made after its turn ended, from a goroutine the turn did
+		// not wait for: it has no token to give up.
+		a.mu.Unlock()
+		return
+	}
 	t.outstanding++
 	if t.outstanding > 1 {
 		a.mu.Unlock()
 		return
 	}
 	a.waiting = append(a.waiting, t)
+	if r := a.dropResumerLocked(t); r != nil {
+		// The turn's previous calls all returned, but it had not got the
+		// token back yet: it waits again, and the goroutine that waited
+		// for the token goes on without it.
+		a.mu.Unlock()
+		r.ch <- false
+		return
+	}
+	if !t.holds {
+		a.mu.Unlock()
+		return
+	}
+	t.holds = false
 	wake, start := a.handOffLocked()
 	a.mu.Unlock()
 	a.afterHandOff(wake, start)
@@ -205,38 +233,85 @@ func (a *activation) beginWait(t *turn) {
 // own. That wait is as long as that turn's code runs between calls.
 func (a *activation) endWait(t *turn) {
 	a.mu.Lock()
+	if t.ended {
+		a.mu.Unlock()
+		return
+	}
 	t.outstanding--
 	if t.outstanding > 0 {
 		a.mu.Unlock()
 		return
 	}
-	for i, w := range a.waiting {
-		if w == t {
-			a.waiting = append(a.waiting[:i], a.waiting[i+1:]...)
-			break
-		}
-	}
+	a.dropWaitingLocked(t)
+	a.acquireLocked(t) // unlocks
+}
+
+// acquireLocked gives t the token, waiting for it if another turn holds
+// it. It is called with a.mu held and unlocks it. It returns without the
+// token if t waits on a call again meanwhile (see beginWait).
+func (a *activation) acquireLocked(t *turn) {
 	if !a.running {
-		a.running = true
+		a.running, t.holds = true, true
 		a.mu.Unlock()
 		return
 	}
-	if t.wake == nil {
-		t.wake = make(chan struct{}, 1)
-	}
-	a.resumers = append(a.resumers, t)
+	r := &resumer{t: t, ch: make(chan bool, 1)}
+	a.resumers = append(a.resumers, r)
 	a.mu.Unlock()
-	<-t.wake
+	<-r.ch
+}
+
+// endTurn marks t ended once its code returned, so that calls made from
+// goroutines it did not wait for no longer touch the token; if such calls
+// had taken it away, the turn takes it back first.
+func (a *activation) endTurn(t *turn) {
+	a.mu.Lock()
+	t.ended = true
+	if t.holds {
+		a.mu.Unlock()
+		return
+	}
+	a.dropWaitingLocked(t)
+	if r := a.dropResumerLocked(t); r != nil {
+		r.ch <- false // buffered
+	}
+	a.acquireLocked(t)
+}
+
+// resumer is a turn waiting for the token after its calls returned.
+type resumer struct {
+	t  *turn
+	ch chan bool // true: the token is the turn's; false: it waits again
+}
+
+func (a *activation) dropWaitingLocked(t *turn) {
+	for i, w := range a.waiting {
+		if w == t {
+			a.waiting = append(a.waiting[:i], a.waiting[i+1:]...)
+			return
+		}
+	}
+}
+
+func (a *activation) dropResumerLocked(t *turn) *resumer {
+	for i, r := range a.resumers {
+		if r.t == t {
+			a.resumers = append(a.resumers[:i], a.resumers[i+1:]...)
+			return r
+		}
+	}
+	return nil
 }
 
 // handOffLocked is called by the token's holder when it gives the token up
 // (a turn that waits or ends): a waiting turn whose call returned gets it
 // (wake), else a goroutine starts for the calls that may start now (start),
 // else the token is free.
-func (a *activation) handOffLocked() (wake *turn, start bool) {
+func (a *activation) handOffLocked() (wake *resumer, start bool) {
 	if len(a.resumers) > 0 {
 		wake = a.resumers[0]
 		a.resumers = append(a.resumers[:0], a.resumers[1:]...)
+		wake.t.holds = true
 		return wake, false
 	}
 	if a.status == statusValid && a.runnableLocked() {
@@ -246,9 +321,9 @@ func (a *activation) handOffLocked() (wake *turn, start bool) {
 	return nil, false
 }
 
-func (a *activation) afterHandOff(wake *turn, start bool) {
+func (a *activation) afterHandOff(wake *resumer, start bool) {
 	if wake != nil {
-		wake.wake <- struct{}{}
+		wake.ch <- true
 	}
 	if start {
 		a.silo.goTurns(a)

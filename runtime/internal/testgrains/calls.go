@@ -5,8 +5,8 @@ import "context"
 // Hop calls other grains along a path, for the tests of call chains,
 // deadlocks and interleaving. A path entry is a grain id ("test.Hop/a",
 // "test.HopReentrant/b", "test.HopChain/c": three registrations of the same
-// methods with different reentrancy), or "wait:<barrier>", which calls
-// Probe.Wait of the barrier's probe.
+// methods with different reentrancy), "wait:<barrier>", which calls
+// Probe.Wait of the barrier's probe, or "panic", which panics.
 //
 //granary:grain name=test.Hop
 type Hop interface {

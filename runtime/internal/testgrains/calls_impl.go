@@ -42,6 +42,14 @@ func (h *hop) enter() {
 	h.turns++
 }
 
+// OnActivate counts the activation (Observer.Activations).
+func (h *hop) OnActivate(ctx context.Context) error {
+	if h.obs == nil {
+		return nil
+	}
+	return h.obs.activated(h.c.ID())
+}
+
 func (h *hop) exit() {
 	if h.obs != nil {
 		h.obs.exit(h.c.ID())
@@ -83,6 +91,9 @@ func (h *hop) walk(ctx context.Context, path []string, method string) (string, e
 // next calls the grain of entry with rest, by the same method when it is a
 // Hop type.
 func (h *hop) next(ctx context.Context, entry string, rest []string, method string) (string, error) {
+	if entry == "panic" {
+		panic("test: hop told to panic")
+	}
 	if b, ok := strings.CutPrefix(entry, "wait:"); ok {
 		if err := NewProbeRef(h.c, b).Wait(ctx, b); err != nil {
 			return "", err
