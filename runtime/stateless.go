@@ -118,9 +118,15 @@ func (s *Silo) dispatchToPool(p *workerPool, m *message) (err error, stale []*ac
 	}
 	inc := s.inc.Load()
 	for {
-		var least, draining *activation
+		var least, draining, onChain *activation
 		leastLen := 0
 		for _, a := range p.workers {
+			if len(m.chain) > 0 && a.onChain(m.chain) {
+				// A worker that waits for this very call: another one
+				// can take it without a deadlock.
+				onChain = a
+				continue
+			}
 			switch idle, queued, st := a.workerLoad(); {
 			case a.inc != inc:
 				if !slices.Contains(stale, a) {
@@ -147,6 +153,9 @@ func (s *Silo) dispatchToPool(p *workerPool, m *message) (err error, stale []*ac
 		}
 		if least == nil {
 			least = draining // its calls move on when it is gone
+		}
+		if least == nil {
+			least = onChain // ErrDeadlock, unless its type admits the call
 		}
 		if least == nil {
 			return errRetry, stale

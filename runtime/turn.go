@@ -372,6 +372,13 @@ func (a *activation) mayStartLocked(m *message) bool {
 	return false
 }
 
+// onChain is onChainLocked, taking a.mu.
+func (a *activation) onChain(chain []link) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.onChainLocked(chain)
+}
+
 // onChainLocked reports whether one of a's waiting turns is in chain: the
 // call waits for the rest of the chain, whose end is m.
 func (a *activation) onChainLocked(chain []link) bool {
