@@ -78,7 +78,13 @@ func TestCancelReachesHandler(t *testing.T) {
 			if _, err := c.Call(testCtx(t), addr, request(mEcho, "after")); err != nil {
 				t.Fatalf("call after a cancellation: %v", err)
 			}
+			// The counters move just after the frames do: wait for them.
 			cs, ss := c.Stats(), srv.Stats()
+			for deadline := time.Now().Add(5 * time.Second); (cs.EnvelopesSent < 2 || ss.EnvelopesReceived < 2 ||
+				ss.CancelsReceived < 1 || ss.RequestsCancelled < 1) && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+				cs, ss = c.Stats(), srv.Stats()
+			}
 			if cs.CancelsSent != 1 || ss.CancelsReceived != 1 || ss.RequestsCancelled != 1 {
 				t.Fatalf("cancellations: client sent %d; server received %d, cancelled %d; want 1, 1, 1",
 					cs.CancelsSent, ss.CancelsReceived, ss.RequestsCancelled)
