@@ -577,29 +577,10 @@ func BenchmarkStatelessWorkerCall(b *testing.B) {
 			if _, err := work(ctx, c.Client(), "b", 0); err != nil {
 				b.Fatal(err)
 			}
-			var mu sync.Mutex
-			var lat []time.Duration
-			b.SetParallelism(max(1, callers/goruntime.GOMAXPROCS(0)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			begin := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				local := make([]time.Duration, 0, 1<<12)
-				for pb.Next() {
-					t0 := time.Now()
-					if _, err := work(ctx, c.Client(), "b", 0); err != nil {
-						b.Error(err)
-						return
-					}
-					local = append(local, time.Since(t0))
-				}
-				mu.Lock()
-				lat = append(lat, local...)
-				mu.Unlock()
+			benchParallel(b, callers, 1, func(int) error {
+				_, err := work(ctx, c.Client(), "b", 0)
+				return err
 			})
-			elapsed := time.Since(begin)
-			b.StopTimer()
-			reportLatency(b, lat, elapsed)
 		})
 	}
 }
