@@ -6,7 +6,6 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -57,20 +56,10 @@ func (g *generator) observerMethod(t *grainType, m *method, ident *ast.Ident, re
 func (r *renderer) observerType() {
 	t, gr, ctx := r.t, r.im.grain(), r.im.context()
 
-	vars := make([]string, len(t.methods))
-	for i, m := range t.methods {
-		vars[i] = m.varName
-	}
 	r.p("// %s describes the %s observer interface: its registered name\n", t.typeVar(), t.name)
 	r.p("// and methods, all one-way. Calls address a method by its wire name and the\n")
 	r.p("// fingerprint of its parameter types, never by its position.\n")
-	r.p("var %s = %s.NewType(%s, %s)\n\n", t.typeVar(), gr, strconv.Quote(t.regName), strings.Join(vars, ", "))
-	r.p("// The methods of %s: wire name, method expression, flags.\n", t.name)
-	r.p("var (\n")
-	for _, m := range t.methods {
-		r.p("%s = %s.NewAction%d(%s, %s.%s, %s)\n", m.varName, gr, len(m.params), strconv.Quote(m.wireName), t.name, m.name, flags(m, gr))
-	}
-	r.p(")\n\n")
+	r.descriptors()
 
 	ref, stub := t.refType(), t.stubType()
 	r.p("// %s is a reference to an object implementing %s, made callable\n", ref, t.name)

@@ -77,23 +77,14 @@ type renderer struct {
 
 func (r *renderer) p(format string, args ...any) { fmt.Fprintf(r.w, format, args...) }
 
-// methodNames are the identifiers a reference method uses.
-type methodNames struct {
-	ctx        string
-	params     []string
-	resultType string // printed result type; "" if the method returns only error
-}
-
-func (r *renderer) grain() {
-	t, gr, ctx := r.t, r.im.grain(), r.im.context()
-
+// descriptors writes the type descriptor variable of r.t and one method
+// descriptor per method, after the doc comment the caller wrote.
+func (r *renderer) descriptors() {
+	t, gr := r.t, r.im.grain()
 	vars := make([]string, len(t.methods))
 	for i, m := range t.methods {
 		vars[i] = m.varName
 	}
-	r.p("// %s describes the %s grain type: its registered name and\n", t.typeVar(), t.name)
-	r.p("// methods. Calls address a method by its wire name and the fingerprint of\n")
-	r.p("// its parameter and result types, never by its position.\n")
 	r.p("var %s = %s.NewType(%s, %s)\n\n", t.typeVar(), gr, strconv.Quote(t.regName), strings.Join(vars, ", "))
 	r.p("// The methods of %s: wire name, method expression, flags.\n", t.name)
 	r.p("var (\n")
@@ -105,6 +96,22 @@ func (r *renderer) grain() {
 		r.p("%s = %s.%s%d(%s, %s.%s, %s)\n", m.varName, gr, helper, len(m.params), strconv.Quote(m.wireName), t.name, m.name, flags(m, gr))
 	}
 	r.p(")\n\n")
+}
+
+// methodNames are the identifiers a reference method uses.
+type methodNames struct {
+	ctx        string
+	params     []string
+	resultType string // printed result type; "" if the method returns only error
+}
+
+func (r *renderer) grain() {
+	t, gr, ctx := r.t, r.im.grain(), r.im.context()
+
+	r.p("// %s describes the %s grain type: its registered name and\n", t.typeVar(), t.name)
+	r.p("// methods. Calls address a method by its wire name and the fingerprint of\n")
+	r.p("// its parameter and result types, never by its position.\n")
+	r.descriptors()
 
 	ref := t.refType()
 	r.p("// %s is a typed reference to a %s grain. It implements %s by\n", ref, t.name, t.name)

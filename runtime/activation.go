@@ -367,9 +367,7 @@ func (a *activation) run() {
 			// Dropped while this goroutine ran a turn, or failing: the
 			// waiting turns still finish theirs; or a waiting turn's call
 			// returned: it continues first.
-			wake, start := a.handOffLocked()
-			a.mu.Unlock()
-			a.afterHandOff(wake, start)
+			a.handOffAndUnlock()
 			return
 		}
 		if a.failing {
@@ -408,9 +406,7 @@ func (a *activation) run() {
 		if failed := a.turn(m); failed {
 			a.mu.Lock()
 			if a.status == statusDead {
-				wake, start := a.handOffLocked()
-				a.mu.Unlock()
-				a.afterHandOff(wake, start)
+				a.handOffAndUnlock()
 				return
 			}
 			a.status = statusDeactivating
@@ -419,9 +415,7 @@ func (a *activation) run() {
 				// stays registered (no other may start) until they
 				// finish, writing nothing, then it goes (see above).
 				a.failing = true
-				wake, start := a.handOffLocked()
-				a.mu.Unlock()
-				a.afterHandOff(wake, start)
+				a.handOffAndUnlock()
 				return
 			}
 			a.mu.Unlock()
@@ -472,7 +466,7 @@ func (a *activation) turn(m *message) (failed bool) {
 		t = a.newTurn(m.ctx, m.method.Name, m.method.Flags.Has(grain.ReadOnly), m.chain)
 	}
 	reply, err, ran, panicked := a.invoke(t, m)
-	a.endTurn(t)
+	failing := a.endTurn(t)
 	if panicked {
 		m.complete(nil, err)
 		return true
@@ -497,7 +491,7 @@ func (a *activation) turn(m *message) (failed bool) {
 	if err != nil && a.writeFailed != nil && writeOutcome(a.writeFailed) == grain.OutcomeUnknown {
 		err = grain.WithOutcome(err, grain.OutcomeUnknown)
 	}
-	if a.isFailing() {
+	if failing {
 		// Another call of the activation failed while this one waited on
 		// a call it made: the state it ran on is suspect, and nothing of
 		// it is written.
@@ -520,12 +514,6 @@ func (a *activation) turn(m *message) (failed bool) {
 	}
 	m.complete(reply, err)
 	return a.failedWrite() || a.conflict.Load()
-}
-
-func (a *activation) isFailing() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.failing
 }
 
 // failedWrite reports, at the end of a turn, whether a state write or

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,37 +97,11 @@ func TestFanOutOverRuntime(t *testing.T) {
 	fromCaller := func(t *testing.T, caller grain.Caller) testgrains.GatherReport {
 		ctx, cancel := context.WithTimeout(ctxT(t), deadline)
 		defer cancel()
-		var now, peak atomic.Int64
 		start := time.Now()
-		res := grain.FanOut(ctx, keys, func(ctx context.Context, key string) (struct{}, error) {
-			n := now.Add(1)
-			defer now.Add(-1)
-			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-			}
-			p := testgrains.NewProbeRef(caller, key)
-			switch key[:2] {
-			case "fa":
-				return struct{}{}, p.Fail(ctx)
-			case "bl":
-				return struct{}{}, p.Wait(ctx, "never opened")
-			}
-			return struct{}{}, p.Ping(ctx)
-		}, grain.MaxInFlight(bound))
+		rep := testgrains.Gather(ctx, caller, keys, bound)
 		if d := time.Since(start); d < deadline-50*time.Millisecond {
 			t.Errorf("FanOut returned after %v, before the deadline %v that blocked calls wait for", d, deadline)
 		}
-		rep := testgrains.GatherReport{Unanswered: res.Unanswered, NotStarted: res.NotStarted, FailedCodes: map[string]string{},
-			PeakInFlight: int(peak.Load()), RunningAfter: int(now.Load())}
-		for k := range res.Answered {
-			rep.Answered = append(rep.Answered, k)
-		}
-		for k, err := range res.Failed {
-			rep.Failed = append(rep.Failed, k)
-			rep.FailedCodes[k] = grain.CodeOf(err)
-		}
-		slices.Sort(rep.Answered)
-		slices.Sort(rep.Failed)
-		slices.Sort(rep.Unanswered)
 		return rep
 	}
 	t.Run("client=silo", func(t *testing.T) { check(t, fromCaller(t, f.Silos[1].Client())) })

@@ -61,16 +61,16 @@ func (g *gatedTable) Remove(ctx context.Context, id grain.ID, name, etag string)
 	return g.Table.Remove(ctx, id, name, etag)
 }
 
-// revokeLease revokes the lease of silo s in cluster f, as etcd would
+// revokeLease revokes the lease of silo s of cluster c, as etcd would
 // expire it: the silo fences itself at its next keepalive.
-func revokeLease(t *testing.T, ctx context.Context, f *fixture, s *runtime.Silo) {
+func revokeLease(t *testing.T, ctx context.Context, c *runtimetest.Cluster, s *runtime.Silo) {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	resp, err := cli.Get(ctx, runtime.ClusterPrefix(f.Name)+"silos/"+s.ID())
+	resp, err := cli.Get(ctx, runtime.ClusterPrefix(c.Name)+"silos/"+s.ID())
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("silo key: %v, %v", resp, err)
 	}
@@ -108,7 +108,7 @@ func TestReminderChangesAreFenced(t *testing.T) {
 				}
 			}()
 			<-table.entered
-			revokeLease(t, ctx, f, s)
+			revokeLease(t, ctx, f.Cluster, s)
 			// The silo fenced itself and dropped the activation whose turn
 			// is still inside the table write.
 			runtimetest.Eventually(t, 10*time.Second, func() bool { return s.ActivationCount() == 0 },
@@ -169,7 +169,7 @@ func TestStateWriteInFlightIsCutAtTheFence(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- c.SetThrough(ctx, 5) }()
 	<-st.entered
-	revokeLease(t, ctx, f, s)
+	revokeLease(t, ctx, f.Cluster, s)
 	runtimetest.Eventually(t, 10*time.Second, func() bool { return s.ActivationCount() == 0 },
 		"the silo did not fence itself after its lease was revoked")
 	st.release <- struct{}{}

@@ -65,7 +65,7 @@ func TestFencedDuringCallIsOutcomeUnknown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- p.Wait(ctx, "fenced-mid-call") }()
 	runtimetest.Eventually(t, 10*time.Second, func() bool { return f.obs.Waiting.Load() == 1 }, "the call never started")
-	revokeLease(t, ctx, f, s)
+	revokeLease(t, ctx, f.Cluster, s)
 	// The fence drops the silo's activations from its table.
 	runtimetest.Eventually(t, 10*time.Second, func() bool { return s.ActivationCount() == 0 }, "the silo did not fence itself")
 	f.obs.Open("fenced-mid-call")

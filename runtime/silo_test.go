@@ -525,13 +525,7 @@ func TestLostLeaseFencesWithoutWritingState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	resp, err := cli.Get(ctx, runtime.ClusterPrefix(f.Name)+"silos/"+s.ID())
-	if err != nil || len(resp.Kvs) != 1 {
-		t.Fatalf("silo key: %v, %v", resp, err)
-	}
-	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-		t.Fatal(err)
-	}
+	revokeLease(t, ctx, f.Cluster, s)
 	// The fenced activation (holding 5, never written) must be gone: calls
 	// fail until the silo rejoins as a new incarnation, then a new
 	// activation starts from storage, where nothing was written.

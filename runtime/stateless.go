@@ -121,13 +121,11 @@ func (s *Silo) dispatchToPool(p *workerPool, m *message) (err error, stale []*ac
 		var least, draining, onChain *activation
 		leastLen := 0
 		for _, a := range p.workers {
-			if len(m.chain) > 0 && a.onChain(m.chain) {
+			switch idle, queued, st, waitsForIt := a.workerLoad(m.chain); {
+			case waitsForIt:
 				// A worker that waits for this very call: another one
 				// can take it without a deadlock.
 				onChain = a
-				continue
-			}
-			switch idle, queued, st := a.workerLoad(); {
 			case a.inc != inc:
 				if !slices.Contains(stale, a) {
 					stale = append(stale, a)
@@ -179,12 +177,14 @@ func (p *workerPool) enqueue(a *activation, m *message) error {
 
 // workerLoad reports whether a worker is idle (valid, no turn running or
 // waiting on a call it made, nothing queued), how many calls it holds
-// queued, and its status.
-func (a *activation) workerLoad() (idle bool, queued int, st status) {
+// queued, its status, and whether one of its turns waits for a call with
+// chain.
+func (a *activation) workerLoad(chain []link) (idle bool, queued int, st status, onChain bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	queued = a.queue.len() + a.ready.len()
-	return a.status == statusValid && !a.running && len(a.waiting) == 0 && len(a.resumers) == 0 && queued == 0, queued, a.status
+	idle = a.status == statusValid && !a.running && len(a.waiting) == 0 && len(a.resumers) == 0 && queued == 0
+	return idle, queued, a.status, len(chain) > 0 && a.onChainLocked(chain)
 }
 
 // newWorker adds a worker to p and starts activating it. The caller holds

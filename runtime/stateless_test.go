@@ -601,18 +601,7 @@ func TestStatelessWorkersOfAFencedSiloAreDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	resp, err := cli.Get(ctx, runtime.ClusterPrefix(f.Name)+"silos/"+s.ID())
-	if err != nil || len(resp.Kvs) != 1 {
-		t.Fatalf("silo key: %v, %v", resp, err)
-	}
-	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-		t.Fatal(err)
-	}
+	revokeLease(t, ctx, f, s)
 	runtimetest.Eventually(t, 20*time.Second, func() bool {
 		r, err := work(ctx, s.Client(), "f", 0)
 		return err == nil && incOf(r.Activation) != incOf(first.Activation)

@@ -223,9 +223,7 @@ func (a *activation) beginWait(t *turn) {
 		return
 	}
 	t.holds = false
-	wake, start := a.handOffLocked()
-	a.mu.Unlock()
-	a.afterHandOff(wake, start)
+	a.handOffAndUnlock()
 }
 
 // endWait takes t's token back after the last of its calls returned,
@@ -263,19 +261,25 @@ func (a *activation) acquireLocked(t *turn) {
 
 // endTurn marks t ended once its code returned, so that calls made from
 // goroutines it did not wait for no longer touch the token; if such calls
-// had taken it away, the turn takes it back first.
-func (a *activation) endTurn(t *turn) {
+// had taken it away, the turn takes it back first. It reports whether the
+// activation is failing (see activation.failing), which no other turn can
+// change while this one holds the token.
+func (a *activation) endTurn(t *turn) (failing bool) {
 	a.mu.Lock()
 	t.ended = true
 	if t.holds {
+		failing = a.failing
 		a.mu.Unlock()
-		return
+		return failing
 	}
 	a.dropWaitingLocked(t)
 	if r := a.dropResumerLocked(t); r != nil {
 		r.ch <- false // buffered
 	}
 	a.acquireLocked(t)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.failing
 }
 
 // resumer is a turn waiting for the token after its calls returned.
@@ -321,7 +325,11 @@ func (a *activation) handOffLocked() (wake *resumer, start bool) {
 	return nil, false
 }
 
-func (a *activation) afterHandOff(wake *resumer, start bool) {
+// handOffAndUnlock is handOffLocked, then unlocks a.mu and wakes or starts
+// what gets the token.
+func (a *activation) handOffAndUnlock() {
+	wake, start := a.handOffLocked()
+	a.mu.Unlock()
 	if wake != nil {
 		wake.ch <- true
 	}
@@ -334,9 +342,7 @@ func (a *activation) afterHandOff(wake *resumer, start bool) {
 // with the activation).
 func (a *activation) releaseToken() {
 	a.mu.Lock()
-	wake, start := a.handOffLocked()
-	a.mu.Unlock()
-	a.afterHandOff(wake, start)
+	a.handOffAndUnlock()
 }
 
 // runnableLocked reports whether a call may start now.
@@ -370,13 +376,6 @@ func (a *activation) mayStartLocked(m *message) bool {
 		return true
 	}
 	return false
-}
-
-// onChain is onChainLocked, taking a.mu.
-func (a *activation) onChain(chain []link) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.onChainLocked(chain)
 }
 
 // onChainLocked reports whether one of a's waiting turns is in chain: the

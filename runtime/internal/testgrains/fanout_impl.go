@@ -19,13 +19,22 @@ func NewFanner() func(grain.Context) Fanner {
 func (g *fanner) Gather(ctx context.Context, req GatherRequest) (GatherReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, req.Timeout)
 	defer cancel()
+	return Gather(ctx, g.c, req.Keys, req.MaxInFlight), nil
+}
+
+// Gather fans Probe calls out to keys through caller with grain.FanOut, at
+// most maxInFlight at once: a key "fail-..." fails with ErrDomain, one
+// "block-..." waits until ctx ends, any other pings. It reports what
+// FanOut returned, sorted, with the most calls seen in flight at once and
+// the calls still running when FanOut returned.
+func Gather(ctx context.Context, caller grain.Caller, keys []string, maxInFlight int) GatherReport {
 	var now, peak atomic.Int64
-	res := grain.FanOut(ctx, req.Keys, func(ctx context.Context, key string) (struct{}, error) {
+	res := grain.FanOut(ctx, keys, func(ctx context.Context, key string) (struct{}, error) {
 		n := now.Add(1)
 		defer now.Add(-1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
-		p := NewProbeRef(g.c, key)
+		p := NewProbeRef(caller, key)
 		switch {
 		case strings.HasPrefix(key, "fail-"):
 			return struct{}{}, p.Fail(ctx)
@@ -33,7 +42,7 @@ func (g *fanner) Gather(ctx context.Context, req GatherRequest) (GatherReport, e
 			return struct{}{}, p.Wait(ctx, "never opened")
 		}
 		return struct{}{}, p.Ping(ctx)
-	}, grain.MaxInFlight(req.MaxInFlight))
+	}, grain.MaxInFlight(maxInFlight))
 	rep := GatherReport{Unanswered: res.Unanswered, NotStarted: res.NotStarted, FailedCodes: map[string]string{},
 		PeakInFlight: int(peak.Load()), RunningAfter: int(now.Load())}
 	for k := range res.Answered {
@@ -47,7 +56,7 @@ func (g *fanner) Gather(ctx context.Context, req GatherRequest) (GatherReport, e
 	slices.Sort(rep.Failed)
 	slices.Sort(rep.Unanswered)
 	slices.Sort(rep.NotStarted)
-	return rep, nil
+	return rep
 }
 
 func (g *fanner) Big(ctx context.Context, n int) (string, error) { return strings.Repeat("b", n), nil }
